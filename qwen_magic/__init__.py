@@ -1,0 +1,28 @@
+"""qwen-magic: ask Qwen models from Jupyter and IPython with ``%%qwen``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register ``%%qwen``/``%qwen``; the SDK is imported in the background, not here."""
+    from ._client import warm_up
+    from ._magic import QwenMagics
+
+    ipython.register_magics(QwenMagics(shell=ipython))
+    warm_up()
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Remove the magics and their settings object."""
+    magics = ipython.magics_manager.registry.pop("QwenMagics", None)
+    for kind in ("line", "cell"):
+        ipython.magics_manager.magics[kind].pop("qwen", None)
+    if magics is not None:
+        ipython.events.unregister("pre_run_cell", magics._remember_cell)
+        if magics in ipython.configurables:
+            ipython.configurables.remove(magics)

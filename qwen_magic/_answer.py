@@ -1,0 +1,82 @@
+"""One answer as it arrives: its parts, usage and timing, independent of how it is painted."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Usage:
+    """Token counts of one request, as the service reported them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+
+    @classmethod
+    def from_sdk(cls, usage: Any) -> Usage:
+        """Read the SDK's ``Usage`` (missing cache fields count as zero)."""
+        return cls(
+            input_tokens=getattr(usage, "input_tokens", 0) or 0,
+            output_tokens=getattr(usage, "output_tokens", 0) or 0,
+            cache_read=getattr(usage, "cache_read_input_tokens", 0) or 0,
+            cache_write=getattr(usage, "cache_creation_input_tokens", 0) or 0,
+        )
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read + other.cache_read,
+            self.cache_write + other.cache_write,
+        )
+
+
+@dataclass
+class Answer:
+    """The assistant's side of one turn, complete or not."""
+
+    model: str
+    text: str = ""
+    thinking: str = ""
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    usage: Usage | None = None
+    stop_reason: str | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    interrupted: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """True when the answer ended normally (not failed, not interrupted)."""
+        return self.error is None and not self.interrupted and self.finished_at is not None
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        """Seconds from sending the request to the first thinking or text token."""
+        return None if self.first_token_at is None else self.first_token_at - self.started_at
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Output tokens per second while tokens flowed."""
+        if self.usage is None or self.first_token_at is None or self.finished_at is None:
+            return None
+        seconds = self.finished_at - self.first_token_at
+        return self.usage.output_tokens / seconds if seconds > 0 else None
+
+    def history_content(self) -> list[dict[str, Any]]:
+        """The content to resend as the assistant turn: no thinking (DashScope rejects it)."""
+        if self.blocks and self.complete:
+            return [
+                b
+                for b in self.blocks
+                if b.get("type") not in ("thinking", "redacted_thinking")
+                and not (b.get("type") == "text" and not b.get("text", "").strip())
+            ]
+        # A partial answer is kept as the text that was shown.
+        return [{"type": "text", "text": self.text}] if self.text.strip() else []

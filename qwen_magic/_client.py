@@ -1,0 +1,182 @@
+"""The SDK edge: build the ``anthropic`` client for DashScope and translate its errors.
+
+``import anthropic`` costs about a second, so nothing here imports it at module level;
+``warm_up`` imports it in a background thread right after ``%load_ext``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+
+from ._errors import ConnectionFailed, QwenError, ServiceError
+
+if TYPE_CHECKING:
+    import anthropic
+
+ENDPOINTS = {
+    "cn": "https://dashscope.aliyuncs.com/apps/anthropic",
+    "intl": "https://dashscope-intl.aliyuncs.com/apps/anthropic",
+    "us": "https://dashscope-us.aliyuncs.com/apps/anthropic",
+}
+KEY_VARIABLE = "DASHSCOPE_API_KEY"
+BASE_URL_VARIABLE = "DASHSCOPE_BASE_URL"
+
+MISSING_KEY = (
+    f"{KEY_VARIABLE} is not set. Get a key in the Model Studio console, then run "
+    f'`%env {KEY_VARIABLE}=sk-...` (or export it before starting Jupyter).'
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where requests go, and how patiently."""
+
+    base_url: str
+    timeout: float
+    max_retries: int
+
+
+def resolve_base_url(base_url: str, region: str) -> str:
+    """``DASHSCOPE_BASE_URL`` wins, then the ``base_url`` setting, then the region's endpoint."""
+    return (os.environ.get(BASE_URL_VARIABLE) or base_url or ENDPOINTS[region]).rstrip("/")
+
+
+def api_key() -> str:
+    """The key from the environment, or a ``UsageError`` that says how to set it."""
+    key = os.environ.get(KEY_VARIABLE, "").strip()
+    if not key:
+        raise UsageError(MISSING_KEY)
+    return key
+
+
+_clients: dict[tuple[str, Endpoint], anthropic.Anthropic] = {}
+_lock = threading.Lock()
+
+
+def client_for(endpoint: Endpoint) -> anthropic.Anthropic:
+    """A cached SDK client; the key and URL are always passed, never read from ANTHROPIC_*."""
+    key = api_key()
+    with _lock:
+        client = _clients.get((key, endpoint))
+        if client is None:
+            import anthropic
+
+            client = anthropic.Anthropic(
+                api_key=key,
+                base_url=endpoint.base_url,
+                timeout=endpoint.timeout,
+                max_retries=endpoint.max_retries,
+            )
+            _clients[(key, endpoint)] = client
+        return client
+
+
+def warm_up() -> None:
+    """Import the SDK (and the markdown stack) in the background so the first cell is quick."""
+
+    def _import() -> None:
+        try:
+            import anthropic  # noqa: F401
+
+            from . import _markdown
+
+            _markdown.warm_up()
+        except Exception:  # a broken install is reported when a cell really needs it
+            pass
+
+    threading.Thread(target=_import, name="qwen-magic-warm-up", daemon=True).start()
+
+
+def _service_message(exc: Any) -> str:
+    """The service's own error message, if the body carries one."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+    return str(getattr(exc, "message", "") or exc)
+
+
+def translate(exc: BaseException, *, model: str, base_url: str) -> QwenError:
+    """Turn an SDK or transport exception into a short message that says what to do."""
+    error = _translate(exc, model=model, base_url=base_url)
+    key = os.environ.get(KEY_VARIABLE, "").strip()
+    if key and key in str(error):  # a service that echoes the key must not put it on screen
+        error.args = (str(error).replace(key, "sk-***"),)
+    return error
+
+
+def _translate(exc: BaseException, *, model: str, base_url: str) -> QwenError:
+    import anthropic
+    import httpx2
+
+    if isinstance(exc, QwenError):
+        return exc
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ConnectionFailed(
+            f"No answer from {base_url} in time. Try again, or raise the limit with "
+            "`%qwen config timeout=300`."
+        )
+    if isinstance(exc, anthropic.APIConnectionError):
+        return ConnectionFailed(
+            f"Could not reach {base_url} ({_cause(exc)}). Check the network, the region "
+            "(`%qwen config region=intl`) or DASHSCOPE_BASE_URL."
+        )
+    if isinstance(exc, anthropic.APIStatusError):
+        status, detail = exc.status_code, _service_message(exc)
+        kind = getattr(exc, "type", None) or (
+            exc.body.get("error", {}).get("type") if isinstance(exc.body, dict) else None
+        )
+        if status == 200:  # an `event: error` after the stream had started
+            return ServiceError(
+                f"The service stopped the answer with an error ({kind or 'error'}: {detail}). "
+                "Run the cell again.",
+                status,
+                kind,
+            )
+        if status in (401, 403):
+            text = (
+                f"{status}: the key was rejected ({detail}). Check {KEY_VARIABLE}, and that "
+                "the key belongs to this region (`%qwen config region=cn|intl|us`)."
+            )
+        elif status == 404:
+            text = (
+                f"404: model {model!r} was not found ({detail}). Pick another with "
+                "`%qwen config model=qwen3.6-plus` or `-m`."
+            )
+        elif status == 400:
+            text = f"400: the service refused the request: {detail}"
+            if "arrearage" in detail.lower():
+                text += " (the account is in arrears; top it up in the console)."
+        elif status == 429:
+            text = (
+                f"429: rate limit or quota exceeded ({detail}), still after retrying. Wait a "
+                "moment and run the cell again."
+            )
+        elif status == 529:
+            text = f"529: the service is overloaded ({detail}). Try again shortly."
+        elif status >= 500:
+            text = f"{status}: the service had an internal error ({detail}). Try again shortly."
+        else:
+            text = f"{status}: {detail}"
+        return ServiceError(text, status, kind)
+    if isinstance(exc, (httpx2.HTTPError, OSError)):
+        # A connection cut mid-stream surfaces as a raw transport error, not an SDK one.
+        return ConnectionFailed(
+            f"The connection to {base_url} broke before the answer finished ({_cause(exc)}). "
+            "Run the cell again."
+        )
+    return QwenError(f"{type(exc).__name__}: {exc}")
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost cause's text, short."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 160 else text[:157] + "…"

@@ -1,0 +1,136 @@
+"""Conversations across cells: their history, and the request each new cell sends.
+
+Each ``%%qwen`` cell is a user turn and its answer the assistant turn. Re-running the cell
+that produced the *latest* turn replaces that turn instead of stacking a duplicate. A
+cell is recognised by the id the frontend sends with the execute request (JupyterLab
+and Notebook 7 do); without one (terminal IPython, some runners) by its exact source.
+
+An answer that failed before any text arrived leaves no turn behind. A partial answer
+(interrupted, or cut by an error mid-stream) is kept as context, marked as partial in
+``%qwen history``, so a follow-up such as "continue" works; re-run the cell to replace it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._answer import Answer, Usage
+from ._prompt import Block, prompt_text
+
+DEFAULT_CHAT = "default"
+
+
+@dataclass
+class Turn:
+    """A user prompt and the answer it got."""
+
+    prompt: list[Block]
+    answer: Answer
+    cell_id: str | None = None
+    source: str | None = None
+
+
+@dataclass
+class Options:
+    """Everything about one request that is not the conversation itself."""
+
+    model: str
+    max_tokens: int
+    thinking: bool = False
+    thinking_budget: int = 2048
+    temperature: float | None = None
+
+
+@dataclass
+class Conversation:
+    """One named line of turns, with an optional system prompt."""
+
+    name: str = DEFAULT_CHAT
+    system: str | None = None
+    turns: list[Turn] = field(default_factory=list)
+
+    def reset(self) -> None:
+        """Forget the turns and the system prompt."""
+        self.system = None
+        self.turns.clear()
+
+    def is_rerun(self, cell_id: str | None, source: str | None) -> bool:
+        """Whether this cell produced the latest turn (so running it again replaces it)."""
+        if not self.turns:
+            return False
+        last = self.turns[-1]
+        if cell_id is not None and last.cell_id is not None:
+            return cell_id == last.cell_id
+        return source is not None and source == last.source
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The history as Messages API turns, without thinking and without empty answers."""
+        messages: list[dict[str, Any]] = []
+        for turn in self.turns:
+            content = turn.answer.history_content()
+            if content:
+                messages.append({"role": "user", "content": turn.prompt})
+                messages.append({"role": "assistant", "content": content})
+        return messages
+
+    def request(self, prompt: list[Block], options: Options) -> dict[str, Any]:
+        """The keyword arguments for ``client.messages.stream`` / ``create``."""
+        request: dict[str, Any] = {
+            "model": options.model,
+            "max_tokens": options.max_tokens,
+            "messages": [*self.messages(), {"role": "user", "content": prompt}],
+            # Always explicit: some Qwen models think unless told not to.
+            "thinking": (
+                {"type": "enabled", "budget_tokens": options.thinking_budget}
+                if options.thinking
+                else {"type": "disabled"}
+            ),
+        }
+        if self.system:
+            request["system"] = self.system
+        if options.temperature is not None:
+            # SDK 2.x has no keyword for it; the service reads it from the body.
+            request["extra_body"] = {"temperature": options.temperature}
+        return request
+
+    def record(self, turn: Turn) -> None:
+        """Keep a finished (or partial) turn; an answer with no content leaves nothing."""
+        if turn.answer.history_content():
+            self.turns.append(turn)
+
+    @property
+    def usage(self) -> Usage:
+        """Token totals over this conversation's answers."""
+        total = Usage()
+        for turn in self.turns:
+            if turn.answer.usage is not None:
+                total = total + turn.answer.usage
+        return total
+
+    def transcript(self) -> str:
+        """The conversation as readable markdown."""
+        lines = [f"### Conversation `{self.name}` — {len(self.turns)} turn(s)"]
+        if self.system:
+            lines += ["", "**System:**", "", self.system]
+        for i, turn in enumerate(self.turns, 1):
+            answer = turn.answer
+            lines += ["", f"**You ({i}):**", "", prompt_text(turn.prompt), ""]
+            if answer.thinking:
+                quoted = "\n".join("> " + line for line in answer.thinking.splitlines())
+                lines += ["> *Thinking:*", ">", quoted, ""]
+            mark = "" if answer.complete else " *(partial: " + (
+                "interrupted" if answer.interrupted else "the answer did not finish"
+            ) + ")*"
+            lines += [f"**Qwen ({answer.model}){mark}:**", "", answer.text]
+        if not self.turns and not self.system:
+            lines += ["", "*(empty)*"]
+        return "\n".join(lines)
+
+
+class Chats(dict[str, Conversation]):
+    """Named conversations, created on first use."""
+
+    def __missing__(self, name: str) -> Conversation:
+        chat = self[name] = Conversation(name)
+        return chat

@@ -1,0 +1,229 @@
+"""The ``%%qwen`` cell magic and ``%qwen`` line magic: parse, build, stream, show."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
+
+from . import _command
+from ._answer import Answer, Usage
+from ._client import Endpoint, client_for, resolve_base_url
+from ._conversation import DEFAULT_CHAT, Chats, Options, Turn
+from ._prompt import build_prompt
+from ._view import view_for
+
+KNOWN_MODELS = (
+    "qwen3.6-plus",
+    "qwen3.7-plus",
+    "qwen3.5-plus",
+    "qwen-plus",
+    "qwen3.7-max",
+    "qwen3-max",
+    "qwen3.6-flash",
+    "qwen3-vl-plus",
+)
+
+
+@magics_class
+class QwenMagics(Magics):
+    """Ask Qwen models from notebook cells. Settings: ``%config QwenMagics.<name> = …``."""
+
+    model = Unicode("qwen3.6-plus", help="Model to ask, e.g. qwen3.6-plus, qwen3.7-max.").tag(config=True)
+    region = Enum(
+        ["cn", "intl", "us"], default_value="cn", help="DashScope region: cn (Beijing), intl (Singapore), us (Virginia)."
+    ).tag(config=True)
+    base_url = Unicode("", help="Endpoint URL; overrides region. DASHSCOPE_BASE_URL overrides it.").tag(config=True)
+    max_tokens = Int(4096, min=1, help="Most tokens an answer may have (thinking not included).").tag(config=True)
+    thinking = Bool(False, help="Let the model think before answering.").tag(config=True)
+    thinking_budget = Int(4096, min=1, help="Most tokens the model may spend thinking.").tag(config=True)
+    timeout = Float(120.0, help="Seconds to wait for the service before giving up.").tag(config=True)
+    max_retries = Int(2, min=0, help="Retries of failed requests (rate limits, 5xx, lost connections).").tag(
+        config=True
+    )
+
+    @validate("timeout")
+    def _positive_timeout(self, proposal: dict[str, Any]) -> float:
+        if proposal["value"] <= 0:
+            raise TraitError("timeout must be a positive number of seconds")
+        return proposal["value"]
+
+    @validate("base_url")
+    def _http_base_url(self, proposal: dict[str, Any]) -> str:
+        url = proposal["value"].strip()
+        if url and not url.startswith(("http://", "https://")):
+            raise TraitError("base_url must start with http:// or https://")
+        return url
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.chats = Chats()
+        self.totals = Usage()
+        self.requests = 0
+        self._panels: list[Any] = []
+        self._cell: tuple[str | None, str | None] = (None, None)
+        if shell is not None:
+            shell.events.register("pre_run_cell", self._remember_cell)
+
+    def _remember_cell(self, info: Any) -> None:
+        self._cell = (getattr(info, "cell_id", None), getattr(info, "raw_cell", None))
+
+    # -- %%qwen ------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-m", "--model", help="Model for this cell (default: QwenMagics.model).")
+    @argument("--max-tokens", type=int, help="Most tokens in this answer.")
+    @argument("--thinking", action="store_true", default=None, help="Think before answering.")
+    @argument("--no-thinking", dest="thinking", action="store_false", default=None, help="Do not think.")
+    @argument("--budget", type=int, help="Thinking budget in tokens (implies --thinking).")
+    @argument("--temperature", type=float, help="Sampling temperature, 0 to under 2.")
+    @argument("--system", action="store_true", help="Make the cell the conversation's system prompt; sends nothing.")
+    @argument("--new", action="store_true", help="Start a fresh conversation first.")
+    @argument("--chat", default=DEFAULT_CHAT, help="Name of an independent conversation.")
+    @argument("--no-stream", dest="stream", action="store_false", help="Wait for the whole answer.")
+    @line_cell_magic
+    def qwen(self, line: str, cell: str | None = None) -> None:
+        """Ask Qwen: the cell is your message, the answer streams below as markdown.
+
+        In line form, ``%qwen help`` lists the subcommands (config, history, reset, …).
+        """
+        if cell is None:
+            return self._line(line)
+        args = parse_argstring(self.qwen, line)
+        chat = self.chats[args.chat]
+        if args.new:
+            chat.reset()
+        if args.system:
+            chat.system = cell.strip() or None
+            _note(f"System prompt of conversation `{chat.name}` set ({len(cell.strip()):,} characters); "
+                  "nothing was sent. It applies from the next %%qwen cell.")
+            return None
+        options = self._options(args)
+        prompt = build_prompt(cell, self.shell.user_ns)
+        endpoint = self.endpoint()
+        client = client_for(endpoint)  # a missing key stops here, before anything is sent
+        cell_id, source = self._cell if self._cell[1] is not None else (None, f"%%qwen {line}\n{cell}")
+        if chat.is_rerun(cell_id, source):
+            chat.turns.pop()
+        request = chat.request(prompt, options)
+        answer = Answer(model=options.model)
+        from ._stream import run
+
+        try:
+            run(client, request, view_for(self.shell), answer, stream=args.stream)
+        finally:
+            chat.record(Turn(prompt, answer, cell_id, source))
+            self.requests += 1
+            if answer.usage is not None:
+                self.totals = self.totals + answer.usage
+            if self._panels:
+                from ._widgets import refresh_panels
+
+                refresh_panels(self)
+        return None
+
+    def _options(self, args: Any) -> Options:
+        thinking = self.thinking if args.thinking is None else args.thinking
+        if args.budget is not None:
+            if args.budget < 1:
+                raise UsageError("--budget must be a positive number of tokens.")
+            if args.thinking is None:
+                thinking = True
+        if args.max_tokens is not None and args.max_tokens < 1:
+            raise UsageError("--max-tokens must be a positive number of tokens.")
+        if args.temperature is not None and not 0 <= args.temperature < 2:
+            raise UsageError("--temperature must be at least 0 and below 2.")
+        return Options(
+            model=args.model or self.model,
+            max_tokens=args.max_tokens or self.max_tokens,
+            thinking=thinking,
+            thinking_budget=args.budget or self.thinking_budget,
+            temperature=args.temperature,
+        )
+
+    def endpoint(self) -> Endpoint:
+        """Where the next request goes."""
+        return Endpoint(resolve_base_url(self.base_url, self.region), self.timeout, self.max_retries)
+
+    # -- %qwen ----------------------------------------------------------------------------
+
+    def _line(self, line: str) -> None:
+        args = _command.parse_line(line)
+        if args.command == "help":
+            print(_command.LINE_HELP + "\n" + (self.qwen.__doc__ or ""))
+        elif args.command == "config":
+            self._config(args.assignments)
+        elif args.command == "history":
+            chat = self.chats[args.chat or DEFAULT_CHAT]
+            _markdown_out(chat.transcript())
+        elif args.command == "reset":
+            if args.all:
+                self.chats.clear()
+                _note("All conversations were forgotten.")
+            else:
+                name = args.chat or DEFAULT_CHAT
+                self.chats[name].reset()
+                _note(f"Conversation `{name}` was forgotten; the next %%qwen cell starts afresh.")
+        elif args.command == "usage":
+            _markdown_out(self.usage_table())
+        elif args.command == "panel":
+            from ._widgets import show_panel
+
+            show_panel(self)
+
+    def settings(self) -> dict[str, Any]:
+        """The configurable settings and their current values."""
+        return {name: getattr(self, name) for name in self.class_trait_names(config=True)}
+
+    def _config(self, assignments: list[str]) -> None:
+        for key, value in _command.parse_assignments(assignments):
+            if key not in self.class_trait_names(config=True):
+                raise UsageError(f"%qwen config: unknown setting {key!r}; known: {', '.join(sorted(self.settings()))}.")
+            trait = self.traits()[key]
+            try:
+                setattr(self, key, _command.coerce(trait, value))
+            except (TraitError, ValueError) as exc:
+                raise UsageError(f"%qwen config: {key}={value!r} is not valid: {exc}") from None
+        rows = ["| setting | value | meaning |", "|---|---|---|"]
+        for name in sorted(self.settings()):
+            help_text = self.traits()[name].help.replace("|", "\\|")
+            rows.append(f"| `{name}` | `{getattr(self, name)!r}` | {help_text} |")
+        rows.append(f"| *endpoint* | `{self.endpoint().base_url}` | where requests go now |")
+        _markdown_out("\n".join(rows))
+
+    def usage_table(self) -> str:
+        """Token usage per conversation and in total, as a markdown table."""
+        rows = ["| conversation | turns | input | output | cache read | cache written |", "|---|---|---|---|---|---|"]
+        for name, chat in self.chats.items():
+            u = chat.usage
+            rows.append(
+                f"| {name} | {len(chat.turns)} | {u.input_tokens:,} | {u.output_tokens:,} | {u.cache_read:,} | {u.cache_write:,} |"
+            )
+        t = self.totals
+        rows.append(
+            f"| **session** ({self.requests} requests) | | {t.input_tokens:,} | {t.output_tokens:,} | {t.cache_read:,} | {t.cache_write:,} |"
+        )
+        return "\n".join(rows)
+
+
+def _note(text: str) -> None:
+    """A short informational line under the cell."""
+    display(
+        {
+            "text/html": f'<div class="qwen-note" style="color:#888;font-size:0.9em">{html.escape(text)}</div>',
+            "text/plain": text,
+        },
+        raw=True,
+    )
+
+
+def _markdown_out(text: str) -> None:
+    """Markdown (possibly holding model text) as sanitized output, plain text for terminals."""
+    from ._markdown import sanitize
+
+    display({"text/markdown": sanitize(text), "text/plain": text}, raw=True)

@@ -1,0 +1,167 @@
+"""The control panel and the live usage footer (ipywidgets, imported only when shown).
+
+Every widget is displayed as one bundle holding the widget view *and* a static
+``text/html``/``text/plain`` rendering, so terminals, nbconvert, GitHub and frontends
+without the widget manager show text instead of ``HBox(children=...)``.
+
+The panel's controls are linked to the ``QwenMagics`` traits themselves (``traitlets.link``):
+the panel, ``%config`` and ``%qwen config`` edit one set of settings.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+from IPython.display import display
+
+if TYPE_CHECKING:
+    from ._magic import QwenMagics
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def widget_bundle(widget: Any, html_text: str, plain: str) -> dict[str, Any]:
+    """A display bundle: the live widget where a widget manager exists, static text elsewhere."""
+    return {
+        WIDGET_VIEW: {"version_major": 2, "version_minor": 0, "model_id": widget.model_id},
+        "text/html": html_text,
+        "text/plain": plain,
+    }
+
+
+class LiveStatus:
+    """A one-line widget that shows a streaming answer's progress under it."""
+
+    def __init__(self) -> None:
+        import ipywidgets as w
+
+        self.widget = w.HTML(value="")
+
+    def set(self, text: str) -> None:
+        """Show ``text`` (a comm message, not a display message: cheap to repeat)."""
+        self.widget.value = f'<span class="qwen-status" style="color:#888;font-size:0.85em">{html.escape(text)}</span>'
+
+    def bundle(self, plain: str) -> dict[str, Any]:
+        """The widget, with plain text where no widget manager runs."""
+        return {
+            WIDGET_VIEW: {"version_major": 2, "version_minor": 0, "model_id": self.widget.model_id},
+            "text/plain": plain,
+        }
+
+    def close(self) -> None:
+        """Release the widget's comm once the answer has settled into static output."""
+        self.widget.close()
+
+
+def live_status() -> LiveStatus | None:
+    """A status widget, or None where ipywidgets cannot be used."""
+    try:
+        return LiveStatus()
+    except Exception:  # no ipywidgets, or no comm manager: static output only
+        return None
+
+
+def totals_text(magics: QwenMagics) -> str:
+    """Session totals in one line."""
+    t = magics.totals
+    prompt = t.input_tokens + t.cache_read + t.cache_write
+    ratio = f"{t.cache_read / prompt:.0%}" if prompt else "–"
+    return (
+        f"{magics.requests} requests · {t.input_tokens:,} input · {t.output_tokens:,} output · "
+        f"{t.cache_read:,} cache read · {t.cache_write:,} cache written · cache hit ratio {ratio}"
+    )
+
+
+def settings_text(magics: QwenMagics) -> str:
+    """The panel's settings as plain text."""
+    budget = f" (budget {magics.thinking_budget:,})" if magics.thinking else ""
+    return (
+        f"model {magics.model} · thinking {'on' if magics.thinking else 'off'}{budget} · "
+        f"max tokens {magics.max_tokens:,}"
+    )
+
+
+class Panel:
+    """Settings controls bound to the magics' traits, plus live session totals."""
+
+    def __init__(self, magics: QwenMagics) -> None:
+        import ipywidgets as w
+        from traitlets import link
+
+        from ._magic import KNOWN_MODELS
+
+        self.magics = magics
+        style = {"description_width": "initial"}
+        self.model = w.Combobox(
+            options=list(KNOWN_MODELS), value=magics.model, description="Model", ensure_option=False, style=style
+        )
+        self.thinking = w.ToggleButton(value=magics.thinking, description="Thinking", icon="lightbulb-o")
+        self.budget = w.BoundedIntText(
+            value=magics.thinking_budget, min=1, max=1_000_000, step=512, description="Thinking budget", style=style
+        )
+        self.max_tokens = w.BoundedIntText(
+            value=magics.max_tokens, min=1, max=1_000_000, step=512, description="Max tokens", style=style
+        )
+        self.new = w.Button(description="New conversation", icon="refresh")
+        self.totals = w.HTML(value=self._totals_html())
+        self.status = w.HTML(value="")
+        self.links = [
+            link((magics, "model"), (self.model, "value")),
+            link((magics, "thinking"), (self.thinking, "value")),
+            link((magics, "thinking_budget"), (self.budget, "value")),
+            link((magics, "max_tokens"), (self.max_tokens, "value")),
+        ]
+        self.budget.disabled = not magics.thinking
+        self.thinking.observe(self._on_thinking, names="value")
+        self.new.on_click(self._on_new)
+        layout = w.Layout(flex_flow="row wrap", align_items="center", gap="0.5em")
+        self.widget = w.VBox(
+            [
+                w.HBox([self.model, self.thinking, self.budget, self.max_tokens, self.new], layout=layout),
+                self.totals,
+                self.status,
+            ]
+        )
+
+    def _on_thinking(self, change: dict[str, Any]) -> None:
+        self.budget.disabled = not change["new"]
+
+    def _on_new(self, _button: Any) -> None:
+        self.magics.chats["default"].reset()
+        self.status.value = '<span style="color:#888">New conversation: the next cell starts afresh.</span>'
+
+    def _totals_html(self) -> str:
+        return f'<span style="color:#666;font-size:0.9em">Session: {html.escape(totals_text(self.magics))}</span>'
+
+    def refresh(self) -> None:
+        """Show the latest totals (called when an answer ends)."""
+        self.totals.value = self._totals_html()
+        self.status.value = ""
+
+    def bundle(self) -> dict[str, Any]:
+        """The panel with its text fallback."""
+        text = f"Qwen: {settings_text(self.magics)}\nSession: {totals_text(self.magics)}"
+        static = (
+            '<div class="qwen-panel" style="color:#666;font-size:0.9em">'
+            f"<b>Qwen</b> · {html.escape(settings_text(self.magics))}<br>"
+            f"Session: {html.escape(totals_text(self.magics))}</div>"
+        )
+        return widget_bundle(self.widget, static, text)
+
+
+def show_panel(magics: QwenMagics) -> Panel | None:
+    """Display the control panel; outside a kernel, print the settings instead."""
+    if getattr(magics.shell, "kernel", None) is None:
+        print(f"Qwen: {settings_text(magics)}\nSession: {totals_text(magics)}\n(%qwen config key=value to change)")
+        return None
+    panel = Panel(magics)
+    magics._panels.append(panel)  # the magics keep panels alive while the kernel lives
+    display(panel.bundle(), raw=True)
+    return panel
+
+
+def refresh_panels(magics: QwenMagics) -> None:
+    """Update the totals of every panel shown for these magics."""
+    for panel in magics._panels:
+        panel.refresh()
