@@ -28,7 +28,7 @@ BASE_URL_VARIABLE = "DASHSCOPE_BASE_URL"
 
 MISSING_KEY = (
     f"{KEY_VARIABLE} is not set. Get a key in the Model Studio console, then run "
-    f'`%env {KEY_VARIABLE}=sk-...` (or export it before starting Jupyter).'
+    f"`%env {KEY_VARIABLE}=sk-...` (or export it before starting Jupyter)."
 )
 
 
@@ -119,8 +119,7 @@ def _translate(exc: BaseException, *, model: str, base_url: str) -> QwenError:
         return exc
     if isinstance(exc, anthropic.APITimeoutError):
         return ConnectionFailed(
-            f"No answer from {base_url} in time. Try again, or raise the limit with "
-            "`%qwen config timeout=300`."
+            f"No answer from {base_url} in time. Try again, or raise the limit with `%qwen config timeout=300`."
         )
     if isinstance(exc, anthropic.APIConnectionError):
         return ConnectionFailed(
@@ -134,8 +133,7 @@ def _translate(exc: BaseException, *, model: str, base_url: str) -> QwenError:
         )
         if status == 200:  # an `event: error` after the stream had started
             return ServiceError(
-                f"The service stopped the answer with an error ({kind or 'error'}: {detail}). "
-                "Run the cell again.",
+                f"The service stopped the answer with an error ({kind or 'error'}: {detail}). Run the cell again.",
                 status,
                 kind,
             )
@@ -168,8 +166,7 @@ def _translate(exc: BaseException, *, model: str, base_url: str) -> QwenError:
     if isinstance(exc, (httpx2.HTTPError, OSError)):
         # A connection cut mid-stream surfaces as a raw transport error, not an SDK one.
         return ConnectionFailed(
-            f"The connection to {base_url} broke before the answer finished ({_cause(exc)}). "
-            "Run the cell again."
+            f"The connection to {base_url} broke before the answer finished ({_cause(exc)}). Run the cell again."
         )
     return QwenError(f"{type(exc).__name__}: {exc}")
 

@@ -119,9 +119,11 @@ class Conversation:
             if answer.thinking:
                 quoted = "\n".join("> " + line for line in answer.thinking.splitlines())
                 lines += ["> *Thinking:*", ">", quoted, ""]
-            mark = "" if answer.complete else " *(partial: " + (
-                "interrupted" if answer.interrupted else "the answer did not finish"
-            ) + ")*"
+            mark = (
+                ""
+                if answer.complete
+                else " *(partial: " + ("interrupted" if answer.interrupted else "the answer did not finish") + ")*"
+            )
             lines += [f"**Qwen ({answer.model}){mark}:**", "", answer.text]
         if not self.turns and not self.system:
             lines += ["", "*(empty)*"]

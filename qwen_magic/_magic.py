@@ -36,7 +36,9 @@ class QwenMagics(Magics):
 
     model = Unicode("qwen3.6-plus", help="Model to ask, e.g. qwen3.6-plus, qwen3.7-max.").tag(config=True)
     region = Enum(
-        ["cn", "intl", "us"], default_value="cn", help="DashScope region: cn (Beijing), intl (Singapore), us (Virginia)."
+        ["cn", "intl", "us"],
+        default_value="cn",
+        help="DashScope region: cn (Beijing), intl (Singapore), us (Virginia).",
     ).tag(config=True)
     base_url = Unicode("", help="Endpoint URL; overrides region. DASHSCOPE_BASE_URL overrides it.").tag(config=True)
     max_tokens = Int(4096, min=1, help="Most tokens an answer may have (thinking not included).").tag(config=True)
@@ -100,8 +102,10 @@ class QwenMagics(Magics):
             chat.reset()
         if args.system:
             chat.system = cell.strip() or None
-            _note(f"System prompt of conversation `{chat.name}` set ({len(cell.strip()):,} characters); "
-                  "nothing was sent. It applies from the next %%qwen cell.")
+            _note(
+                f"System prompt of conversation `{chat.name}` set ({len(cell.strip()):,} characters); "
+                "nothing was sent. It applies from the next %%qwen cell."
+            )
             return None
         options = self._options(args)
         prompt = build_prompt(cell, self.shell.user_ns)

@@ -47,13 +47,9 @@ def run(
         else:
             message = client.messages.create(**request)
             _first_token(answer)
-            for block in message.content:
-                if block.type == "thinking":
-                    answer.thinking += block.thinking
-                    view.thinking(block.thinking)
-                elif block.type == "text":
-                    answer.text += block.text
-                    view.text(block.text)
+            # The view paints a whole answer once, in ``finish``.
+            answer.thinking = "".join(b.thinking for b in message.content if b.type == "thinking")
+            answer.text = "".join(b.text for b in message.content if b.type == "text")
         answer.blocks = [block.model_dump(exclude_none=True) for block in message.content]
         answer.usage = Usage.from_sdk(message.usage)
         answer.stop_reason = message.stop_reason

@@ -17,7 +17,8 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, Protocol, TextIO
+from collections.abc import Callable
+from typing import Any, Protocol, TextIO
 
 from IPython.display import display, update_display
 
@@ -266,6 +267,11 @@ class NotebookView:
 
     def finish(self, answer: Answer) -> None:
         self._stop_ticker()
+        if self._state == "waiting" and (answer.thinking or answer.text):
+            # Nothing streamed (--no-stream): paint the whole answer once, in its final form.
+            if answer.thinking:
+                self._thinking, self._head_used, self._state = [answer.thinking], True, "thinking"
+            self._tail = [answer.text] if answer.text else []
         if self._state == "thinking":
             self._paint_thinking(live=False)
         if self._tail or self._live is not None:
@@ -298,6 +304,11 @@ class TerminalView:
         self._write(delta)
 
     def finish(self, answer: Answer) -> None:
+        if self._state == "waiting":  # nothing streamed (--no-stream): write it all now
+            if answer.thinking:
+                self.thinking(answer.thinking)
+            if answer.text:
+                self.text(answer.text)
         if self._state == "thinking":
             self._write("\x1b[0m")
         if self._state != "waiting":

@@ -10,8 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_dashscope import FakeDashScope  # noqa: E402
-from kernel_harness import Kernel  # noqa: E402
+from fake_dashscope import FakeDashScope
+from kernel_harness import Kernel
 
 
 @pytest.fixture(scope="session")

@@ -94,7 +94,9 @@ class Kernel:
         self.client.wait_for_ready(timeout=60)
         self.run("%load_ext qwen_magic")
 
-    def run(self, code: str, *, cell_id: str | None = None, timeout: float = 30, interrupt_after: float | None = None) -> Execution:
+    def run(
+        self, code: str, *, cell_id: str | None = None, timeout: float = 30, interrupt_after: float | None = None
+    ) -> Execution:
         """Execute ``code`` and collect every iopub message until the kernel is idle."""
         content = {
             "code": code,

@@ -102,9 +102,8 @@ def test_reset_forgets_the_conversation(fresh):
 def test_no_stream_temperature_model_and_max_tokens_options(fresh):
     run = fresh.run("%%qwen --no-stream --temperature 0.3 -m qwen3.7-max --max-tokens 77\nCalm answer")
     assert run.markdown == "Echo: Calm answer"
-    assert not run.of("update_display_data") or "text/markdown" not in json.dumps(
-        [m["content"]["data"] for m in run.of("update_display_data")][:-1]
-    )
+    painted = [m for m in run.of("display_data", "update_display_data") if "text/markdown" in m["content"]["data"]]
+    assert len(painted) == 1  # the whole answer, painted once
     body = fresh.server.requests[-1].body
     assert body.get("stream") in (None, False)
     assert body["temperature"] == 0.3
@@ -156,7 +155,14 @@ def test_model_html_in_the_answer_is_sanitized(fresh):
     fresh.server.queue(Stream(text=evil))
     run = fresh.run("%%qwen\nBe evil")
     shown = run.markdown
-    assert "onerror" not in shown and "javascript:" not in shown
+    assert "onerror" not in shown
+    # Rendered by a trusting renderer (raw HTML on, every link scheme allowed), nothing runs.
+    from markdown_it import MarkdownIt
+
+    renderer = MarkdownIt("commonmark", {"html": True})
+    renderer.validateLink = lambda url: True
+    rendered = renderer.render(shown)
+    assert "onerror" not in rendered and 'href="javascript:' not in rendered.lower()
     assert "".join(run.data("text/plain")[:-1]) == evil  # the plain text keeps what the model said
 
 
@@ -167,7 +173,7 @@ def test_terminal_view_streams_plain_text_once(tmp_path):
     script = tmp_path / "term.py"
     script.write_text(
         "import sys\n"
-        "sys.path.insert(0, %r)\n"
+        "sys.path.insert(0, {!r})\n"
         "from fake_dashscope import FakeDashScope, Stream\n"
         "import os\n"
         "from IPython.terminal.interactiveshell import TerminalInteractiveShell\n"
@@ -177,7 +183,7 @@ def test_terminal_view_streams_plain_text_once(tmp_path):
         "    server.queue(Stream(text='# Title\\n\\nBody text', chunk=3))\n"
         "    shell = TerminalInteractiveShell.instance()\n"
         "    shell.run_line_magic('load_ext', 'qwen_magic')\n"
-        "    shell.run_cell_magic('qwen', '', 'Hello')\n" % str(__import__("pathlib").Path(__file__).parent)
+        "    shell.run_cell_magic('qwen', '', 'Hello')\n".format(str(__import__("pathlib").Path(__file__).parent))
     )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -15,7 +16,7 @@ def assert_short_error(run, *needles: str) -> None:
     """A failed cell: status error, one short message naming the problem, no traceback."""
     assert run.status == "error"
     text = run.error_text
-    assert "Traceback" not in text and "File \"" not in text, text
+    assert "Traceback" not in text and 'File "' not in text, text
     assert len(text) < 600, text
     for needle in needles:
         assert needle in text, (needle, text)
@@ -27,7 +28,7 @@ def assert_next_cell_works(kernel) -> None:
     assert run.status == "ok", run.error_text
     assert run.markdown == "Recovered."
     roles = [m["role"] for m in kernel.server.requests[-1].body["messages"]]
-    assert roles[-1] == "user" and all(a != b for a, b in zip(roles, roles[1:]))
+    assert roles[-1] == "user" and all(a != b for a, b in itertools.pairwise(roles))
 
 
 def test_missing_key_names_the_variable_and_sends_nothing(fresh):
@@ -45,7 +46,10 @@ def test_missing_key_names_the_variable_and_sends_nothing(fresh):
         (Status(403, "authentication_error", "Invalid API-key provided."), ["403", "DASHSCOPE_API_KEY", "region"]),
         (Status(401, "authentication_error", "Unauthorized."), ["401", "DASHSCOPE_API_KEY"]),
         (Status(404, "not_found_error", "The model `qwen9` does not exist."), ["404", "qwen9", "%qwen config model"]),
-        (Status(400, "invalid_request_error", "Range of max_tokens should be [1, 65536]"), ["400", "Range of max_tokens"]),
+        (
+            Status(400, "invalid_request_error", "Range of max_tokens should be [1, 65536]"),
+            ["400", "Range of max_tokens"],
+        ),
         (Status(400, "invalid_request_error", "Arrearage"), ["arrears"]),
         (Status(500, "api_error", "Internal error"), ["500", "Try again"]),
         (Status(529, "overloaded_error", "Overloaded"), ["529", "overloaded"]),
