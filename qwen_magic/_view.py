@@ -107,6 +107,8 @@ def footer_text(answer: Answer) -> str:
         parts.append(f"{answer.tokens_per_second:.0f} tok/s")
     if answer.stop_reason == "max_tokens":
         parts.append("⚠ cut at max_tokens: raise it with --max-tokens N or %qwen config max_tokens=N")
+    elif answer.stop_reason not in (None, "end_turn", "tool_use"):
+        parts.append(f"stopped: {answer.stop_reason}")
     elif answer.interrupted:
         parts.append(f"interrupted after {len(answer.text):,} characters")
     elif answer.error is not None:

@@ -42,6 +42,7 @@ def fresh(kernel: Kernel) -> Kernel:
         f"os.environ['DASHSCOPE_API_KEY'] = {kernel.server.api_key!r}\n"
         f"os.environ['DASHSCOPE_BASE_URL'] = {kernel.server.url!r}\n"
         "_qm = get_ipython().magics_manager.registry['QwenMagics']\n"
+        "_qm.totals, _qm.requests = type(_qm.totals)(), 0\n"
         "for _name in _qm.class_trait_names(config=True):\n"
         "    _qm.traits()[_name].set(_qm, _qm.traits()[_name].default())\n"
     )
