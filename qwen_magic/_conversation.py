@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._answer import Answer, Usage
+from ._cache import MARKER, TokenEstimator, place_markers
 from ._prompt import Block, prompt_text
 
 DEFAULT_CHAT = "default"
@@ -40,6 +41,8 @@ class Options:
     thinking: bool = False
     thinking_budget: int = 2048
     temperature: float | None = None
+    cache: str = "auto"  # the cache policy: auto, manual or off (see ``_cache``)
+    estimator: TokenEstimator = field(default_factory=TokenEstimator)
 
 
 @dataclass
@@ -48,11 +51,15 @@ class Conversation:
 
     name: str = DEFAULT_CHAT
     system: str | None = None
+    system_cache: bool = False  # ``%%qwen --system --cache`` marked the system prompt
     turns: list[Turn] = field(default_factory=list)
+    spent: Usage = field(default_factory=Usage)  # every request's usage, replaced turns included
+    requests: int = 0
 
     def reset(self) -> None:
         """Forget the turns and the system prompt."""
         self.system = None
+        self.system_cache = False
         self.turns.clear()
 
     def is_rerun(self, cell_id: str | None, source: str | None) -> bool:
@@ -88,25 +95,21 @@ class Conversation:
             ),
         }
         if self.system:
-            request["system"] = self.system
+            request["system"] = (
+                [{"type": "text", "text": self.system, "cache_control": dict(MARKER)}]
+                if self.system_cache
+                else self.system
+            )
         if options.temperature is not None:
             # SDK 2.x has no keyword for it; the service reads it from the body.
             request["extra_body"] = {"temperature": options.temperature}
-        return request
+        return place_markers(request, options.cache, options.estimator)
 
     def record(self, turn: Turn) -> None:
         """Keep a finished (or partial) turn; an answer with no content leaves nothing."""
         if turn.answer.history_content():
             self.turns.append(turn)
 
-    @property
-    def usage(self) -> Usage:
-        """Token totals over this conversation's answers."""
-        total = Usage()
-        for turn in self.turns:
-            if turn.answer.usage is not None:
-                total = total + turn.answer.usage
-        return total
 
     def transcript(self) -> str:
         """The conversation as readable markdown."""

@@ -13,6 +13,7 @@ from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
 
 from . import _command
 from ._answer import Answer, Usage
+from ._cache import MODES, TokenEstimator, equivalents, estimate_prompt, mark
 from ._client import Endpoint, client_for, resolve_base_url
 from ._conversation import DEFAULT_CHAT, Chats, Options, Turn
 from ._prompt import build_prompt
@@ -45,6 +46,11 @@ class QwenMagics(Magics):
     thinking = Bool(False, help="Let the model think before answering.").tag(config=True)
     thinking_budget = Int(4096, min=1, help="Most tokens the model may spend thinking.").tag(config=True)
     timeout = Float(120.0, help="Seconds to wait for the service before giving up.").tag(config=True)
+    cache = Enum(
+        list(MODES),
+        default_value="auto",
+        help="Prompt caching: auto (markers placed for you), manual (only --cache), off.",
+    ).tag(config=True)
     max_retries = Int(2, min=0, help="Retries of failed requests (rate limits, 5xx, lost connections).").tag(
         config=True
     )
@@ -67,6 +73,7 @@ class QwenMagics(Magics):
         self.chats = Chats()
         self.totals = Usage()
         self.requests = 0
+        self.estimator = TokenEstimator()
         self._panels: list[Any] = []
         self._cell: tuple[str | None, str | None] = (None, None)
         if shell is not None:
@@ -85,6 +92,7 @@ class QwenMagics(Magics):
     @argument("--budget", type=int, help="Thinking budget in tokens (implies --thinking).")
     @argument("--temperature", type=float, help="Sampling temperature, 0 to under 2.")
     @argument("--system", action="store_true", help="Make the cell the conversation's system prompt; sends nothing.")
+    @argument("--cache", action="store_true", help="Mark this cell (or, with --system, the system prompt) for caching.")
     @argument("--new", action="store_true", help="Start a fresh conversation first.")
     @argument("--chat", default=DEFAULT_CHAT, help="Name of an independent conversation.")
     @argument("--no-stream", dest="stream", action="store_false", help="Wait for the whole answer.")
@@ -102,6 +110,7 @@ class QwenMagics(Magics):
             chat.reset()
         if args.system:
             chat.system = cell.strip() or None
+            chat.system_cache = bool(args.cache and chat.system)
             _note(
                 f"System prompt of conversation `{chat.name}` set ({len(cell.strip()):,} characters); "
                 "nothing was sent. It applies from the next %%qwen cell."
@@ -109,6 +118,8 @@ class QwenMagics(Magics):
             return None
         options = self._options(args)
         prompt = build_prompt(cell, self.shell.user_ns)
+        if args.cache:
+            prompt = mark(prompt)
         endpoint = self.endpoint()
         client = client_for(endpoint)  # a missing key stops here, before anything is sent
         cell_id, source = self._cell if self._cell[1] is not None else (None, f"%%qwen {line}\n{cell}")
@@ -123,8 +134,14 @@ class QwenMagics(Magics):
         finally:
             chat.record(Turn(prompt, answer, cell_id, source))
             self.requests += 1
+            chat.requests += 1
             if answer.usage is not None:
                 self.totals = self.totals + answer.usage
+                chat.spent = chat.spent + answer.usage
+                u = answer.usage
+                self.estimator.calibrate(
+                    estimate_prompt(request, self.estimator), u.input_tokens + u.cache_read + u.cache_write
+                )
             if self._panels:
                 from ._widgets import refresh_panels
 
@@ -148,6 +165,8 @@ class QwenMagics(Magics):
             thinking=thinking,
             thinking_budget=args.budget or self.thinking_budget,
             temperature=args.temperature,
+            cache=self.cache,
+            estimator=self.estimator,
         )
 
     def endpoint(self) -> Endpoint:
@@ -201,17 +220,26 @@ class QwenMagics(Magics):
         _markdown_out("\n".join(rows))
 
     def usage_table(self) -> str:
-        """Token usage per conversation and in total, as a markdown table."""
-        rows = ["| conversation | turns | input | output | cache read | cache written |", "|---|---|---|---|---|---|"]
-        for name, chat in self.chats.items():
-            u = chat.usage
-            rows.append(
-                f"| {name} | {len(chat.turns)} | {u.input_tokens:,} | {u.output_tokens:,} | {u.cache_read:,} | {u.cache_write:,} |"
+        """Token usage per conversation and for the session, with what caching saved."""
+        rows = [
+            "| conversation | requests | input | output | cache read | cache written | input-token equivalents | saved by caching |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+
+        def row(name: str, requests: int, u: Usage) -> str:
+            paid, uncached = equivalents(u.input_tokens, u.cache_write, u.cache_read)
+            saved = f"{1 - paid / uncached:.0%}" if uncached else "–"
+            return (
+                f"| {name} | {requests} | {u.input_tokens:,} | {u.output_tokens:,} | {u.cache_read:,} "
+                f"| {u.cache_write:,} | {paid:,.0f} | {saved} |"
             )
-        t = self.totals
-        rows.append(
-            f"| **session** ({self.requests} requests) | | {t.input_tokens:,} | {t.output_tokens:,} | {t.cache_read:,} | {t.cache_write:,} |"
-        )
+
+        for name, chat in self.chats.items():
+            rows.append(row(name, chat.requests, chat.spent))
+        rows.append(row("**session**", self.requests, self.totals))
+        rows.append("")
+        rows.append("Input-token equivalents = input + 1.25 × cache written + 0.1 × cache read; "
+                    "the saving compares them with sending every prompt token at the full price.")
         return "\n".join(rows)
 
 

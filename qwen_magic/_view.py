@@ -23,6 +23,7 @@ from typing import Any, Protocol, TextIO
 from IPython.display import display, update_display
 
 from ._answer import Answer
+from ._cache import cost_text
 
 Bundle = dict[str, str]
 
@@ -101,6 +102,7 @@ def footer_text(answer: Answer) -> str:
         u = answer.usage
         parts += [f"{u.input_tokens:,} in", f"{u.output_tokens:,} out"]
         parts.append(f"cache {u.cache_read:,} read / {u.cache_write:,} written")
+        parts.append(cost_text(u.input_tokens, u.cache_write, u.cache_read))
     if answer.time_to_first_token is not None:
         parts.append(f"{answer.time_to_first_token:.2f} s to first token")
     if answer.tokens_per_second:

@@ -64,12 +64,15 @@ def live_status() -> LiveStatus | None:
 
 def totals_text(magics: QwenMagics) -> str:
     """Session totals in one line."""
+    from ._cache import cost_text
+
     t = magics.totals
     prompt = t.input_tokens + t.cache_read + t.cache_write
     ratio = f"{t.cache_read / prompt:.0%}" if prompt else "–"
     return (
         f"{magics.requests} requests · {t.input_tokens:,} input · {t.output_tokens:,} output · "
-        f"{t.cache_read:,} cache read · {t.cache_write:,} cache written · cache hit ratio {ratio}"
+        f"{t.cache_read:,} cache read · {t.cache_write:,} cache written · cache hit ratio {ratio} · "
+        f"{cost_text(t.input_tokens, t.cache_write, t.cache_read)}"
     )
 
 
@@ -78,7 +81,7 @@ def settings_text(magics: QwenMagics) -> str:
     budget = f" (budget {magics.thinking_budget:,})" if magics.thinking else ""
     return (
         f"model {magics.model} · thinking {'on' if magics.thinking else 'off'}{budget} · "
-        f"max tokens {magics.max_tokens:,}"
+        f"max tokens {magics.max_tokens:,} · cache {magics.cache}"
     )
 
 
@@ -103,6 +106,7 @@ class Panel:
         self.max_tokens = w.BoundedIntText(
             value=magics.max_tokens, min=1, max=1_000_000, step=512, description="Max tokens", style=style
         )
+        self.cache = w.Dropdown(options=["auto", "manual", "off"], value=magics.cache, description="Cache", style=style)
         self.new = w.Button(description="New conversation", icon="refresh")
         self.totals = w.HTML(value=self._totals_html())
         self.status = w.HTML(value="")
@@ -111,6 +115,7 @@ class Panel:
             link((magics, "thinking"), (self.thinking, "value")),
             link((magics, "thinking_budget"), (self.budget, "value")),
             link((magics, "max_tokens"), (self.max_tokens, "value")),
+            link((magics, "cache"), (self.cache, "value")),
         ]
         self.budget.disabled = not magics.thinking
         self.thinking.observe(self._on_thinking, names="value")
@@ -118,7 +123,7 @@ class Panel:
         layout = w.Layout(flex_flow="row wrap", align_items="center", gap="0.5em")
         self.widget = w.VBox(
             [
-                w.HBox([self.model, self.thinking, self.budget, self.max_tokens, self.new], layout=layout),
+                w.HBox([self.model, self.thinking, self.budget, self.max_tokens, self.cache, self.new], layout=layout),
                 self.totals,
                 self.status,
             ]
