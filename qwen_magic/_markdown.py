@@ -71,6 +71,13 @@ _TAG_START = re.compile(r"<[A-Za-z/!?]")
 # Link or reference-definition syntax left over as text, in case marked makes it a link.
 _LINKISH = re.compile(r"\][ \t\n]*[(:][ \t\n]*<?")
 _LINE_END = re.compile(r"\r\n?|\n")
+_URL_INVISIBLE = re.compile(r"[\t\n\r]+")
+_LINE_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).*?(?<!`)\1(?!`)")
+_HTML_LINE_ESCAPES = str.maketrans({"\n": "&#10;", "$": "&#36;", "\\": "&#92;", ":": "&#58;"})
+_RISKY_CHARS = re.compile(r"[<:&$\\]")
+_CONTAINER_TAG = re.compile(
+    r"<(/?)(?:details|div|table|blockquote|ul|ol|dl|section|article|aside|center|figure)(?=[\s/>])", re.I
+)
 _BLOCK_TAG = re.compile(r"<(?:p|h[1-6]|ul|ol|table|blockquote|hr|div|details|pre)[\s/>]")
 
 # JupyterLab's removeMath, transcribed from JavaScript: its `^`/`$` (multiline) and `\s`
@@ -94,9 +101,11 @@ def _parser(kind: str) -> MarkdownIt:
 
     md = MarkdownIt("commonmark", {"html": True, "maxNesting": _MAX_NESTING})
     md.enable(["table", "strikethrough"])  # GFM-like, as marked is
+    # Every link becomes a token: to judge its raw URL here, and when rendering so that
+    # nh3 drops a bad URL but keeps the link's text (markdown-it's own check would leave
+    # `[x](javascript:…)` as literal text and let `data:image/…` through).
+    md.validateLink = lambda url: True  # type: ignore[method-assign]
     if kind != "render":
-        # Every link must surface as a token with its raw URL, to be judged here.
-        md.validateLink = lambda url: True  # type: ignore[method-assign]
         md.normalizeLink = lambda url: url  # type: ignore[method-assign]
         md.normalizeLinkText = lambda text: text  # type: ignore[method-assign]
         # Escaped and entity characters stay separate tokens: `\<b>` is not a tag.
@@ -119,10 +128,9 @@ def warm_up() -> None:
 
 def sanitize(md: str) -> str:
     """Markdown that renders like ``md`` but cannot run script in a trusting renderer."""
-    if "<" not in md and ":" not in md and "&" not in md and "$" not in md and "\\" not in md:
-        # Nothing left to be tag, scheme (even as `&colon;`) or math: marked reads it
-        # as plain markdown. (`&`, `$` and `\` add to the brief's `<`/`:` test because
-        # entities spell colons and math pastes quotes into attributes.)
+    if not _RISKY_CHARS.search(md) and not ('"' in md and ("```" in md or "~~~" in md)):
+        # No tag, no scheme (not even as `&colon;`), no math and no quote in a fence's
+        # info: nothing marked could turn into script.
         return md
     try:
         return _sanitize(md)
@@ -196,7 +204,8 @@ def _html_line(source: str, refs: dict[str, Any]) -> str:
     # One line, so no blank line lets marked fall back to markdown inside it; no `$`
     # or `\`, so JupyterLab's math pass finds nothing to paste; the browser decodes
     # the references back in text and attributes alike.
-    cleaned = cleaned.replace("\n", "&#10;").replace("$", "&#36;").replace("\\", "&#92;")
+    # `:` too, so not even inert text such as a shown `javascript:` URL reads like one.
+    cleaned = cleaned.translate(_HTML_LINE_ESCAPES)
     if not _BLOCK_TAG.match(cleaned):
         cleaned = f"<div>{cleaned}</div>"  # an HTML block must open with a block tag
     return cleaned
@@ -204,8 +213,7 @@ def _html_line(source: str, refs: dict[str, Any]) -> str:
 
 def _escaped_line(text: str) -> str:
     """``text`` as inert escaped HTML, with no parser involved."""
-    escaped = html.escape(text).replace("$", "&#36;").replace("\\", "&#92;")
-    return "<div>" + _LINE_END.sub("<br>", escaped) + "</div>"
+    return "<div>" + _LINE_END.sub("<br>", html.escape(text)).translate(_HTML_LINE_ESCAPES) + "</div>"
 
 
 def _unsafe_url(url: str) -> bool:
@@ -222,15 +230,34 @@ def _tag_like(text: str) -> bool:
 def _link_like(text: str) -> bool:
     """Whether text holds link syntax with a bad scheme that marked might yet read as a link."""
     for m in _LINKISH.finditer(text):
-        target = text[m.end() : m.end() + 200].split(None, 1)
+        # Tabs and line breaks (say from `&#9;`) vanish inside a URL, so they split nothing.
+        target = _URL_INVISIBLE.sub("", text[m.end() : m.end() + 200]).split(None, 1)
         if target and _unsafe_url(target[0]):
             return True
     return False
 
 
-def _inline_unsafe(children: Sequence[Token]) -> bool:
+def _code_span_risky(source: str) -> bool:
+    """Whether marked might not see the code spans markdown-it saw in this inline source.
+
+    marked lets a GFM autolink (``www.``, ``https://``) or a failed ``~`` strikethrough
+    swallow a backtick, and ends a
+    paragraph before any line followed by a table-like delimiter row even when the
+    table then fails; either can undo a code span, turning its text into live HTML.
+    """
+    if "://" in source or "www." in source.lower() or "~`" in source:
+        return True
+    if "\n" not in source:
+        return False
+    # A code span spanning lines could be cut in two: each line's HTML-like text must sit
+    # in a code span that opens and closes on that line.
+    return any(_tag_like(_LINE_CODE_SPAN.sub("", line)) for line in source.split("\n"))
+
+
+def _inline_unsafe(children: Sequence[Token], source: str) -> bool:
     """Whether inline tokens hold raw HTML, a bad link, or text marked could make either of."""
     prose: list[str] = []
+    risky_code = False
     for tok in children:
         kind = tok.type
         if kind == "html_inline":
@@ -241,7 +268,7 @@ def _inline_unsafe(children: Sequence[Token]) -> bool:
         elif kind == "image":
             if _unsafe_url(str(tok.attrGet("src") or "")):
                 return True
-            if tok.children and _inline_unsafe(tok.children):
+            if tok.children and _inline_unsafe(tok.children, tok.content):
                 return True
         elif kind == "text":
             if _tag_like(tok.content):
@@ -252,7 +279,11 @@ def _inline_unsafe(children: Sequence[Token]) -> bool:
         elif kind in ("softbreak", "hardbreak"):
             prose.append("\n")
         else:
+            if kind == "code_inline" and (_tag_like(tok.content) or _link_like(tok.content)):
+                risky_code = True
             prose.append("\x00")
+    if risky_code and _code_span_risky(source):
+        return True
     joined = "".join(prose)
     return "]" in joined and _link_like(joined)
 
@@ -261,6 +292,10 @@ def _fence_unsafe(tok: Token) -> bool:
     """Whether a fenced block could escape: a quote in its info, or an early end in marked."""
     if '"' in tok.info:
         # JupyterLab writes the info into `class="language-…"` without escaping it.
+        return True
+    if _tag_like(tok.info) or _link_like(tok.info):
+        # An opening line with no line break after it does not interrupt a paragraph in
+        # marked, which then reads it, info and all, as paragraph text.
         return True
     # marked also ends a fence on a line like "```~" (opening run, then any of ` and ~);
     # CommonMark does not, and what markdown-it calls code would be live HTML there.
@@ -276,13 +311,21 @@ def _token_unsafe(tok: Token) -> bool:
     if kind == "html_block":
         return True
     if kind == "inline":
-        return bool(tok.children) and _inline_unsafe(tok.children)
+        return bool(tok.children) and _inline_unsafe(tok.children, tok.content)
     if kind == "fence":
         return _fence_unsafe(tok)
     if kind == "code_block":
         # Indentation is where parsers disagree most; such code keeps no HTML-looking text.
         return _tag_like(tok.content) or _link_like(tok.content)
     return False
+
+
+def _after_label(fence: Token, text: str, starts: list[int]) -> bool:
+    """Whether a fence follows a ``[label]:`` line, which marked would complete with it."""
+    # marked takes the opening line as the definition's URL (CommonMark lets the fence
+    # interrupt first), and then reads the fenced lines as live markdown.
+    first = fence.map[0] if fence.map else 0
+    return first > 0 and text[starts[first - 1] : starts[first]].rstrip().endswith("]:")
 
 
 def _math_spans(text: str) -> list[tuple[int, int]]:
@@ -393,6 +436,11 @@ class _View:
         return source_start if offset < end else offset - end + source_end
 
 
+def _container_change(html_source: str) -> int:
+    """How many block containers (``<details>``, ``<div>``, …) an HTML block leaves open."""
+    return sum(-1 if m.group(1) else 1 for m in _CONTAINER_TAG.finditer(html_source))
+
+
 def _line_starts(text: str) -> list[int]:
     """Offsets where each line of ``text`` begins, as markdown-it counts lines."""
     return [0, *(m.end() for m in _LINE_END.finditer(text))]
@@ -409,8 +457,9 @@ def _scan(text: str) -> tuple[list[tuple[int, int, bool]], dict[str, Any]]:
     def line_end(line: int) -> int:
         return starts[line] if line < len(starts) else len(view.text)
 
-    # [first line, end line, unsafe, kind]: markdown-it's top-level blocks and, between
-    # them, runs of blank lines and of link reference definitions (which get no token).
+    # [first line, end line, unsafe, kind, joined to the unit before]: markdown-it's
+    # top-level blocks ("block", "html") and, between them, runs of "blank" lines and of
+    # link reference definitions ("gap": they get no token).
     units: list[list[Any]] = []
     line = 0
 
@@ -421,21 +470,29 @@ def _scan(text: str) -> tuple[list[tuple[int, int, bool]], dict[str, Any]]:
             if units and units[-1][3] == kind and units[-1][1] == line:
                 units[-1][1] = line + 1
             else:
-                units.append([line, line + 1, False, kind])
+                units.append([line, line + 1, False, kind, False])
             line += 1
 
     for tok in tokens:
         if tok.level == 0 and tok.nesting >= 0 and tok.map is not None:
             fill(tok.map[0])
-            units.append([tok.map[0], max(tok.map[1], tok.map[0] + 1), False, "block"])
+            kind = "html" if tok.type == "html_block" else "block"
+            units.append([tok.map[0], max(tok.map[1], tok.map[0] + 1), False, kind, False])
             line = units[-1][1]
-        if units and units[-1][3] == "block" and not units[-1][2] and _token_unsafe(tok):
-            units[-1][2] = True
+        if units and units[-1][3] in ("block", "html") and not units[-1][2]:
+            units[-1][2] = _token_unsafe(tok) or (tok.type == "fence" and _after_label(tok, view.text, starts))
     fill(n_lines)
+    depth = 0
     for unit in units:
+        chunk = view.text[starts[unit[0]] : line_end(unit[1])]
         if unit[3] == "gap":
-            chunk = view.text[starts[unit[0]] : line_end(unit[1])]
             unit[2] = _tag_like(chunk) or _link_like(chunk)
+        if depth:
+            # Inside a `<details>` or `<div>` opened by an earlier HTML block: render the
+            # whole element as one, so its markdown content stays inside it.
+            unit[2] = unit[4] = True
+        if unit[3] == "html":
+            depth = max(0, depth + _container_change(chunk))
     firsts = [unit[0] for unit in units]
 
     def unit_at(line_no: int) -> list[Any] | None:
@@ -459,11 +516,11 @@ def _scan(text: str) -> tuple[list[tuple[int, int, bool]], dict[str, Any]]:
             unit[2] = True
 
     segments: list[tuple[int, int, bool]] = []
-    for first, end, unsafe, _kind in units:
+    for first, end, unsafe, _kind, joined in units:
         a = view.source_offset(starts[first])
         b = view.source_offset(line_end(end))
-        if segments and not unsafe and not segments[-1][2]:
-            segments[-1] = (segments[-1][0], b, False)
+        if segments and segments[-1][2] == unsafe and (joined or not unsafe):
+            segments[-1] = (segments[-1][0], b, unsafe)
         elif b > a:
             segments.append((a, b, unsafe))
     if not segments:
@@ -485,15 +542,23 @@ def stable_prefix(text: str) -> int:
         return 0
     complete = text[:cut]
     starts = _line_starts(complete)
-    blocks = [
-        tok.map
-        for tok in _parser("blocks").parse(complete)
-        if tok.level == 0 and tok.nesting >= 0 and tok.map is not None
-    ]
+    blocks: list[list[int]] = []
+    open_at: int | None = None  # the block where a still-open <details>/<div> began
+    depth = 0
+    for tok in _parser("blocks").parse(complete):
+        if tok.level == 0 and tok.nesting >= 0 and tok.map is not None:
+            blocks.append(tok.map)
+            if tok.type == "html_block":
+                before = depth
+                depth = max(0, depth + _container_change(tok.content))
+                if depth and not before:
+                    open_at = len(blocks) - 1
     if not blocks:
         return 0
-    line = blocks[-1][0]
-    floor = blocks[-2][1] if len(blocks) > 1 else 0
+    # sanitize() renders such an element whole, so it must not be cut before it closes.
+    last = open_at if depth and open_at is not None else len(blocks) - 1
+    line = blocks[last][0]
+    floor = blocks[last - 1][1] if last > 0 else 0
     # A link reference definition right before the last block may still take the next
     # line as its title, so it stays with that block.
     while line > floor and complete[starts[line - 1] : starts[line]].strip():
