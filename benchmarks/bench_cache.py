@@ -18,6 +18,8 @@ import time
 from typing import Any
 
 from _common import environment, table, verdict, write_json
+
+# isort: split
 from fake_dashscope import FakeDashScope, Stream, estimate_tokens
 
 TURNS = 20

@@ -17,6 +17,7 @@ from typing import Any
 
 from ._answer import Answer, Usage
 from ._cache import MARKER, TokenEstimator, place_markers
+from ._media import detach_media
 from ._prompt import Block, prompt_text
 
 DEFAULT_CHAT = "default"
@@ -43,6 +44,7 @@ class Options:
     temperature: float | None = None
     cache: str = "auto"  # the cache policy: auto, manual or off (see ``_cache``)
     estimator: TokenEstimator = field(default_factory=TokenEstimator)
+    keep_media_turns: int | None = None  # turns whose inline media is resent (None: all)
 
 
 @dataclass
@@ -71,13 +73,18 @@ class Conversation:
             return cell_id == last.cell_id
         return source is not None and source == last.source
 
-    def messages(self) -> list[dict[str, Any]]:
-        """The history as Messages API turns, without thinking and without empty answers."""
+    def messages(self, keep_media_turns: int | None = None) -> list[dict[str, Any]]:
+        """The history as Messages API turns, without thinking and without empty answers.
+
+        Inline (base64) media is resent with the latest ``keep_media_turns`` turns only;
+        in older turns a one-line placeholder stands for it. URL media is always kept.
+        """
         messages: list[dict[str, Any]] = []
-        for turn in self.turns:
+        for index, turn in enumerate(self.turns):
             content = turn.answer.history_content()
             if content:
-                messages.append({"role": "user", "content": turn.prompt})
+                old = keep_media_turns is not None and len(self.turns) - index > keep_media_turns
+                messages.append({"role": "user", "content": detach_media(turn.prompt) if old else turn.prompt})
                 messages.append({"role": "assistant", "content": content})
         return messages
 
@@ -86,7 +93,7 @@ class Conversation:
         request: dict[str, Any] = {
             "model": options.model,
             "max_tokens": options.max_tokens,
-            "messages": [*self.messages(), {"role": "user", "content": prompt}],
+            "messages": [*self.messages(options.keep_media_turns), {"role": "user", "content": prompt}],
             # Always explicit: some Qwen models think unless told not to.
             "thinking": (
                 {"type": "enabled", "budget_tokens": options.thinking_budget}

@@ -16,6 +16,7 @@ from ._answer import Answer, Usage
 from ._cache import MODES, TokenEstimator, equivalents, estimate_prompt, mark
 from ._client import Endpoint, client_for, resolve_base_url
 from ._conversation import DEFAULT_CHAT, Chats, Options, Turn
+from ._media import show_preview
 from ._prompt import build_prompt
 from ._view import view_for
 
@@ -54,6 +55,9 @@ class QwenMagics(Magics):
     max_retries = Int(2, min=0, help="Retries of failed requests (rate limits, 5xx, lost connections).").tag(
         config=True
     )
+    keep_media_turns = Int(
+        3, min=0, help="Inline images and videos are resent with this many later cells, then a placeholder."
+    ).tag(config=True)
 
     @validate("timeout")
     def _positive_timeout(self, proposal: dict[str, Any]) -> float:
@@ -126,6 +130,7 @@ class QwenMagics(Magics):
         if chat.is_rerun(cell_id, source):
             chat.turns.pop()
         request = chat.request(prompt, options)
+        show_preview(prompt)  # what the model is shown, above its answer
         answer = Answer(model=options.model)
         from ._stream import run
 
@@ -167,6 +172,7 @@ class QwenMagics(Magics):
             temperature=args.temperature,
             cache=self.cache,
             estimator=self.estimator,
+            keep_media_turns=self.keep_media_turns,
         )
 
     def endpoint(self) -> Endpoint:

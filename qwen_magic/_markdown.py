@@ -4,20 +4,23 @@ Two jobs, both on the answer's markdown as it streams in:
 
 ``sanitize(md)``
     Model text is untrusted, yet JupyterLab renders the ``text/markdown`` outputs of a
-    running session as *trusted*: through ``marked`` with raw HTML allowed, and with no
-    sanitizer. ``sanitize`` returns markdown that cannot run anything there while
+    running session as *trusted*: through ``marked`` with raw HTML allowed and no
+    sanitizer. ``sanitize`` returns markdown that cannot run anything there, while
     ordinary markdown comes back byte for byte. It parses once with markdown-it-py and
-    looks at each top-level block: a block with raw HTML, a link or image whose URL
-    scheme is not http(s)/mailto, or anything else that marked might read differently
-    is replaced by safe HTML (the block rendered alone, then cleaned by ``nh3``);
+    judges each top-level block: one with raw HTML, a link or image whose URL scheme is
+    not http(s)/mailto, or anything that marked may read differently from markdown-it
+    is replaced by safe HTML (that block rendered alone, then cleaned by ``nh3``);
     every other block keeps its exact source.
 
-    JupyterLab first cuts ``$…$``/``$$…$$`` math out of the text (``removeMath`` in
-    ``@jupyterlab/rendermime``), hands the rest to marked and then pastes the math back
-    in *unescaped* except for ``&<>``. So the blocks are judged on the text marked will
-    really see (``_math_spans`` mirrors that function), and a block whose math holds a
-    ``"`` is replaced, since pasted into an attribute (a link's URL, a fence's language
-    class) such math would open an event handler.
+    Two JupyterLab details shape the judging. It first cuts ``$…$``/``$$…$$`` math out
+    of the text (``removeMath``), hands the rest to marked and pastes the math back
+    into marked's HTML escaping only ``&<>``; so blocks are judged on the text marked
+    really sees (``_math_spans`` transcribes ``removeMath``), and math holding a ``"``
+    is refused, since pasted into an attribute it would open an event handler. And it
+    writes a fence's info string into ``class="language-…"`` unescaped, so a ``"``
+    there is refused too. Where marked's parsing is known to stray from CommonMark
+    (GFM autolinks, tables, task items, lazy list lines, fence pairing) HTML-like text
+    that markdown-it calls code is trusted only in plain surroundings.
 
 ``stable_prefix(text)``
     Where the streamed text can be cut: every top-level block before the offset is
@@ -34,16 +37,16 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from markdown_it import MarkdownIt
     from markdown_it.token import Token
 
 # markdown-it's own default; content nested deeper is dropped without a token, so a
 # block that gets near it is treated as unsafe rather than trusted unseen.
 _MAX_NESTING = 20
-_SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
 
+# --- What replacement HTML may hold (nh3) ---------------------------------------------
+
+_SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
 _ALLOWED_TAGS = frozenset(
     {
         "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "b", "i", "em", "strong",
@@ -60,28 +63,48 @@ _DROPPED_WITH_CONTENT = frozenset(
         "math", "textarea", "title", "xmp", "noembed", "noframes", "plaintext", "select",
     }
 )  # fmt: skip
-
-# Browsers ignore these inside a URL's scheme (tab/newline anywhere, controls and spaces
-# at the ends); dropping them all before looking at the scheme is the cautious superset.
-_IGNORABLE = re.compile("[\x00-\x20\x7f-\xa0\xad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]+")
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
-# What a browser (or marked, whose tag names are looser than CommonMark's) may take as
-# the start of a tag, comment or declaration.
-_TAG_START = re.compile(r"<[A-Za-z/!?]")
-# Link or reference-definition syntax left over as text, in case marked makes it a link.
-_LINKISH = re.compile(r"\][ \t\n]*[(:][ \t\n]*<?")
-_LINE_END = re.compile(r"\r\n?|\n")
-_URL_INVISIBLE = re.compile(r"[\t\n\r]+")
-_LINE_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).*?(?<!`)\1(?!`)")
+# A replacement is one line (no blank line lets marked fall back to markdown inside
+# it) with no `$` or `\` (nothing for JupyterLab's math pass to cut and paste) and no
+# `:` (not even a shown `javascript:` URL reads like one); the browser decodes the
+# character references back, in text and attributes alike.
 _HTML_LINE_ESCAPES = str.maketrans({"\n": "&#10;", "$": "&#36;", "\\": "&#92;", ":": "&#58;"})
-_RISKY_CHARS = re.compile(r"[<:&$\\]")
+# What marked passes through as one HTML block when a line starts with it.
+_BLOCK_TAG = re.compile(r"<(?:p|h[1-6]|ul|ol|table|blockquote|hr|div|details|pre)[\s/>]")
+# Containers whose content should stay inside them when their HTML block is replaced.
 _CONTAINER_TAG = re.compile(
     r"<(/?)(?:details|div|table|blockquote|ul|ol|dl|section|article|aside|center|figure)(?=[\s/>])", re.I
 )
-_BLOCK_TAG = re.compile(r"<(?:p|h[1-6]|ul|ol|table|blockquote|hr|div|details|pre)[\s/>]")
 
-# JupyterLab's removeMath, transcribed from JavaScript: its `^`/`$` (multiline) and `\s`
-# are spelled out because Python's differ.
+# --- What counts as dangerous ---------------------------------------------------------
+
+# Without one of these, or a `"` in a fence's info, marked has nothing to make script
+# of: no tag, no scheme (not even as `&colon;`), no math to paste.
+_RISKY_CHARS = re.compile(r"[<:&$\\]")
+# Browsers drop tabs and line breaks anywhere in a URL and controls and spaces at its
+# ends; dropping all of these (and invisible format characters) before reading the
+# scheme is the cautious superset.
+_IGNORABLE = re.compile("[\x00-\x20\x7f-\xa0\xad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]+")
+_URL_INVISIBLE = re.compile(r"[\t\n\r]+")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+# What a browser, or marked (whose tag names are looser than CommonMark's), may take as
+# the start of a tag, comment or declaration.
+_TAG_START = re.compile(r"<[A-Za-z/!?]")
+# Link or reference-definition syntax left as text, in case marked makes it a link.
+_LINKISH = re.compile(r"\][ \t\n]*[(:][ \t\n]*<?")
+# A code span that opens and closes on one line.
+_LINE_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).*?(?<!`)\1(?!`)")
+# A line marked may open a fence on, inside any quote or list markers.
+_FENCE_LIKE = re.compile(r"[ \t>]*(?:(?:[-*+]|\d{1,9}[.)])[ \t]+)*(?:`{3,}|~{3,})")
+_ITEM_WITH_TEXT = re.compile(r"[ ]*(?:[-*+]|\d{1,9}[.)])[ ]+\S")
+_TASK_ITEM = re.compile(r"[ \t]*(?:[-*+]|\d{1,9}[.)])[ \t]+\[[ xX]\]")
+# marked strips a task item's box and reads the rest as a fresh line: a block may start there.
+_TASK_THEN_BLOCK = re.compile(
+    r"\[[ xX]\][ ]+(?:[`~]{3}|#{1,6}(?:[ \t]|$)|[>|<\t]|[-*+](?:[ \t]|$)|\d{1,9}[.)](?:[ \t]|$)|[-*_](?:[ \t]*[-*_]){2,}[ \t]*$)"
+)
+_LINE_END = re.compile(r"\r\n?|\n")
+
+# --- JupyterLab's removeMath, transcribed from JavaScript -----------------------------
+# Its `^`/`$` (multiline) and `\s` are spelled out because Python's differ.
 _JS_SPACE = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 _BOL = "(?:\\A|(?<=[\n\r\u2028\u2029]))"
 _EOL = "(?=[\n\r\u2028\u2029]|\\Z)"
@@ -129,8 +152,6 @@ def warm_up() -> None:
 def sanitize(md: str) -> str:
     """Markdown that renders like ``md`` but cannot run script in a trusting renderer."""
     if not _RISKY_CHARS.search(md) and not ('"' in md and ("```" in md or "~~~" in md)):
-        # No tag, no scheme (not even as `&colon;`), no math and no quote in a fence's
-        # info: nothing marked could turn into script.
         return md
     try:
         return _sanitize(md)
@@ -143,13 +164,13 @@ def sanitize(md: str) -> str:
 
 def _sanitize(md: str) -> str:
     """``sanitize`` without the fast path and the last-resort fallbacks."""
-    segments, refs = _scan(md)
-    if not any(unsafe for _, _, unsafe in segments):
+    scan = _Scan(md)
+    if not any(unsafe for _, _, unsafe in scan.segments):
         return md
     out: list[str] = []
     replacements: set[str] = set()
     after_replacement = False
-    for start, end, unsafe in segments:
+    for start, end, unsafe in scan.segments:
         chunk = md[start:end]
         if not unsafe:
             if after_replacement and not _starts_blank(chunk):
@@ -159,25 +180,25 @@ def _sanitize(md: str) -> str:
             continue
         if out and not _ends_blank("".join(out)):
             out.append("\n" if out[-1].endswith("\n") else "\n\n")
-        line = _html_line(chunk, refs)
+        line = _html_line(chunk, scan.refs)
         if line:
             replacements.add(line)
             out.append(line + "\n")
         after_replacement = True
     result = "".join(out)
-    # Cutting blocks out can change how the rest pairs its `$` (JupyterLab's math pass
-    # runs over the whole text), so the result is judged again; what is still unsafe
-    # must be one of the replacement lines, or everything goes through nh3.
-    for start, end, unsafe in _scan(result)[0]:
+    # Cutting blocks out can change how the rest pairs its `$` or its fences (both
+    # passes run over the whole text), so the result is judged again: what is still
+    # unsafe must be one of the replacement lines, or everything goes through nh3.
+    for start, end, unsafe in _Scan(result).segments:
         if unsafe and result[start:end].strip() not in replacements:
-            return _html_line(md, refs) + "\n"
+            return _html_line(md, scan.refs) + "\n"
     return result
 
 
 def _starts_blank(text: str) -> bool:
     """Whether ``text`` begins with a blank line."""
     m = _LINE_END.search(text)
-    return not text.strip() if m is None else not text[: m.start()].strip()
+    return not (text if m is None else text[: m.start()]).strip()
 
 
 def _ends_blank(text: str) -> bool:
@@ -201,13 +222,9 @@ def _html_line(source: str, refs: dict[str, Any]) -> str:
     ).strip()
     if not cleaned:
         return ""
-    # One line, so no blank line lets marked fall back to markdown inside it; no `$`
-    # or `\`, so JupyterLab's math pass finds nothing to paste; the browser decodes
-    # the references back in text and attributes alike.
-    # `:` too, so not even inert text such as a shown `javascript:` URL reads like one.
     cleaned = cleaned.translate(_HTML_LINE_ESCAPES)
     if not _BLOCK_TAG.match(cleaned):
-        cleaned = f"<div>{cleaned}</div>"  # an HTML block must open with a block tag
+        cleaned = f"<div>{cleaned}</div>"
     return cleaned
 
 
@@ -237,95 +254,23 @@ def _link_like(text: str) -> bool:
     return False
 
 
-def _code_span_risky(source: str) -> bool:
-    """Whether marked might not see the code spans markdown-it saw in this inline source.
-
-    marked lets a GFM autolink (``www.``, ``https://``) or a failed ``~`` strikethrough
-    swallow a backtick, and ends a
-    paragraph before any line followed by a table-like delimiter row even when the
-    table then fails; either can undo a code span, turning its text into live HTML.
-    """
-    if "://" in source or "www." in source.lower() or "~`" in source:
-        return True
-    if "\n" not in source:
-        return False
-    # A code span spanning lines could be cut in two: each line's HTML-like text must sit
-    # in a code span that opens and closes on that line.
-    return any(_tag_like(_LINE_CODE_SPAN.sub("", line)) for line in source.split("\n"))
+def _autolink_like(text: str) -> bool:
+    """Whether marked may find a GFM autolink (``www.``, ``https://``) in this text."""
+    return "://" in text or "www." in text.lower()
 
 
-def _inline_unsafe(children: Sequence[Token], source: str) -> bool:
-    """Whether inline tokens hold raw HTML, a bad link, or text marked could make either of."""
-    prose: list[str] = []
-    risky_code = False
-    for tok in children:
-        kind = tok.type
-        if kind == "html_inline":
-            return True
-        if kind == "link_open":
-            if _unsafe_url(str(tok.attrGet("href") or "")):
-                return True
-        elif kind == "image":
-            if _unsafe_url(str(tok.attrGet("src") or "")):
-                return True
-            if tok.children and _inline_unsafe(tok.children, tok.content):
-                return True
-        elif kind == "text":
-            if _tag_like(tok.content):
-                return True
-            prose.append(tok.content)
-        elif kind == "text_special":
-            prose.append(tok.content)  # escaped `\<` or `&lt;`: not a tag, but part of a URL
-        elif kind in ("softbreak", "hardbreak"):
-            prose.append("\n")
-        else:
-            if kind == "code_inline" and (_tag_like(tok.content) or _link_like(tok.content)):
-                risky_code = True
-            prose.append("\x00")
-    if risky_code and _code_span_risky(source):
-        return True
-    joined = "".join(prose)
-    return "]" in joined and _link_like(joined)
-
-
-def _fence_unsafe(tok: Token) -> bool:
-    """Whether a fenced block could escape: a quote in its info, or an early end in marked."""
-    if '"' in tok.info:
-        # JupyterLab writes the info into `class="language-…"` without escaping it.
-        return True
-    if _tag_like(tok.info) or _link_like(tok.info):
+def _fence_info_unsafe(fence: Token) -> bool:
+    """Whether a fence's info string or content could break out in marked by itself."""
+    if '"' in fence.info:
+        return True  # JupyterLab writes it into `class="language-…"` unescaped
+    if _tag_like(fence.info) or _link_like(fence.info):
         # An opening line with no line break after it does not interrupt a paragraph in
         # marked, which then reads it, info and all, as paragraph text.
         return True
-    # marked also ends a fence on a line like "```~" (opening run, then any of ` and ~);
-    # CommonMark does not, and what markdown-it calls code would be live HTML there.
-    closing = re.compile(r" {0,3}" + re.escape(tok.markup) + r"[~`]* *\Z")
-    return any(closing.match(line) for line in tok.content.split("\n"))
-
-
-def _token_unsafe(tok: Token) -> bool:
-    """Whether one block-level token makes its top-level block unsafe."""
-    if tok.level >= _MAX_NESTING - 2:
-        return True
-    kind = tok.type
-    if kind == "html_block":
-        return True
-    if kind == "inline":
-        return bool(tok.children) and _inline_unsafe(tok.children, tok.content)
-    if kind == "fence":
-        return _fence_unsafe(tok)
-    if kind == "code_block":
-        # Indentation is where parsers disagree most; such code keeps no HTML-looking text.
-        return _tag_like(tok.content) or _link_like(tok.content)
-    return False
-
-
-def _after_label(fence: Token, text: str, starts: list[int]) -> bool:
-    """Whether a fence follows a ``[label]:`` line, which marked would complete with it."""
-    # marked takes the opening line as the definition's URL (CommonMark lets the fence
-    # interrupt first), and then reads the fenced lines as live markdown.
-    first = fence.map[0] if fence.map else 0
-    return first > 0 and text[starts[first - 1] : starts[first]].rstrip().endswith("]:")
+    # marked also ends a fence on a line like "```~" (the opening run, then any mix of `
+    # and ~); CommonMark does not, and what markdown-it calls code would be live there.
+    closing = re.compile(r" {0,3}" + re.escape(fence.markup) + r"[~`]* *\Z")
+    return any(closing.match(line) for line in fence.content.split("\n"))
 
 
 def _math_spans(text: str) -> list[tuple[int, int]]:
@@ -343,13 +288,12 @@ def _math_spans(text: str) -> list[tuple[int, int]]:
         if protected:
             chars = list(text)
             for pos in protected:
-                chars[pos] = "\x00"  # like its `~D`: no delimiter, nothing else either
+                chars[pos] = "\x00"  # like its `~D`: no delimiter, and nothing else either
             masked = "".join(chars)
+    index = None
     if "\r" in text:
         index = [i for i, ch in enumerate(text) if ch != "\r" or text[i + 1 : i + 2] != "\n"]
         masked = _LINE_END.sub("\n", masked)
-    else:
-        index = None
     parts = _MATH_SPLIT.split(masked)
     offsets = [0]
     for part in parts:
@@ -374,7 +318,7 @@ def _math_spans(text: str) -> list[tuple[int, int]]:
                     start, end, last = None, "", None
             elif _JS_PARAGRAPH_BREAK.search(block):
                 if last is not None:
-                    i = last
+                    i = last  # it rescans what followed the last balanced end
                     found.append((offsets[start], offsets[i + 1]))
                 start, end, last, braces = None, "", None, 0
             elif block == "{":
@@ -408,7 +352,7 @@ class _View:
         pieces: list[str] = []
         # (start in view, end in view, start in source, end in source) per placeholder
         self.marks: list[tuple[int, int, int, int]] = []
-        self.quoted: list[int] = []
+        self.quoted: list[int] = []  # view offsets of math that holds a `"`
         pos = view_pos = 0
         for n, (a, b) in enumerate(spans):
             pieces.append(text[pos:a])
@@ -422,18 +366,286 @@ class _View:
             pos = b
         pieces.append(text[pos:])
         self.text = "".join(pieces)
-        self._starts = [mark[0] for mark in self.marks]
+        self._mark_starts = [mark[0] for mark in self.marks]
         self._source_len = len(text)
 
     def source_offset(self, offset: int) -> int:
-        """The source offset of a view offset outside any placeholder."""
+        """The source offset of a view offset that is not inside a placeholder."""
         if offset >= len(self.text):
             return self._source_len
-        k = bisect.bisect_right(self._starts, offset) - 1
+        k = bisect.bisect_right(self._mark_starts, offset) - 1
         if k < 0:
             return offset
         _start, end, source_start, source_end = self.marks[k]
         return source_start if offset < end else offset - end + source_end
+
+
+class _Unit:
+    """A run of lines: a top-level block, or blank lines, or definitions between blocks."""
+
+    __slots__ = ("end", "first", "fresh", "joined", "kind", "token", "unsafe")
+
+    def __init__(self, first: int, end: int, kind: str, token: str = "", fresh: bool = False) -> None:
+        self.first, self.end, self.kind, self.token, self.fresh = first, end, kind, token, fresh
+        self.unsafe = False
+        self.joined = False  # rendered together with the unit before it
+
+
+class _Scan:
+    """One judgement of a text: its top-level blocks in order, which are unsafe, and why."""
+
+    def __init__(self, text: str) -> None:
+        view = self.view = _View(text)
+        env: dict[str, Any] = {}
+        tokens = _parser("scan").parse(view.text, env)
+        self.starts = starts = _line_starts(view.text)
+        self.lines = [view.text[a:b].rstrip("\r\n") for a, b in zip(starts, [*starts[1:], len(view.text)], strict=True)]
+        n_lines = len(starts) - (1 if starts[-1] == len(view.text) else 0)
+        self._chunk_firsts: list[int] | None = None
+        # Fence lines in document order: HTML-like code is trusted while they are plain.
+        self.fence_lines = [n for n, line in enumerate(self.lines) if _FENCE_LIKE.match(line)]
+        self.fence_spans: list[tuple[int, int]] = []
+        self._next_fence_line = 0
+        self._fences_plain = True
+        self._code_lines: set[int] = set()  # lines of fences both parsers see alike
+
+        self.units: list[_Unit] = []
+        for tok in tokens:
+            if tok.level == 0 and tok.nesting >= 0 and tok.map is not None:
+                self._fill(tok.map[0])
+                fresh = not self.units or self.units[-1].kind == "blank"
+                kind = "html" if tok.type == "html_block" else "block"
+                self.units.append(_Unit(tok.map[0], max(tok.map[1], tok.map[0] + 1), kind, tok.type, fresh))
+            if self.units and self.units[-1].kind != "gap" and not self.units[-1].unsafe:
+                self.units[-1].unsafe = self._token_unsafe(tok)
+        self._fill(n_lines)
+        self._join_containers()
+        self.refs = self._judge_definitions(env)
+        for line in [bisect.bisect_right(starts, offset) - 1 for offset in view.quoted] + self._stray_quotes():
+            unit = self._unit_at(line)
+            if unit is not None:
+                unit.unsafe = True
+        self.segments = self._segments(len(text))
+
+    def _line_end(self, line: int) -> int:
+        """The view offset where line ``line`` ends (the next one starts)."""
+        return self.starts[line] if line < len(self.starts) else len(self.view.text)
+
+    def _fill(self, upto: int) -> None:
+        """Add units for the lines between the last block and line ``upto``."""
+        line = self.units[-1].end if self.units else 0
+        while line < upto:
+            kind = "gap" if self.lines[line].strip() else "blank"
+            if self.units and self.units[-1].kind == kind and self.units[-1].end == line:
+                self.units[-1].end = line + 1
+            else:
+                self.units.append(_Unit(line, line + 1, kind))
+            line += 1
+
+    def _unit_at(self, line: int) -> _Unit | None:
+        """The unit holding line ``line``."""
+        k = bisect.bisect_right([unit.first for unit in self.units], line) - 1
+        return self.units[k] if k >= 0 and line < self.units[k].end else None
+
+    def _token_unsafe(self, tok: Token) -> bool:
+        """Whether one token makes its top-level block unsafe."""
+        if tok.level >= _MAX_NESTING - 2:
+            return True
+        kind = tok.type
+        if kind == "html_block":
+            return True
+        if kind == "inline":
+            return _TASK_THEN_BLOCK.match(tok.content) is not None or self._inline_unsafe(tok)
+        if kind == "fence":
+            return self._fence_unsafe(tok)
+        if kind == "code_block":
+            # Indentation is where parsers disagree most; such code keeps no HTML-like text.
+            return _tag_like(tok.content) or _link_like(tok.content)
+        return False
+
+    def _inline_unsafe(self, inline: Token) -> bool:
+        """Whether inline content holds raw HTML, a bad link, or text marked could make either of."""
+        prose: list[str] = []
+        risky_code = risky_escape = False
+        stack: list[Token] = list(reversed(inline.children or []))
+        while stack:
+            tok = stack.pop()
+            kind = tok.type
+            if kind == "html_inline":
+                return True
+            if kind == "link_open":
+                if _unsafe_url(str(tok.attrGet("href") or "")):
+                    return True
+            elif kind == "image":
+                if _unsafe_url(str(tok.attrGet("src") or "")):
+                    return True
+                stack.extend(reversed(tok.children or []))  # its alt text
+            elif kind == "text":
+                if _tag_like(tok.content):
+                    return True
+                prose.append(tok.content)
+            elif kind == "text_special":
+                # An escaped `\<` or `&lt;` is no tag, but it may be part of a URL.
+                risky_escape = risky_escape or (tok.content == "<" and tok.info == "escape")
+                prose.append(tok.content)
+            elif kind in ("softbreak", "hardbreak"):
+                prose.append("\n")
+            else:
+                if kind == "code_inline" and (_tag_like(tok.content) or _link_like(tok.content)):
+                    risky_code = True
+                prose.append("\x00")
+        joined = "".join(prose)
+        if risky_escape and _autolink_like(joined):
+            return True  # a GFM autolink in marked swallows the `\`, unescaping the `<`
+        if risky_code and self._code_spans_misread(inline, joined):
+            return True
+        return "]" in joined and _link_like(joined)
+
+    def _code_spans_misread(self, inline: Token, prose: str) -> bool:
+        """Whether marked might not see the code spans markdown-it saw in this inline content.
+
+        marked lets a GFM autolink or a failed ``~`` strikethrough swallow a backtick, and
+        draws paragraph lines differently (lazy list lines, table-like rows, headings
+        without a space), so a backtick from an earlier line can pair with a later one:
+        HTML-like code is trusted only if every line up to it, back to the last blank
+        line, keeps its backticks paired within itself.
+        """
+        if _autolink_like(prose) or "~`" in inline.content:
+            return True
+        first, end = inline.map or (0, len(self.lines))
+        for n in range(self._chunk_first(first), end):
+            if n in self._code_lines:
+                continue
+            outside = _LINE_CODE_SPAN.sub("", self.lines[n])
+            if "`" in outside or _tag_like(outside) or _link_like(outside):
+                return True
+        return False
+
+    def _chunk_first(self, line: int) -> int:
+        """The first line of the run of non-blank lines holding line ``line``."""
+        if self._chunk_firsts is None:
+            self._chunk_firsts = []
+            first = 0
+            for n, text in enumerate(self.lines):
+                if not text.strip():
+                    first = n + 1
+                self._chunk_firsts.append(first)
+        return self._chunk_firsts[min(line, len(self._chunk_firsts) - 1)]
+
+    def _fence_unsafe(self, fence: Token) -> bool:
+        """Whether a fence must go: a bad info string, or HTML-like code marked may misplace.
+
+        Code is literal only if both parsers agree where it starts and ends. Lists,
+        quotes, lazy lines and definitions are where they part ways, and once they
+        disagree about one fence they may pair every later fence line differently; so
+        HTML-like code is trusted only in fences in plain surroundings, with no doubtful
+        fence line before them.
+        """
+        first, end = fence.map or (0, 0)
+        self.fence_spans.append((first, end))
+        while self._next_fence_line < len(self.fence_lines) and self.fence_lines[self._next_fence_line] < end:
+            if self.fence_lines[self._next_fence_line] < first:
+                self._fences_plain = False  # a fence-like line that markdown-it took for no fence
+            self._next_fence_line += 1
+        plain = self._fence_plain(fence)
+        trusted = plain and self._fences_plain
+        self._fences_plain = trusted
+        if trusted:
+            self._code_lines.update(range(first, end))
+        if _fence_info_unsafe(fence):
+            return True
+        content = fence.content
+        return not trusted and (
+            _tag_like(content)
+            or _link_like(content)
+            # a line that would open a fence with a quote in its info, were pairing off
+            or any('"' in line and _FENCE_LIKE.match(line) for line in content.split("\n"))
+        )
+
+    def _fence_plain(self, fence: Token) -> bool:
+        """Whether both parsers surely open this fence where markdown-it did."""
+        lines = self.lines
+        first, end = fence.map or (0, 0)
+        previous = lines[first - 1] if first > 0 else ""
+        if previous.rstrip().endswith("]:"):
+            # marked takes the opening line as this definition's URL (CommonMark lets
+            # the fence interrupt first) and reads the fenced lines as markdown.
+            return False
+        top = self.units[-1]
+        # The block must start after a blank line, or right after a paragraph or heading
+        # that does, so that marked cannot have taken it for lazy lines of a list before.
+        before = self.units[-2] if len(self.units) > 1 else None
+        if not (
+            top.fresh or (before is not None and before.token in ("paragraph_open", "heading_open") and before.fresh)
+        ):
+            return False
+        if fence.level == 0:
+            return True
+        if top.token not in ("bullet_list_open", "ordered_list_open"):
+            return False
+        for line in lines[top.first : first]:
+            if not line.strip():
+                continue
+            indent = line[: len(line) - len(line.lstrip())]
+            if "\t" in indent or _TASK_ITEM.match(line) or line.lstrip()[:1] in (">", "|"):
+                return False
+            if not (_ITEM_WITH_TEXT.match(line) or indent.startswith("  ")):
+                return False  # a lazy line, or an item whose text starts on the next line
+        indent = " " * (len(lines[first]) - len(lines[first].lstrip(" ")))
+        return all(line.startswith(indent) or not line.strip() for line in lines[first:end])
+
+    def _stray_quotes(self) -> list[int]:
+        """Lines outside every fence that marked may open as a fence with a ``"`` in its info."""
+        return [
+            n
+            for n in self.fence_lines
+            if '"' in self.lines[n] and not any(first <= n < end for first, end in self.fence_spans)
+        ]
+
+    def _join_containers(self) -> None:
+        """Judge definition gaps, and keep what a replaced ``<details>``/``<div>`` holds inside it."""
+        depth = 0
+        for unit in self.units:
+            source = "\n".join(self.lines[unit.first : unit.end])
+            if unit.kind == "gap":
+                unit.unsafe = _tag_like(source) or _link_like(source)
+            if depth:
+                unit.unsafe = unit.joined = True
+            if unit.kind == "html":
+                depth = max(0, depth + _container_change(source))
+
+    def _judge_definitions(self, env: dict[str, Any]) -> dict[str, Any]:
+        """Flag units with bad link reference definitions; return the good ones for rendering."""
+        safe: dict[str, Any] = {}
+        definitions = [*env.get("references", {}).items()]
+        definitions += [(ref.get("label", ""), ref) for ref in env.get("duplicate_refs", [])]
+        for label, ref in definitions:
+            href, title = str(ref.get("href", "")), str(ref.get("title", ""))
+            # A definition shows nothing, but one marked does not take for a definition
+            # is live text: HTML in it counts as in the open.
+            if _unsafe_url(href) or _tag_like(f"{label} {href} {title}") or (self.view.marks and "@@" in href + title):
+                unit = self._unit_at(ref["map"][0]) if ref.get("map") else None
+                if unit is not None:
+                    unit.unsafe = True
+            elif label not in safe:
+                safe[label] = {"href": href, "title": title}
+        return safe
+
+    def _segments(self, source_len: int) -> list[tuple[int, int, bool]]:
+        """``(start, end, unsafe)`` source ranges covering the text, unsafe ones one block each."""
+        segments: list[tuple[int, int, bool]] = []
+        for unit in self.units:
+            a = self.view.source_offset(self.starts[unit.first])
+            b = self.view.source_offset(self._line_end(unit.end))
+            if segments and segments[-1][2] == unit.unsafe and (unit.joined or not unit.unsafe):
+                segments[-1] = (segments[-1][0], b, unit.unsafe)
+            elif b > a:
+                segments.append((a, b, unit.unsafe))
+        if not segments:
+            segments.append((0, source_len, False))
+        elif segments[-1][1] < source_len:
+            segments.append((segments[-1][1], source_len, False))
+        return segments
 
 
 def _container_change(html_source: str) -> int:
@@ -444,90 +656,6 @@ def _container_change(html_source: str) -> int:
 def _line_starts(text: str) -> list[int]:
     """Offsets where each line of ``text`` begins, as markdown-it counts lines."""
     return [0, *(m.end() for m in _LINE_END.finditer(text))]
-
-
-def _scan(text: str) -> tuple[list[tuple[int, int, bool]], dict[str, Any]]:
-    """Cut ``text`` into ``(start, end, unsafe)`` segments; also its safe link references."""
-    view = _View(text)
-    env: dict[str, Any] = {}
-    tokens = _parser("scan").parse(view.text, env)
-    starts = _line_starts(view.text)
-    n_lines = len(starts) - (1 if starts[-1] == len(view.text) else 0)
-
-    def line_end(line: int) -> int:
-        return starts[line] if line < len(starts) else len(view.text)
-
-    # [first line, end line, unsafe, kind, joined to the unit before]: markdown-it's
-    # top-level blocks ("block", "html") and, between them, runs of "blank" lines and of
-    # link reference definitions ("gap": they get no token).
-    units: list[list[Any]] = []
-    line = 0
-
-    def fill(upto: int) -> None:
-        nonlocal line
-        while line < upto:
-            kind = "gap" if view.text[starts[line] : line_end(line + 1)].strip() else "blank"
-            if units and units[-1][3] == kind and units[-1][1] == line:
-                units[-1][1] = line + 1
-            else:
-                units.append([line, line + 1, False, kind, False])
-            line += 1
-
-    for tok in tokens:
-        if tok.level == 0 and tok.nesting >= 0 and tok.map is not None:
-            fill(tok.map[0])
-            kind = "html" if tok.type == "html_block" else "block"
-            units.append([tok.map[0], max(tok.map[1], tok.map[0] + 1), False, kind, False])
-            line = units[-1][1]
-        if units and units[-1][3] in ("block", "html") and not units[-1][2]:
-            units[-1][2] = _token_unsafe(tok) or (tok.type == "fence" and _after_label(tok, view.text, starts))
-    fill(n_lines)
-    depth = 0
-    for unit in units:
-        chunk = view.text[starts[unit[0]] : line_end(unit[1])]
-        if unit[3] == "gap":
-            unit[2] = _tag_like(chunk) or _link_like(chunk)
-        if depth:
-            # Inside a `<details>` or `<div>` opened by an earlier HTML block: render the
-            # whole element as one, so its markdown content stays inside it.
-            unit[2] = unit[4] = True
-        if unit[3] == "html":
-            depth = max(0, depth + _container_change(chunk))
-    firsts = [unit[0] for unit in units]
-
-    def unit_at(line_no: int) -> list[Any] | None:
-        k = bisect.bisect_right(firsts, line_no) - 1
-        return units[k] if k >= 0 and line_no < units[k][1] else None
-
-    safe_refs: dict[str, Any] = {}
-    definitions = [*env.get("references", {}).items()]
-    definitions += [(ref.get("label", ""), ref) for ref in env.get("duplicate_refs", [])]
-    for label, ref in definitions:
-        href, title = str(ref.get("href", "")), str(ref.get("title", ""))
-        if _unsafe_url(href) or (view.marks and "@@" in href + title):
-            unit = unit_at(ref["map"][0]) if ref.get("map") else None
-            if unit is not None:
-                unit[2] = True
-        elif label not in safe_refs:
-            safe_refs[label] = {"href": href, "title": title}
-    for offset in view.quoted:
-        unit = unit_at(bisect.bisect_right(starts, offset) - 1)
-        if unit is not None:
-            unit[2] = True
-
-    segments: list[tuple[int, int, bool]] = []
-    for first, end, unsafe, _kind, joined in units:
-        a = view.source_offset(starts[first])
-        b = view.source_offset(line_end(end))
-        if segments and segments[-1][2] == unsafe and (joined or not unsafe):
-            segments[-1] = (segments[-1][0], b, unsafe)
-        elif b > a:
-            segments.append((a, b, unsafe))
-    if not segments:
-        segments.append((0, len(text), False))
-    elif segments[-1][1] < len(text):
-        segments.append((segments[-1][1], len(text), False))
-    return segments, safe_refs
 
 
 # --- Job 2: stable_prefix ------------------------------------------------------------

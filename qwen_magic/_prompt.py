@@ -1,20 +1,68 @@
-"""The cell's text becomes the user turn's content blocks."""
+"""The cell's text becomes the user turn's content blocks: text, images and videos, in order.
+
+What the text may hold besides prose (README, "Images and video"):
+
+- ``https://host/cat.png``: a bare http(s) URL whose path ends in an image or video
+  extension (query and fragment ignored) is sent as a URL block; other URLs stay text.
+- ``![alt](url-or-path)``: a markdown image; a video extension makes it a video.
+- ``image:URL`` / ``video:URL``: the explicit form, for URLs with no telling extension
+  (also ``image:path``, whose extension must agree).
+- ``photo.png``, ``~/clips/run.mp4``, ``/data/scan.jpg``: a whole token ending in a media
+  extension is a local file, sent inline (base64); a missing file is a ``UsageError``.
+- ``{fig}``, ``{imgs[0]}``, ``{res.figure}``, ``{d["k"]}``: a name from the user's
+  namespace, with attribute and constant-index access, is replaced by its value (an image
+  for PIL images, matplotlib figures and image bytes, else its text). The expression is
+  parsed with ``ast`` and only walked, never evaluated; anything else in braces stays
+  as typed.
+
+Nothing inside inline code or fenced code blocks is touched: backticks keep text as typed.
+"""
 
 from __future__ import annotations
 
+import ast
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from IPython.core.error import UsageError
 
-Block = dict[str, Any]
+from . import _media
+from ._media import Block
+
+TEXT_LIMIT = 2000  # characters of an object's repr put in the prompt
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}(?=[^`\n]*$)|~{3,})", re.MULTILINE)
+_INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)", re.DOTALL)
+# Spans decided before tokens: markdown images, markdown links (kept as text) and {name}.
+_SPANS = re.compile(
+    r"(?P<image>!\[[^\]\n]*\]\(\s*(?P<dest><[^>\n]*>|[^\s)]+)(?:\s+(?:\"[^\"\n]*\"|'[^'\n]*'))?\s*\))"
+    r"|(?P<link>\[[^\]\n]*\]\([^)\n]*\))"
+    r"|(?P<name>(?<!\{)\{(?P<expr>[^{}\n]{1,200})\}(?!\}))"
+)
+_TOKEN = re.compile(r"\S+")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")  # two letters at least: C:\ is a drive
+_PATH = re.compile(r"^[\w~./+@%=-]+$")
+_EXPLICIT = re.compile(r"^(image|video):(.+)$")
+# A brace glued to these is LaTeX (\frac{a}{b}, x^{2}), shell (${HOME}) or a template: left alone.
+_GLUED = set("\\$^_#%@}")
+_F_STRING = re.compile(r"(?<![\w'\"])(?:[rR]?[fF]|[fF][rR])(\"\"\"|'''|\"|')")
+_OPENERS, _CLOSERS = "([<\"'*", ").,;:!?]>\"'*"
 
 
 def build_prompt(text: str, namespace: dict[str, Any] | None = None) -> list[Block]:
-    """Content blocks for the cell text; an empty cell is a ``UsageError``."""
-    text = text.strip()
-    if not text:
+    """Content blocks for the cell text, in the order they stand; an empty cell is a ``UsageError``."""
+    if not text.strip():
         raise UsageError("The cell is empty: write a question below the %%qwen line.")
-    return [{"type": "text", "text": text}]
+    parts: list[Block] = []
+    for chunk, code in _chunks(text):
+        parts.extend([_text(chunk)] if code else _scan(chunk, namespace or {}))
+    blocks = _tidy(parts)
+    if not blocks:
+        raise UsageError("Nothing to send: the cell's text and values are all empty.")
+    return blocks
 
 
 def prompt_text(blocks: list[Block]) -> str:
@@ -23,8 +71,287 @@ def prompt_text(blocks: list[Block]) -> str:
     for block in blocks:
         if block.get("type") == "text":
             parts.append(block["text"])
-        elif block.get("type") in ("image", "video"):
-            source = block.get("source", {})
-            where = source.get("url") or source.get("media_type", "inline")
-            parts.append(f"[{block['type']}: {where}]")
+        elif _media.is_media(block):
+            parts.append(_media.describe(block))
     return "\n".join(parts)
+
+
+# -- values of {name} ---------------------------------------------------------------------
+
+Converter = Callable[[Any, str], "list[Block] | None"]
+
+
+def _image_value(value: Any, label: str) -> list[Block] | None:
+    encoded = _media.image_bytes(value)
+    if encoded is None:
+        return None
+    return [_media.inline_block("image", encoded[0], encoded[1], label)]
+
+
+def _image_list(value: Any, label: str) -> list[Block] | None:
+    """A list or tuple of images: one block each."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return None
+    blocks = []
+    for index, item in enumerate(value):
+        converted = _image_value(item, f"{label}[{index}]")
+        if converted is None:
+            return None
+        blocks += converted
+    return blocks
+
+
+def _path_value(value: Any, label: str) -> list[Block] | None:
+    """A ``pathlib.Path`` to an image or video file is that file; any other path its text."""
+    if not isinstance(value, Path):
+        return None
+    if _media.kind_of(str(value)) is None:
+        return [_text(str(value))]
+    return [_media.file_block(str(value))]
+
+
+def _text_value(value: Any, label: str) -> list[Block]:
+    """A string as itself; anything else as its repr, cut at ``TEXT_LIMIT`` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    if not isinstance(value, str) and len(text) > TEXT_LIMIT:
+        text = text[:TEXT_LIMIT] + f"… [{len(text) - TEXT_LIMIT:,} more characters cut]"
+    return [_text(text)]
+
+
+# Tried in order; the first that returns blocks wins. Add converters before the last,
+# which takes anything (e.g. ``CONVERTERS.insert(-1, dataframe_summary)``).
+CONVERTERS: list[Converter] = [_image_value, _image_list, _path_value, _text_value]
+
+
+def value_blocks(value: Any, label: str) -> list[Block]:
+    """The blocks a ``{name}`` value becomes."""
+    for convert in CONVERTERS:
+        blocks = convert(value, label)
+        if blocks is not None:
+            return blocks
+    raise AssertionError("the last converter takes any value")  # pragma: no cover
+
+
+_NOT_A_KEY = object()
+
+
+def _key(node: ast.expr) -> Any:
+    """The constant of a subscript: a string or an integer, possibly negative."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (str, int)):
+        return node.value
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, ast.USub)
+        and isinstance(node.operand, ast.Constant)
+        and type(node.operand.value) is int
+    ):
+        return -node.operand.value
+    return _NOT_A_KEY
+
+
+def lookup_path(expr: str) -> tuple[str, list[tuple[str, Any]]] | None:
+    """``'res.figs[0]'`` → ``('res', [('attr', 'figs'), ('item', 0)])``; None for anything else.
+
+    Only names, public attributes and constant subscripts are accepted: calls, operators,
+    slices and the rest leave the braces as typed. Nothing is evaluated here.
+    """
+    if expr != expr.strip():
+        return None
+    try:
+        node = ast.parse(expr, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    steps: list[tuple[str, Any]] = []
+    while not isinstance(node, ast.Name):
+        if isinstance(node, ast.Attribute) and not node.attr.startswith("_"):
+            steps.append(("attr", node.attr))
+        elif isinstance(node, ast.Subscript) and (key := _key(node.slice)) is not _NOT_A_KEY:
+            steps.append(("item", key))
+        else:
+            return None
+        node = node.value
+    return node.id, steps[::-1]
+
+
+def _resolve(expr: str, namespace: dict[str, Any]) -> tuple[bool, Any]:
+    """``(True, value)`` for a lookup rooted in the namespace, else ``(False, None)``."""
+    path = lookup_path(expr)
+    if path is None or path[0] not in namespace:
+        return False, None
+    value = namespace[path[0]]
+    try:
+        for how, key in path[1]:
+            value = getattr(value, key) if how == "attr" else value[key]
+    except Exception as exc:
+        raise UsageError(
+            f"{{{expr}}}: {type(exc).__name__}: {exc}. Fix the name, or put it in backticks to send it as typed."
+        ) from None
+    return True, value
+
+
+# -- scanning the text ----------------------------------------------------------------------
+
+
+def _text(text: str) -> Block:
+    return {"type": "text", "text": text}
+
+
+def _chunks(text: str) -> Iterator[tuple[str, bool]]:
+    """The text cut into ``(piece, is_code)``: fenced code blocks and inline code spans are code."""
+    position = 0
+    while (opening := _FENCE.search(text, position)) is not None:
+        fence = opening.group(1)
+        closing = re.compile(rf"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.MULTILINE)
+        line_end = text.find("\n", opening.end())
+        end_match = closing.search(text, line_end + 1) if line_end != -1 else None
+        end = len(text) if end_match is None else end_match.end()  # unclosed: code to the end
+        yield from _inline_chunks(text[position : opening.start()])
+        yield text[opening.start() : end], True
+        position = end
+    yield from _inline_chunks(text[position:])
+
+
+def _inline_chunks(text: str) -> Iterator[tuple[str, bool]]:
+    position = 0
+    for span in _INLINE_CODE.finditer(text):
+        yield text[position : span.start()], False
+        yield span.group(), True
+        position = span.end()
+    yield text[position:], False
+
+
+def _scan(text: str, namespace: dict[str, Any]) -> list[Block]:
+    """Blocks for prose: text with media and ``{name}`` values put where they stood."""
+    replacements: list[tuple[int, int, list[Block]]] = []
+    taken: list[tuple[int, int]] = []  # spans tokens must not overlap
+    for match in _SPANS.finditer(text):
+        taken.append(match.span())
+        if match.group("image"):
+            replacements.append((*match.span(), [_markdown_image(match.group("dest"))]))
+        elif match.group("name") and _substitutable(text, match.start(), match.end()):
+            found, value = _resolve(match.group("expr"), namespace)
+            if found:
+                replacements.append((*match.span(), value_blocks(value, match.group("name"))))
+    for token in _TOKEN.finditer(text):
+        start, end = token.span()
+        if any(s < end and start < e for s, e in taken):
+            continue
+        core_start, core_end = _trim(text, start, end)
+        blocks = _token(text[core_start:core_end])
+        if blocks is not None:
+            replacements.append((core_start, core_end, blocks))
+    parts: list[Block] = []
+    position = 0
+    for start, end, blocks in sorted(replacements, key=lambda r: r[0]):
+        parts += [_text(text[position:start]), *blocks]
+        position = end
+    parts.append(_text(text[position:]))
+    return parts
+
+
+def _substitutable(text: str, start: int, end: int) -> bool:
+    """Whether a ``{…}`` stands on its own: not glued to a word, LaTeX or shell, not in an f-string."""
+    before = text[start - 1] if start else " "
+    after = text[end] if end < len(text) else " "
+    if _word(before) or before in _GLUED or _word(after) or after == "_":
+        return False
+    line = text[text.rfind("\n", 0, start) + 1 : start]
+    opened = list(_F_STRING.finditer(line))
+    # Inside f"…{x}…" when the last f-string quote on the line is not closed before the brace.
+    return not opened or opened[-1].group(1) in line[opened[-1].end() :]
+
+
+def _word(char: str) -> bool:
+    # ASCII only: Chinese text puts {fig} right after a character, with no space.
+    return char.isascii() and char.isalnum()
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    """The token without the punctuation around it: ``(see photo.png).`` → ``photo.png``."""
+    while start < end and text[start] in _OPENERS:
+        start += 1
+    while end > start and text[end - 1] in _CLOSERS:
+        closer = text[end - 1]
+        # A URL may end in a bracket of its own (…/Foo_(bar)): keep it while it is balanced.
+        opener = {")": "(", "]": "["}.get(closer)
+        if opener and text.count(opener, start, end) >= text.count(closer, start, end):
+            break
+        end -= 1
+    return start, end
+
+
+def _token(token: str) -> list[Block] | None:
+    """A whole token that is a media URL, an explicit ``image:``/``video:`` or a media file."""
+    explicit = _EXPLICIT.match(token)
+    if explicit is not None:
+        kind, target = explicit.groups()
+        if _SCHEME.match(target):
+            return [_url(target, kind, f"{kind}:{target}")]
+        if _PATH.match(target) and ("." in target or "/" in target):
+            return [_media.file_block(target, kind)]
+        return None
+    scheme = _SCHEME.match(token)
+    if scheme is not None:
+        if scheme.group(1).lower() in ("http", "https"):
+            kind = _media.url_kind(token)
+            return None if kind is None or not _is_url(token) else [_media.url_block(kind, token)]
+        told = _media.url_kind(token)
+        if told is not None and token[scheme.end() :].startswith("//"):
+            _url(token, told, token)  # raises: clearly media, under a scheme that cannot be sent
+        return None
+    if _PATH.match(token) and _media.kind_of(token) is not None:
+        return [_media.file_block(token)]
+    return None
+
+
+def _markdown_image(dest: str) -> Block:
+    """``![alt](dest)``: a URL (video if its extension says so, else image) or a local file."""
+    dest = dest[1:-1].strip() if dest.startswith("<") else dest
+    if _SCHEME.match(dest):
+        return _url(dest, _media.url_kind(dest) or "image", f"![…]({dest})")
+    return _media.file_block(dest)
+
+
+def _is_url(url: str) -> bool:
+    return bool(urlsplit(url).netloc) and not any(c in url for c in '<>"')
+
+
+def _url(url: str, kind: str, typed: str) -> Block:
+    """A URL block from a media position; only http(s) URLs may be sent."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        hint = {
+            "file": "write the file's path itself, e.g. /tmp/photo.png, and it is sent inline",
+            "data": "save the image to a file and write its path, or put the image object in the cell as {name}",
+        }.get(scheme, "download it and write the local path, or use an http(s) URL")
+        raise UsageError(f"{_short(typed)}: {scheme}: URLs cannot be sent as {kind}s; only http(s) URLs can: {hint}.")
+    if not _is_url(url):
+        raise UsageError(f"{_short(typed)} is not a valid http(s) URL.")
+    told = _media.url_kind(url)
+    if told is not None and told != kind:
+        raise UsageError(
+            f"{_short(typed)}: the URL ends in {_media.a(told)} extension; write {told}:{url} or leave out the prefix."
+        )
+    return _media.url_block(kind, url)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _tidy(parts: list[Block]) -> list[Block]:
+    """Adjacent text merged, each text part stripped, empty ones dropped (the service rejects them)."""
+    merged: list[Block] = []
+    for part in parts:
+        if part.get("type") == "text" and merged and merged[-1].get("type") == "text":
+            merged[-1] = _text(merged[-1]["text"] + part["text"])
+        else:
+            merged.append(part)
+    tidy: list[Block] = []
+    for part in merged:
+        if part.get("type") == "text":
+            if not part["text"].strip():
+                continue
+            part = _text(part["text"].strip())
+        tidy.append(part)
+    return tidy

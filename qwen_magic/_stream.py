@@ -29,6 +29,9 @@ def run(
     still there for it to keep in the conversation.
     """
     view.start(answer)
+    # Joined once at the end: appending to a str per delta would copy the answer each time.
+    text: list[str] = []
+    thinking: list[str] = []
     try:
         if stream:
             # Leaving the ``with`` block closes the response: an interrupt cancels the request.
@@ -36,12 +39,13 @@ def run(
                 for event in events:
                     kind = event.type
                     if kind == "text":
-                        _first_token(answer)
-                        answer.text += event.text
+                        if not text:
+                            _first_token(answer)
+                        text.append(event.text)
                         view.text(event.text)
                     elif kind == "thinking":
                         _first_token(answer)
-                        answer.thinking += event.thinking
+                        thinking.append(event.thinking)
                         view.thinking(event.thinking)
                 message = events.get_final_message()
         else:
@@ -50,11 +54,14 @@ def run(
             # The view paints a whole answer once, in ``finish``.
             answer.thinking = "".join(b.thinking for b in message.content if b.type == "thinking")
             answer.text = "".join(b.text for b in message.content if b.type == "text")
+        if stream:
+            answer.text, answer.thinking = "".join(text), "".join(thinking)
         answer.blocks = [block.model_dump(exclude_none=True) for block in message.content]
         answer.usage = Usage.from_sdk(message.usage)
         answer.stop_reason = message.stop_reason
         answer.finished_at = time.monotonic()
     except KeyboardInterrupt:
+        answer.text, answer.thinking = "".join(text), "".join(thinking)
         answer.interrupted = True
         answer.finished_at = time.monotonic()
         kept = f"the {len(answer.text):,} characters above are kept" if answer.text else "nothing had arrived"
@@ -62,6 +69,7 @@ def run(
         answer.error = str(error)
         raise error from None
     except Exception as exc:
+        answer.text, answer.thinking = "".join(text), "".join(thinking)
         answer.finished_at = time.monotonic()
         error = translate(exc, model=request["model"], base_url=str(client.base_url))
         answer.error = str(error)

@@ -147,9 +147,11 @@ class NotebookView:
         self._live: str | None = None  # output holding the open tail of the answer
         self._footer = uuid.uuid4().hex
         self._tail: list[str] = []  # answer text not yet committed
+        self._stable = 0  # length of the finished blocks at the start of the tail
+        self._stable_md: list[str] = []  # those blocks, sanitized
         self._thinking: list[str] = []
         self._state = "waiting"  # -> thinking -> text
-        self._last_paint = 0.0
+        self._last_paint = self._last_status = 0.0
         self._chars = 0
         self._ticker: _Ticker | None = None
         self._status: Any = None
@@ -249,24 +251,30 @@ class NotebookView:
 
         tail = "".join(self._tail)
         self._last_paint = time.monotonic()
-        done = len(tail) if final else stable_prefix(tail)
-        if done and (final or done >= self.COMMIT_AT):
-            chunk, tail = tail[:done], tail[done:]
-            bundle = {"text/markdown": sanitize(chunk), "text/plain": chunk}
+        # Blocks before ``_stable`` are finished: they were parsed and sanitized once, at
+        # the paint that found them, so each paint only reads what came after.
+        stable = self._stable + (len(tail) - self._stable if final else stable_prefix(tail[self._stable :]))
+        if stable > self._stable:
+            self._stable_md.append(sanitize(tail[self._stable : stable]))
+            self._stable = stable
+        if stable and (final or stable >= self.COMMIT_AT):
+            chunk, tail = tail[:stable], tail[stable:]
+            bundle = {"text/markdown": "".join(self._stable_md), "text/plain": chunk}
             if self._live is None:
                 self._output(bundle)
             else:
                 _publish(self._live, bundle)
-            self._live = None
+            self._live, self._stable, self._stable_md = None, 0, []
         self._tail = [tail] if tail else []
         if tail:
             # While live, markdown only: the plain text comes once, when the block commits.
-            bundle = {"text/markdown": sanitize(tail)}
+            bundle = {"text/markdown": "".join(self._stable_md) + sanitize(tail[self._stable :])}
             if self._live is None:
                 self._live = self._output(bundle)
             else:
                 _publish(self._live, bundle)
-        if not final and self._status is not None:
+        if not final and self._status is not None and self._last_paint - self._last_status >= 1.0:
+            self._last_status = self._last_paint  # once a second is plenty for a progress line
             self._status.set(self._status_text())
 
     def finish(self, answer: Answer) -> None:

@@ -1,0 +1,375 @@
+"""Images and videos as content blocks: from URLs, files and Python objects; their previews.
+
+Every block is a plain dict the SDK sends as is; ``MediaBlock`` only adds a ``label``
+attribute (the file name, URL or ``{name}`` it came from) for previews, ``%qwen history``
+and the placeholders that replace old inline media in later turns.
+
+DashScope takes an inline (base64) item of at most 10 MB, measured here on the encoded
+text (4/3 of the file): the size is checked before anything is read or sent. Images go
+inline as PNG, JPEG, GIF or WebP, the four types the service accepts; a BMP file is
+converted to PNG with Pillow. Pillow and matplotlib are optional and imported only when
+an object of theirs (already imported by the user) or a BMP file needs them.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import sys
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from IPython.core.error import UsageError
+
+Block = dict[str, Any]
+
+MAX_INLINE = 10 * 1024 * 1024  # characters of base64 text in one inline item
+IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".bmp": "image/bmp",  # not accepted inline: converted to PNG
+}
+VIDEO_TYPES = {
+    ".mp4": "video/mp4",
+    ".mov": "video/quicktime",
+    ".avi": "video/x-msvideo",
+    ".mkv": "video/x-matroska",
+    ".webm": "video/webm",
+}
+INLINE_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+PREVIEW_HEIGHT = 160  # pixels
+SMALL_ENOUGH_TO_SHOW = 256 * 1024  # bytes of an image shown as its own preview without Pillow
+
+
+class MediaBlock(dict[str, Any]):
+    """An ``image``/``video`` content block that remembers what it was made from."""
+
+    label: str = ""
+
+
+def kind_of(path: str) -> str | None:
+    """``"image"``, ``"video"`` or None, from the extension of a path or URL path."""
+    suffix = PurePosixPath(path).suffix.lower()
+    if suffix in IMAGE_TYPES:
+        return "image"
+    if suffix in VIDEO_TYPES:
+        return "video"
+    return None
+
+
+def url_kind(url: str) -> str | None:
+    """The media kind an http(s) URL's path tells (query and fragment ignored)."""
+    return kind_of(urlsplit(url).path)
+
+
+def url_block(kind: str, url: str) -> Block:
+    """A block whose source the service fetches itself."""
+    block = MediaBlock(type=kind, source={"type": "url", "url": url})
+    block.label = url
+    return block
+
+
+def inline_block(kind: str, data: bytes, media_type: str, label: str) -> Block:
+    """A base64 block, refused before sending when it is over the inline limit."""
+    check_size(kind, len(data), label)
+    block = MediaBlock(
+        type=kind, source={"type": "base64", "media_type": media_type, "data": base64.b64encode(data).decode("ascii")}
+    )
+    block.label = label
+    return block
+
+
+def encoded_size(size: int) -> int:
+    """Characters of base64 text for ``size`` bytes."""
+    return 4 * ((size + 2) // 3)
+
+
+def check_size(kind: str, size: int, label: str) -> None:
+    """A ``UsageError`` saying what to do when ``size`` bytes are too many to send inline."""
+    if encoded_size(size) <= MAX_INLINE:
+        return
+    smaller = (
+        "send a smaller version (scale it down, or save it as JPEG)"
+        if kind == "image"
+        else "send a shorter or lower-resolution clip"
+    )
+    raise UsageError(
+        f"{label} is {human_size(size)}: too large to send inline. DashScope takes at most 10 MB per inline "
+        f"{kind} once base64-encoded (about {human_size(MAX_INLINE * 3 // 4)} of file). Put it at an http(s) URL "
+        f"and write that URL in the cell instead, or {smaller}."
+    )
+
+
+def human_size(size: int) -> str:
+    """``1.2 MB``, ``340 KB``, ``87 bytes``."""
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f} MB"
+    if size >= 1024:
+        return f"{size / 1024:.0f} KB"
+    return f"{size} bytes"
+
+
+def sniff_image(data: bytes) -> str | None:
+    """The image media type the first bytes announce (PNG, JPEG, GIF, WebP, BMP), if any."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data.startswith(b"BM"):
+        return "image/bmp"
+    return None
+
+
+# -- local files ---------------------------------------------------------------------------
+
+
+def file_block(typed: str, kind: str | None = None) -> Block:
+    """A base64 block for the file at ``typed`` (relative to the working directory, or ``~``).
+
+    ``kind`` is what an explicit ``image:``/``video:`` asked for; the extension must agree.
+    """
+    told = kind_of(typed)
+    if told is None:
+        known = ", ".join(s.lstrip(".") for s in (IMAGE_TYPES if kind != "video" else VIDEO_TYPES))
+        raise UsageError(
+            f"{typed}: cannot tell what kind of file this is from its extension; "
+            f"{kind or 'media'} files must end in one of {known}. Rename or convert the file."
+        )
+    if kind is not None and told != kind:
+        raise UsageError(f"{typed} is {a(told)}, not {a(kind)}: write {told}:{typed}.")
+    path = Path(typed).expanduser()
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    keep_text = f"To mention a file name without sending the file, put it in backticks: `{typed}`"
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise UsageError(f"No such file: {typed} (looked for {path}). {keep_text}.") from None
+    except OSError as exc:
+        raise UsageError(f"Cannot read {typed} ({path}): {exc.strerror or exc}.") from None
+    if path.is_dir():
+        raise UsageError(f"{typed} is a folder, not {a(told)} file.")
+    suffix = path.suffix.lower()
+    if suffix != ".bmp":  # a BMP shrinks when it becomes PNG: judge it after converting
+        check_size(told, size, typed)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"Cannot read {typed} ({path}): {exc.strerror or exc}.") from None
+    if told == "video":
+        return inline_block("video", data, VIDEO_TYPES[suffix], typed)
+    media_type = sniff_image(data)
+    if media_type is None:
+        raise UsageError(
+            f"{typed} is not a PNG, JPEG, GIF, WebP or BMP image (its first bytes are not an image header)."
+        )
+    if media_type == "image/bmp":
+        data, media_type = _bmp_to_png(data, typed), "image/png"
+    # The content decides the media type: a JPEG saved as .png is still sent as a JPEG.
+    return inline_block("image", data, media_type, typed)
+
+
+def a(kind: str) -> str:
+    """``an image`` or ``a video``."""
+    return "an image" if kind == "image" else "a video"
+
+
+def _bmp_to_png(data: bytes, label: str) -> bytes:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise UsageError(
+            f"{label} is a BMP image, which the service does not take inline: install Pillow "
+            "(pip install pillow) and it is converted to PNG for you, or save it as PNG yourself."
+        ) from None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return _encode_pil(image)[0]
+    except Exception as exc:
+        raise UsageError(f"{label}: the BMP image could not be read ({exc}); save it as PNG and try again.") from None
+
+
+# -- Python objects --------------------------------------------------------------------------
+
+
+def image_bytes(value: Any) -> tuple[bytes, str] | None:
+    """Encoded bytes and media type for an image-like object, or None when it is not one.
+
+    PIL images, matplotlib figures and axes, and PNG/JPEG/GIF/WebP bytes. The libraries
+    are only looked up in ``sys.modules``: an object of theirs exists only if they were imported.
+    """
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        media_type = sniff_image(data)
+        return (data, media_type) if media_type in INLINE_IMAGE_TYPES else None
+    pil = sys.modules.get("PIL.Image")
+    if pil is not None and isinstance(value, pil.Image):
+        return _encode_pil(value)
+    figure = sys.modules.get("matplotlib.figure")
+    if figure is not None and isinstance(value, figure.Figure):
+        return _encode_figure(value)
+    axes = sys.modules.get("matplotlib.axes")
+    if axes is not None and isinstance(value, axes.Axes) and value.figure is not None:
+        return _encode_figure(value.figure)  # type: ignore[arg-type]
+    return None
+
+
+def _encode_pil(image: Any) -> tuple[bytes, str]:
+    """PNG, or JPEG for an image that was read from a JPEG (photos stay small)."""
+    if image.format == "JPEG":
+        if image.mode not in ("RGB", "L"):
+            image = image.convert("RGB")
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        return buffer.getvalue(), "image/jpeg"
+    if image.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"):
+        image = image.convert("RGBA" if "A" in image.mode else "RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue(), "image/png"
+
+
+def _encode_figure(figure: Any) -> tuple[bytes, str]:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue(), "image/png"
+
+
+# -- what a block looks like elsewhere: history, placeholders, previews ----------------------
+
+
+def is_media(block: Block) -> bool:
+    return block.get("type") in ("image", "video")
+
+
+def _inline_size(source: dict[str, Any]) -> int:
+    data = source.get("data", "")
+    return len(data) * 3 // 4 - data[-2:].count("=")
+
+
+def describe(block: Block) -> str:
+    """``[image: photo.png (image/png, 1.2 MB)]`` or ``[video: https://…]`` for readers."""
+    source = block.get("source", {})
+    if source.get("type") == "url":
+        return f"[{block['type']}: {source.get('url')}]"
+    label = getattr(block, "label", "") or "inline"
+    return f"[{block['type']}: {label} ({source.get('media_type')}, {human_size(_inline_size(source))})]"
+
+
+def placeholder(block: Block) -> Block:
+    """A short text block standing in for an inline item no longer resent."""
+    source = block.get("source", {})
+    label = getattr(block, "label", "") or source.get("media_type", "inline")
+    text = f"[{block['type']} sent earlier: {label}, {human_size(_inline_size(source))} — no longer attached]"
+    replaced: Block = {"type": "text", "text": text}
+    if "cache_control" in block:  # an explicit --cache mark stays where the user put it
+        replaced["cache_control"] = block["cache_control"]
+    return replaced
+
+
+def preview_bundle(blocks: list[Block]) -> dict[str, str] | None:
+    """Static HTML (and plain text) showing the media a prompt sends; None if it has none."""
+    media = [b for b in blocks if is_media(b)]
+    if not media:
+        return None
+    cells = [_preview_html(block) for block in media]
+    lines = [describe(block) for block in media]
+    return {
+        "text/html": (
+            '<div class="qwen-media" style="display:flex;flex-wrap:wrap;gap:8px;align-items:flex-end;'
+            'margin:0.2em 0 0.4em">' + "".join(cells) + "</div>"
+        ),
+        "text/plain": "Sent with this prompt: " + " ".join(lines),
+    }
+
+
+def show_preview(blocks: list[Block]) -> None:
+    """Display the previews of a prompt's media, if it has any."""
+    bundle = preview_bundle(blocks)
+    if bundle is not None:
+        from IPython.display import display
+
+        display(bundle, raw=True)
+
+
+def _figure(inner: str, caption: str) -> str:
+    return (
+        '<figure style="margin:0;text-align:center">'
+        f"{inner}"
+        f'<figcaption style="color:#888;font-size:0.8em;max-width:240px;overflow-wrap:anywhere">'
+        f"{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _img(src: str) -> str:
+    return (
+        f'<img src="{html.escape(src, quote=True)}" alt="" '
+        f'style="max-height:{PREVIEW_HEIGHT}px;max-width:240px;border:1px solid #ddd">'
+    )
+
+
+def _preview_html(block: Block) -> str:
+    kind, source = block["type"], block.get("source", {})
+    if source.get("type") == "url":
+        url = str(source.get("url", ""))
+        if not url.lower().startswith(("http://", "https://")):  # never a script or file link
+            return _figure("", f"{kind}: {url}")
+        if kind == "image":
+            return _figure(_img(url), _short(url))
+        link = (
+            f'<a href="{html.escape(url, quote=True)}" target="_blank" rel="noopener noreferrer">'
+            f"▶ video: {html.escape(_short(url))}</a>"
+        )
+        return _figure(link, "")
+    label = getattr(block, "label", "") or source.get("media_type", "inline")
+    caption = f"{label} · {human_size(_inline_size(source))}"
+    if kind == "video":
+        return _figure(f"<span>▶ video: {html.escape(label)}</span>", f"{source.get('media_type')}, sent inline")
+    thumbnail = _thumbnail(source)
+    if thumbnail is None:
+        return _figure('<div style="padding:2em 1em;border:1px dashed #ccc">🖼 image</div>', caption)
+    return _figure(_img(thumbnail), caption)
+
+
+def _short(url: str, limit: int = 60) -> str:
+    return url if len(url) <= limit else url[: limit - 1] + "…"
+
+
+def _thumbnail(source: dict[str, Any]) -> str | None:
+    """A ``data:`` URL of a small version of an inline image, or None when none can be made."""
+    data, media_type = source.get("data", ""), source.get("media_type", "")
+    try:
+        from PIL import Image
+    except ImportError:
+        small = _inline_size(source) <= SMALL_ENOUGH_TO_SHOW
+        return f"data:{media_type};base64,{data}" if small else None
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+            image.thumbnail((3 * PREVIEW_HEIGHT, 2 * PREVIEW_HEIGHT))  # twice the shown size: sharp on HiDPI
+            buffer = io.BytesIO()
+            if image.mode in ("RGB", "L", "CMYK", "YCbCr"):  # no transparency: a small JPEG
+                image.convert("RGB").save(buffer, format="JPEG", quality=80)
+                thumb_type = "image/jpeg"
+            else:
+                image.convert("RGBA").save(buffer, format="PNG", optimize=True)
+                thumb_type = "image/png"
+    except Exception:  # a preview must never stop the question being asked
+        return None
+    return f"data:{thumb_type};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def detach_media(blocks: list[Block]) -> list[Block]:
+    """``blocks`` with each inline item replaced by its placeholder (URL media stays)."""
+    if not any(is_media(b) and b.get("source", {}).get("type") == "base64" for b in blocks):
+        return blocks
+    return [placeholder(b) if is_media(b) and b.get("source", {}).get("type") == "base64" else b for b in blocks]
