@@ -16,6 +16,8 @@ LINE_HELP = """\
 %qwen history [--chat N]   the conversation so far, readable
 %qwen reset [--chat N|--all]  forget a conversation (or all of them)
 %qwen usage                tokens used this session, per conversation and in total
+%qwen explain [options]    explain the last exception and suggest a fix (takes the
+                           %%qwen options, e.g. --code to get the fixed cell below)
 %qwen help                 this text, plus the %%qwen cell options
 """
 
@@ -32,6 +34,8 @@ def _parser() -> MagicArgumentParser:
     reset = commands.add_parser("reset", add_help=False)
     reset.add_argument("--chat", default=None)
     reset.add_argument("--all", action="store_true")
+    explain = commands.add_parser("explain", add_help=False)
+    explain.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -43,7 +47,7 @@ def parse_line(line: str) -> argparse.Namespace:
         raise UsageError(f"%qwen: {exc}") from None
     if not words:
         return argparse.Namespace(command="panel")
-    if words[0] not in ("help", "panel", "usage", "config", "history", "reset"):
+    if words[0] not in ("help", "panel", "usage", "config", "history", "reset", "explain"):
         raise UsageError(f"%qwen: unknown command {words[0]!r}.\n{LINE_HELP}")
     return _parser().parse_args(words)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import keyword
+import sys
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -16,6 +18,7 @@ from ._answer import Answer, Usage
 from ._cache import MODES, TokenEstimator, equivalents, estimate_prompt, mark
 from ._client import Endpoint, client_for, resolve_base_url
 from ._conversation import DEFAULT_CHAT, Chats, Options, Turn
+from ._errors import QwenError
 from ._media import show_preview
 from ._prompt import build_prompt
 from ._view import view_for
@@ -100,6 +103,8 @@ class QwenMagics(Magics):
     @argument("--new", action="store_true", help="Start a fresh conversation first.")
     @argument("--chat", default=DEFAULT_CHAT, help="Name of an independent conversation.")
     @argument("--no-stream", dest="stream", action="store_false", help="Wait for the whole answer.")
+    @argument("--code", action="store_true", help="Put the answer's main code block in a new cell below (not run).")
+    @argument("-o", "--output", metavar="NAME", help="Store the answer's text (with --code, its code) in variable NAME.")
     @line_cell_magic
     def qwen(self, line: str, cell: str | None = None) -> None:
         """Ask Qwen: the cell is your message, the answer streams below as markdown.
@@ -120,13 +125,19 @@ class QwenMagics(Magics):
                 "nothing was sent. It applies from the next %%qwen cell."
             )
             return None
-        options = self._options(args)
+        _check_output_name(args.output)
         prompt = build_prompt(cell, self.shell.user_ns)
         if args.cache:
             prompt = mark(prompt)
-        endpoint = self.endpoint()
-        client = client_for(endpoint)  # a missing key stops here, before anything is sent
         cell_id, source = self._cell if self._cell[1] is not None else (None, f"%%qwen {line}\n{cell}")
+        answer = self._ask(chat, prompt, args, cell_id, source)
+        self._deliver(answer, args)
+        return None
+
+    def _ask(self, chat: Any, prompt: list[Any], args: Any, cell_id: str | None, source: str | None) -> Answer:
+        """Send ``prompt`` as the next turn of ``chat`` and stream the answer into the output."""
+        options = self._options(args)
+        client = client_for(self.endpoint())  # a missing key stops here, before anything is sent
         if chat.is_rerun(cell_id, source):
             chat.turns.pop()
         request = chat.request(prompt, options)
@@ -151,7 +162,47 @@ class QwenMagics(Magics):
                 from ._widgets import refresh_panels
 
                 refresh_panels(self)
-        return None
+        return answer
+
+    def _deliver(self, answer: Answer, args: Any) -> None:
+        """``--code`` and ``--output``: hand the answer back to the notebook."""
+        text = answer.text
+        if args.code:
+            from ._analysis import main_code_block
+
+            code = main_code_block(answer.text)
+            if code is None:
+                _note("The answer has no code block, so no cell was added.")
+            else:
+                text = code
+                # A new cell below in a notebook, the next prompt prefilled in a terminal; never run.
+                self.shell.set_next_input(code, replace=False)
+                _note(f"The answer's code ({len(code.splitlines())} lines) was put in a new cell below; "
+                      "review it, then run it.")
+        if args.output:
+            self.shell.user_ns[args.output] = text
+            _note(f"Stored the answer's {'code' if args.code else 'text'} in `{args.output}`.")
+
+    def _explain(self, line: str) -> None:
+        from ._analysis import explain_prompt, last_error
+
+        args = parse_argstring(self.qwen, line)
+        _check_output_name(args.output)
+        error = last_error(self.shell)
+        etype = getattr(sys, "last_type", None)
+        if error is None:
+            _note("Nothing to explain yet: no cell has raised an exception in this session.")
+            return
+        if etype is not None and issubclass(etype, (UsageError, QwenError)):
+            _note("The last error came from %qwen itself (its message says what to do). Run the failing "
+                  "cell again, then %qwen explain.")
+            return
+        traceback_text, source = error
+        _note(f"Explaining {etype.__name__ if etype else 'the last error'}…")
+        chat = self.chats[args.chat]
+        prompt = [{"type": "text", "text": explain_prompt(traceback_text, source)}]
+        answer = self._ask(chat, prompt, args, None, None)
+        self._deliver(answer, args)
 
     def _options(self, args: Any) -> Options:
         thinking = self.thinking if args.thinking is None else args.thinking
@@ -200,6 +251,8 @@ class QwenMagics(Magics):
                 _note(f"Conversation `{name}` was forgotten; the next %%qwen cell starts afresh.")
         elif args.command == "usage":
             _markdown_out(self.usage_table())
+        elif args.command == "explain":
+            self._explain(" ".join(args.rest))
         elif args.command == "panel":
             from ._widgets import show_panel
 
@@ -247,6 +300,11 @@ class QwenMagics(Magics):
         rows.append("Input-token equivalents = input + 1.25 × cache written + 0.1 × cache read; "
                     "the saving compares them with sending every prompt token at the full price.")
         return "\n".join(rows)
+
+
+def _check_output_name(name: str | None) -> None:
+    if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
+        raise UsageError(f"-o/--output needs a Python variable name, not {name!r}.")
 
 
 def _note(text: str) -> None:

@@ -32,8 +32,6 @@ from IPython.core.error import UsageError
 from . import _media
 from ._media import Block
 
-TEXT_LIMIT = 2000  # characters of an object's repr put in the prompt
-
 _FENCE = re.compile(r"^ {0,3}(`{3,}(?=[^`\n]*$)|~{3,})", re.MULTILINE)
 _INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)", re.DOTALL)
 # Spans decided before tokens: markdown images, markdown links (kept as text) and {name}.
@@ -110,17 +108,24 @@ def _path_value(value: Any, label: str) -> list[Block] | None:
     return [_media.file_block(str(value))]
 
 
+def _data_value(value: Any, label: str) -> list[Block] | None:
+    """A pandas DataFrame or Series, or a numpy array: a compact summary (see ``_analysis``)."""
+    from ._analysis import describe
+
+    summary = describe(value, label.strip("{}"))
+    return None if summary is None else [_text(summary)]
+
+
 def _text_value(value: Any, label: str) -> list[Block]:
-    """A string as itself; anything else as its repr, cut at ``TEXT_LIMIT`` characters."""
-    text = value if isinstance(value, str) else repr(value)
-    if not isinstance(value, str) and len(text) > TEXT_LIMIT:
-        text = text[:TEXT_LIMIT] + f"… [{len(text) - TEXT_LIMIT:,} more characters cut]"
-    return [_text(text)]
+    """A string as itself; anything else as its repr, cut at 2,000 characters."""
+    from ._analysis import short_repr
+
+    return [_text(value if isinstance(value, str) else short_repr(value))]
 
 
 # Tried in order; the first that returns blocks wins. Add converters before the last,
 # which takes anything (e.g. ``CONVERTERS.insert(-1, dataframe_summary)``).
-CONVERTERS: list[Converter] = [_image_value, _image_list, _path_value, _text_value]
+CONVERTERS: list[Converter] = [_image_value, _image_list, _path_value, _data_value, _text_value]
 
 
 def value_blocks(value: Any, label: str) -> list[Block]:
