@@ -1,0 +1,116 @@
+"""A conversation written out as a new notebook: one markdown cell per turn."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+
+from ._conversation import Conversation, Turn
+from ._markdown import sanitize
+from ._view import footer_text
+
+TOOL_PREVIEW = 300  # characters of a tool's input or result shown in the summary
+
+
+def export(chat: Conversation, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``chat`` to ``path`` as a valid notebook; refuse to replace a file unless told to."""
+    import nbformat
+
+    target = Path(path).expanduser()
+    if target.suffix != ".ipynb":
+        raise UsageError(f"%qwen export writes a notebook: give a file name ending in .ipynb, not {str(path)!r}.")
+    if target.exists() and not overwrite:
+        raise UsageError(f"{target} already exists; add --force to replace it.")
+    if not chat.turns:
+        raise UsageError(f"Conversation `{chat.name}` has no turns to export yet.")
+    models = sorted({turn.answer.model for turn in chat.turns})
+    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    header = [f"# Conversation `{chat.name}`", "", f"{len(chat.turns)} turn(s) with {', '.join(models)}, exported {when}."]
+    if chat.system:
+        header += ["", "**System prompt:**", "", _quote(chat.system)]
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells.append(nbformat.v4.new_markdown_cell("\n".join(header)))
+    for number, turn in enumerate(chat.turns, 1):
+        nb.cells.append(_turn_cell(nbformat, turn, number))
+    nbformat.validate(nb)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(target))
+    return target
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + line if line else ">" for line in text.splitlines())
+
+
+def _turn_cell(nbformat: Any, turn: Turn, number: int) -> Any:
+    attachments: dict[str, dict[str, str]] = {}
+    parts = [f"### {number}. You", ""]
+    for block in turn.prompt:
+        kind = block.get("type")
+        if kind == "text":
+            parts += [_quote(sanitize(block["text"])), ""]
+        elif kind in ("image", "video"):
+            parts += [_media(block, attachments, number), ""]
+    answer = turn.answer
+    parts += [f"### Qwen ({answer.model})", ""]
+    if answer.thinking:
+        parts += [
+            "<details><summary>Thinking</summary>",
+            "",
+            f'<pre style="white-space:pre-wrap">{html.escape(answer.thinking)}</pre>',
+            "</details>",
+            "",
+        ]
+    for call in _tool_calls(turn):
+        parts += [call, ""]
+    parts += [sanitize(answer.text) if answer.text else "*(no text)*", "", f"<sub>{html.escape(footer_text(answer))}</sub>"]
+    cell = nbformat.v4.new_markdown_cell("\n".join(parts))
+    if attachments:
+        cell["attachments"] = attachments
+    return cell
+
+
+def _media(block: dict[str, Any], attachments: dict[str, dict[str, str]], number: int) -> str:
+    source = block.get("source", {})
+    if source.get("type") == "url":
+        url = source["url"]
+        return f"![{block['type']}]({url})" if block["type"] == "image" else f"[▶ video: {url}]({url})"
+    media_type = source.get("media_type", "application/octet-stream")
+    if block["type"] == "image":
+        name = f"turn{number}-{len(attachments) + 1}.{media_type.split('/')[-1]}"
+        attachments[name] = {media_type: source.get("data", "")}
+        return f"![image](attachment:{name})"
+    size = len(base64.b64decode(source.get("data", ""), validate=False)) if source.get("data") else 0
+    return f"*(a {media_type} video of {size:,} bytes was sent inline)*"
+
+
+def _tool_calls(turn: Turn) -> list[str]:
+    """One collapsed line per tool call made during the turn, with its result if known."""
+    messages = getattr(turn, "rounds", None) or []
+    blocks = [b for m in messages for b in (m.get("content") if isinstance(m.get("content"), list) else [])]
+    blocks += list(turn.answer.blocks)
+    results = {b.get("tool_use_id"): b.get("content") for b in blocks if b.get("type") == "tool_result"}
+    lines = []
+    for block in blocks:
+        if block.get("type") != "tool_use":
+            continue
+        arguments = json.dumps(block.get("input", {}), ensure_ascii=False)
+        result = results.get(block.get("id"))
+        if not isinstance(result, str):
+            result = json.dumps(result, ensure_ascii=False, default=str) if result is not None else "(no result)"
+        lines.append(
+            f"<details><summary>🔧 {html.escape(block.get('name', '?'))}({html.escape(_cut(arguments))})</summary>"
+            f"<pre>{html.escape(_cut(result))}</pre></details>"
+        )
+    return lines
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= TOOL_PREVIEW else text[: TOOL_PREVIEW - 1] + "…"

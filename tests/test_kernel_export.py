@@ -1,0 +1,51 @@
+"""%qwen export writes a conversation as a valid notebook."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+from fake_dashscope import Stream
+
+pytestmark = pytest.mark.kernel
+
+PNG_URL = "https://example.org/chart.png"
+
+
+def test_export_writes_one_markdown_cell_per_turn(fresh, tmp_path):
+    fresh.run("%%qwen --system\nBe brief.")
+    fresh.server.queue(Stream(thinking="I should <compare> them.", text="## Answer\n\nThey differ.", usage={"input_tokens": 42}))
+    fresh.run(f"%%qwen --thinking\nCompare {PNG_URL} with this one.")
+    fresh.run(
+        "from PIL import Image\npicture = Image.new('RGB', (8, 8), 'red')"
+    )
+    fresh.run("%%qwen\nAnd {picture}? <script>alert(1)</script>")
+    target = tmp_path / "talk.ipynb"
+    run = fresh.run(f"%qwen export {target}")
+    assert run.status == "ok", run.error_text
+    assert "written to" in run.data("text/plain")[0]
+    nb = nbformat.read(target, as_version=4)
+    nbformat.validate(nb)
+    assert [c.cell_type for c in nb.cells] == ["markdown"] * 3
+    header, first, second = (c.source for c in nb.cells)
+    assert "Conversation `default`" in header and "> Be brief." in header
+    assert "### 1. You" in first and f"![image]({PNG_URL})" in first
+    assert "<details><summary>Thinking</summary>" in first and "I should &lt;compare&gt; them." in first
+    assert "## Answer" in first and "42 in" in first
+    assert "![image](attachment:turn2-1.png)" in second
+    assert nb.cells[2].attachments["turn2-1.png"]["image/png"]
+    assert "<script>" not in second  # prompt text is sanitized too
+
+
+def test_export_refuses_to_overwrite_unless_forced(fresh, tmp_path):
+    fresh.run("%%qwen\nHello")
+    target = tmp_path / "once.ipynb"
+    target.write_text("{}")
+    refused = fresh.run(f"%qwen export {target}")
+    assert "already exists" in refused.stderr and "--force" in refused.stderr
+    assert target.read_text() == "{}"
+    fresh.run(f"%qwen export {target} --force")
+    assert nbformat.read(target, as_version=4).cells
+    wrong = fresh.run(f"%qwen export {tmp_path / 'x.txt'}")
+    assert "ending in .ipynb" in wrong.stderr
+    empty = fresh.run(f"%qwen export {tmp_path / 'e.ipynb'} --chat nobody")
+    assert "no turns" in empty.stderr

@@ -1,0 +1,136 @@
+"""Every lesson in notebooks/ runs end to end in a real kernel against the local server."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from fake_dashscope import Stream
+
+pytestmark = pytest.mark.kernel
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    content = body["messages"][-1]["content"]
+    if isinstance(content, str):
+        return content
+    return " ".join(b.get("text", "") for b in content if b.get("type") == "text")
+
+
+def responder(body: dict[str, Any]) -> Stream:
+    """Plausible, deterministic answers: code when code is asked for, thinking when it is on."""
+    question = last_user_text(body)
+    thinking = "Let me work through it step by step." if body.get("thinking", {}).get("type") == "enabled" else ""
+    if "code" in question.lower() or "corrected version" in question:
+        text = "Here you go:\n\n```python\nimport matplotlib.pyplot as plt\nprint('fixed')\n```\n"
+    else:
+        text = f"## Answer\n\nYou asked: *{question[:80].strip()}*\n\n- point one\n- point two\n"
+    return Stream(text=text, thinking=thinking, chunk=16)
+
+
+def execute(name: str, server, monkeypatch, tmp_path) -> nbformat.NotebookNode:
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("DASHSCOPE_BASE_URL", server.url)
+    monkeypatch.setenv("DASHSCOPE_API_KEY", server.api_key)
+    for variable in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "QWEN_MAGIC_REPLAY"):
+        monkeypatch.delenv(variable, raising=False)
+    server.responder = responder
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "committed with outputs"
+    assert not re.search(r"sk-[A-Za-z0-9]{8,}", json.dumps(nb)), "a key-like string is committed"
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbformat.validate(nb)
+    return nb
+
+
+def shown(cell) -> str:
+    """Everything a cell displayed, as text."""
+    parts = []
+    for output in cell.get("outputs", []):
+        if output.output_type == "stream":
+            parts.append(output.text)
+        elif output.output_type == "error":
+            parts.append("\n".join(output.traceback))
+        else:
+            data = output.get("data", {})
+            parts.append(data.get("text/markdown") or data.get("text/html") or data.get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def cells_with(nb, text: str) -> list:
+    return [c for c in nb.cells if c.cell_type == "code" and text in c.source]
+
+
+def test_notebooks_directory_holds_the_lessons():
+    names = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    assert names[0] == "01-quickstart" and "06-data-analysis" in names
+
+
+def test_01_quickstart(server, monkeypatch, tmp_path):
+    nb = execute("01-quickstart", server, monkeypatch, tmp_path)
+    (first,) = cells_with(nb, "list comprehension")
+    assert "You asked: *Explain what a Python list comprehension" in shown(first)
+    assert "qwen3.6-plus" in shown(first) and " in · " in shown(first)
+    (history,) = cells_with(nb, "%qwen history")
+    assert "**You (2):**" in shown(history)
+    (after_reset,) = cells_with(nb, "what did I ask you before")
+    assert "what did I ask you before" in shown(after_reset)
+    assert len(server.requests[-1].body["messages"]) == 1  # reset really forgot
+
+
+def test_02_thinking(server, monkeypatch, tmp_path):
+    nb = execute("02-thinking", server, monkeypatch, tmp_path)
+    (bat,) = cells_with(nb, "A bat and a ball")
+    assert '<details class="qwen-thinking">' in shown(bat) and "step by step" in shown(bat)
+    (panel,) = [c for c in nb.cells if c.source.strip() == "%qwen"]
+    data = panel.outputs[0]["data"]
+    assert "application/vnd.jupyter.widget-view+json" in data and "model qwen3.6-plus" in data["text/plain"]
+    (prime,) = cells_with(nb, "1001")
+    assert "qwen-thinking" in shown(prime)
+    assert server.requests[-1].body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+
+
+def test_03_images_and_video(server, monkeypatch, tmp_path):
+    pytest.importorskip("PIL")
+    pytest.importorskip("matplotlib")
+    nb = execute("03-images-and-video", server, monkeypatch, tmp_path)
+    kinds = [[b["type"] for b in r.body["messages"][-1]["content"]] for r in server.requests]
+    assert kinds[0][0] == "image" and kinds[1][0] == "video"
+    sources = [r.body["messages"][-1]["content"][0]["source"]["type"] for r in server.requests[:2]]
+    assert sources == ["url", "url"]
+    base64_sent = [b for r in server.requests[2:4] for b in r.body["messages"][-1]["content"] if b["type"] == "image"]
+    assert [b["source"]["type"] for b in base64_sent] == ["base64", "base64"]
+    (picture_cell,) = cells_with(nb, "Which shapes")
+    assert "<img" in shown(picture_cell)  # the preview of what was sent
+
+
+def test_05_caching(server, monkeypatch, tmp_path):
+    nb = execute("05-caching", server, monkeypatch, tmp_path)
+    reads = [r.usage["cache_read_input_tokens"] for r in server.requests]
+    assert reads[0] == 0 and all(r > 1024 for r in reads[1:])
+    (usage,) = cells_with(nb, "%qwen usage")
+    assert re.search(r"\| default \| 3 \|", shown(usage)) and "saved by caching" in shown(usage)
+    (second,) = cells_with(nb, "sentence 200")
+    assert "read" in shown(second) and "saved by caching" in shown(second)
+
+
+def test_06_data_analysis(server, monkeypatch, tmp_path):
+    pytest.importorskip("pandas")
+    nb = execute("06-data-analysis", server, monkeypatch, tmp_path)
+    first_prompt = last_user_text(server.requests[0].body)
+    assert "DataFrame `sales`: 6 rows × 3 columns" in first_prompt
+    (explain,) = cells_with(nb, "%qwen explain")
+    explained = last_user_text(server.requests[1].body)
+    assert "KeyError" in explained and 'sales["unit"]' in explained
+    assert "Here you go" in shown(explain)
+    (code_cell,) = cells_with(nb, "--code -o plot_code")
+    assert "new cell below" in shown(code_cell)
+    (printed,) = [c for c in nb.cells if c.source.strip() == "print(plot_code)"]
+    assert "print('fixed')" in shown(printed)
