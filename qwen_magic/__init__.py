@@ -5,7 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["__version__", "load_ipython_extension", "tool", "unload_ipython_extension"]
+
+
+def __getattr__(name: str) -> Any:
+    # ``qwen_magic.tool`` is imported on first use: ``import qwen_magic`` stays cheap.
+    if name == "tool":
+        from ._tools import tool
+
+        return tool
+    raise AttributeError(f"module 'qwen_magic' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -50,11 +50,32 @@ class Answer:
     finished_at: float | None = None
     error: str | None = None
     interrupted: bool = False
+    cassette: str | None = None  # "▶ replayed from demo.jsonl" / "● recorded to …" for the footer
+    # With tools (``_tools.converse``): this turn's earlier answers, each of which called
+    # tools and keeps the user content that answered them (``tool_results``).
+    rounds: list[Answer] = field(default_factory=list)
+    tool_results: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
         """True when the answer ended normally (not failed, not interrupted)."""
         return self.error is None and not self.interrupted and self.finished_at is not None
+
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        """The ``tool_use`` blocks of a finished answer."""
+        return [b for b in self.blocks if b.get("type") == "tool_use"]
+
+    @property
+    def total_usage(self) -> Usage | None:
+        """Usage summed over the turn's tool rounds and this answer."""
+        reported = [a.usage for a in (*self.rounds, self) if a.usage is not None]
+        return sum(reported[1:], reported[0]) if reported else None
+
+    def next_round(self, tool_results: list[dict[str, Any]]) -> None:
+        """Keep this answer, answered by ``tool_results``, as a round; start the next one afresh."""
+        done = replace(self, rounds=[], tool_results=tool_results)
+        self.__dict__.update(Answer(self.model, rounds=[*self.rounds, done], cassette=self.cassette).__dict__)
 
     @property
     def time_to_first_token(self) -> float | None:

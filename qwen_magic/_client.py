@@ -54,15 +54,20 @@ def api_key() -> str:
     return key
 
 
-_clients: dict[tuple[str, Endpoint], anthropic.Anthropic] = {}
+_clients: dict[tuple[str, Endpoint, Any], anthropic.Anthropic] = {}
 _lock = threading.Lock()
+REPLAY_KEY = "sk-replay-placeholder"  # a replay sends nothing anywhere; the SDK just wants a key
 
 
-def client_for(endpoint: Endpoint) -> anthropic.Anthropic:
-    """A cached SDK client; the key and URL are always passed, never read from ANTHROPIC_*."""
-    key = api_key()
+def client_for(endpoint: Endpoint, transport: Any = None) -> anthropic.Anthropic:
+    """A cached SDK client; the key and URL are always passed, never read from ANTHROPIC_*.
+
+    ``transport`` (a cassette's ``Recorder`` or ``Player``, an ``httpx2`` transport) takes
+    the place of the network under the SDK; a replay needs no key.
+    """
+    key = REPLAY_KEY if getattr(transport, "replaying", False) else api_key()
     with _lock:
-        client = _clients.get((key, endpoint))
+        client = _clients.get((key, endpoint, transport))
         if client is None:
             import anthropic
 
@@ -71,8 +76,12 @@ def client_for(endpoint: Endpoint) -> anthropic.Anthropic:
                 base_url=endpoint.base_url,
                 timeout=endpoint.timeout,
                 max_retries=endpoint.max_retries,
+                http_client=None if transport is None else anthropic.DefaultHttpxClient(transport=transport),
             )
-            _clients[(key, endpoint)] = client
+            if transport is not None:  # clients of cassettes no longer in use go
+                for stale in [k for k in _clients if k[2] is not None and k[2] is not transport]:
+                    del _clients[stale]
+            _clients[(key, endpoint, transport)] = client
         return client
 
 

@@ -16,8 +16,14 @@ LINE_HELP = """\
 %qwen history [--chat N]   the conversation so far, readable
 %qwen reset [--chat N|--all]  forget a conversation (or all of them)
 %qwen usage                tokens used this session, per conversation and in total
+%qwen export F.ipynb [--chat N] [--force]  write a conversation as a new notebook
 %qwen explain [options]    explain the last exception and suggest a fix (takes the
                            %%qwen options, e.g. --code to get the fixed cell below)
+%qwen tools [f,g]          the tools %%qwen --tools [f,g] would offer, with their schemas
+%qwen record FILE [--overwrite]  record every request and its answer to a cassette (appends)
+%qwen record [--stop]      what is being recorded, or stop recording
+%qwen replay FILE [--speed X]  answer from a cassette, no network (X=10: ten times faster,
+                           0: no waiting); %qwen replay [--speed X|--stop]: status, pace, stop
 %qwen help                 this text, plus the %%qwen cell options
 """
 
@@ -34,9 +40,34 @@ def _parser() -> MagicArgumentParser:
     reset = commands.add_parser("reset", add_help=False)
     reset.add_argument("--chat", default=None)
     reset.add_argument("--all", action="store_true")
+    export = commands.add_parser("export", add_help=False)
+    export.add_argument("file")
+    export.add_argument("--chat", default=None)
+    export.add_argument("--force", action="store_true")
     explain = commands.add_parser("explain", add_help=False)
     explain.add_argument("rest", nargs=argparse.REMAINDER)
+    tools = commands.add_parser("tools", add_help=False)
+    tools.add_argument("names", nargs="*", metavar="f,g")
+    record = commands.add_parser("record", add_help=False)
+    record.add_argument("file", nargs="?")
+    record.add_argument("--overwrite", action="store_true")
+    record.add_argument("--stop", action="store_true")
+    replay = commands.add_parser("replay", add_help=False)
+    replay.add_argument("file", nargs="?")
+    replay.add_argument("--speed", type=_speed, default=None)
+    replay.add_argument("--stop", action="store_true")
     return parser
+
+
+def _speed(value: str) -> float:
+    """A replay speed: a number ≥ 0, or ``inf``."""
+    try:
+        speed = float(value)
+    except ValueError:
+        speed = -1.0
+    if not speed >= 0:
+        raise argparse.ArgumentTypeError(f"--speed takes a number ≥ 0 (1 = as recorded, 0 or inf = no waiting), not {value!r}")
+    return speed
 
 
 def parse_line(line: str) -> argparse.Namespace:
@@ -47,7 +78,7 @@ def parse_line(line: str) -> argparse.Namespace:
         raise UsageError(f"%qwen: {exc}") from None
     if not words:
         return argparse.Namespace(command="panel")
-    if words[0] not in ("help", "panel", "usage", "config", "history", "reset", "explain"):
+    if words[0] not in ("help", "panel", "usage", "config", "history", "reset", "explain", "export", "tools", "record", "replay"):
         raise UsageError(f"%qwen: unknown command {words[0]!r}.\n{LINE_HELP}")
     return _parser().parse_args(words)
 

@@ -8,6 +8,12 @@ and Notebook 7 do); without one (terminal IPython, some runners) by its exact so
 An answer that failed before any text arrived leaves no turn behind. A partial answer
 (interrupted, or cut by an error mid-stream) is kept as context, marked as partial in
 ``%qwen history``, so a follow-up such as "continue" works; re-run the cell to replace it.
+
+A turn whose answer called tools replays every round: the assistant's text and
+``tool_use`` blocks, the user message of ``tool_result``s, …, then the final answer. Its
+rounds are kept even when the final answer failed (the tools ran). A turn that stopped
+after its tool results (interrupted, or at the round limit) has no final answer: the next
+prompt joins that user message, so roles still alternate and every ``tool_use`` is answered.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from ._answer import Answer, Usage
 from ._cache import MARKER, TokenEstimator, place_markers
 from ._media import detach_media
 from ._prompt import Block, prompt_text
+from ._tools import tool_lines
 
 DEFAULT_CHAT = "default"
 
@@ -82,10 +89,15 @@ class Conversation:
         messages: list[dict[str, Any]] = []
         for index, turn in enumerate(self.turns):
             content = turn.answer.history_content()
-            if content:
+            if content or turn.answer.rounds:
                 old = keep_media_turns is not None and len(self.turns) - index > keep_media_turns
-                messages.append({"role": "user", "content": detach_media(turn.prompt) if old else turn.prompt})
-                messages.append({"role": "assistant", "content": content})
+                _say(messages, "user", detach_media(turn.prompt) if old else turn.prompt)
+                for done in turn.answer.rounds:
+                    messages.append({"role": "assistant", "content": done.history_content()})
+                    results = done.tool_results
+                    messages.append({"role": "user", "content": detach_media(results) if old else results})
+                if content:
+                    messages.append({"role": "assistant", "content": content})
         return messages
 
     def request(self, prompt: list[Block], options: Options) -> dict[str, Any]:
@@ -93,7 +105,7 @@ class Conversation:
         request: dict[str, Any] = {
             "model": options.model,
             "max_tokens": options.max_tokens,
-            "messages": [*self.messages(options.keep_media_turns), {"role": "user", "content": prompt}],
+            "messages": _say(self.messages(options.keep_media_turns), "user", prompt),
             # Always explicit: some Qwen models think unless told not to.
             "thinking": (
                 {"type": "enabled", "budget_tokens": options.thinking_budget}
@@ -114,7 +126,7 @@ class Conversation:
 
     def record(self, turn: Turn) -> None:
         """Keep a finished (or partial) turn; an answer with no content leaves nothing."""
-        if turn.answer.history_content():
+        if turn.answer.history_content() or turn.answer.rounds:
             self.turns.append(turn)
 
 
@@ -126,6 +138,10 @@ class Conversation:
         for i, turn in enumerate(self.turns, 1):
             answer = turn.answer
             lines += ["", f"**You ({i}):**", "", prompt_text(turn.prompt), ""]
+            for done in answer.rounds:
+                if done.thinking:
+                    lines += ["> *Thinking:*", ">", "\n".join("> " + line for line in done.thinking.splitlines()), ""]
+                lines += [f"**Qwen ({done.model}), calling tools:**", "", done.text, "", *tool_lines(done), ""]
             if answer.thinking:
                 quoted = "\n".join("> " + line for line in answer.thinking.splitlines())
                 lines += ["> *Thinking:*", ">", quoted, ""]
@@ -134,10 +150,21 @@ class Conversation:
                 if answer.complete
                 else " *(partial: " + ("interrupted" if answer.interrupted else "the answer did not finish") + ")*"
             )
+            if answer.stop_reason == "max_tool_rounds":
+                mark = " *(stopped: the tool round limit was reached)*"
             lines += [f"**Qwen ({answer.model}){mark}:**", "", answer.text]
         if not self.turns and not self.system:
             lines += ["", "*(empty)*"]
         return "\n".join(lines)
+
+
+def _say(messages: list[dict[str, Any]], role: str, content: list[Block]) -> list[dict[str, Any]]:
+    """Append a message to ``messages``; after one of the same role (tool results) it joins that one."""
+    if messages and messages[-1]["role"] == role:
+        messages[-1] = {"role": role, "content": [*messages[-1]["content"], *content]}
+    else:
+        messages.append({"role": role, "content": content})
+    return messages
 
 
 class Chats(dict[str, Conversation]):

@@ -93,8 +93,7 @@ def _media(block: dict[str, Any], attachments: dict[str, dict[str, str]], number
 
 def _tool_calls(turn: Turn) -> list[str]:
     """One collapsed line per tool call made during the turn, with its result if known."""
-    messages = getattr(turn, "rounds", None) or []
-    blocks = [b for m in messages for b in (m.get("content") if isinstance(m.get("content"), list) else [])]
+    blocks = [b for done in turn.answer.rounds for b in (*done.blocks, *done.tool_results)]
     blocks += list(turn.answer.blocks)
     results = {b.get("tool_use_id"): b.get("content") for b in blocks if b.get("type") == "tool_result"}
     lines = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import keyword
+import os
 import sys
 from typing import Any
 
@@ -11,18 +12,20 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
-from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, validate
 
 from . import _command
 from ._answer import Answer, Usage
-from ._cache import MODES, TokenEstimator, equivalents, estimate_prompt, mark
+from ._cache import MODES, TokenEstimator, equivalents, estimate_prompt, mark, place_markers
 from ._client import Endpoint, client_for, resolve_base_url
 from ._conversation import DEFAULT_CHAT, Chats, Options, Turn
 from ._errors import QwenError
 from ._media import show_preview
 from ._prompt import build_prompt
+from ._tools import Toolbox, converse, describe, offered
 from ._view import view_for
 
+REPLAY_VARIABLE = "QWEN_MAGIC_REPLAY"  # a cassette: the whole session replays it
 KNOWN_MODELS = (
     "qwen3.6-plus",
     "qwen3.7-plus",
@@ -61,6 +64,20 @@ class QwenMagics(Magics):
     keep_media_turns = Int(
         3, min=0, help="Inline images and videos are resent with this many later cells, then a placeholder."
     ).tag(config=True)
+    max_tool_rounds = Int(
+        8, min=1, help="Most tool rounds (run the calls, send the results) in one cell with --tools."
+    ).tag(config=True)
+    cassette = Unicode("", help="Cassette file (JSON lines) that cassette_mode records to or replays from.").tag(
+        config=True
+    )
+    cassette_mode = Enum(
+        ["off", "record", "replay"],
+        default_value="off",
+        help="off; record: every request and its answer also go to the cassette; replay: answers come from it, no network.",
+    ).tag(config=True)
+    replay_speed = Float(1.0, min=0.0, help="Replay pace: 1 as recorded, 10 ten times faster, 0 or inf no waiting.").tag(
+        config=True
+    )
 
     @validate("timeout")
     def _positive_timeout(self, proposal: dict[str, Any]) -> float:
@@ -83,6 +100,13 @@ class QwenMagics(Magics):
         self.estimator = TokenEstimator()
         self._panels: list[Any] = []
         self._cell: tuple[str | None, str | None] = (None, None)
+        self._cassette: Any = None  # the open Recorder or Player, for (mode, path) in _cassette_id
+        self._cassette_id: tuple[str, str] | None = None
+        self._forced_replay = False
+        replay = os.environ.get(REPLAY_VARIABLE, "").strip()
+        if replay:  # the whole session answers from the cassette, whatever the notebook records
+            self.cassette, self.cassette_mode, self._forced_replay = replay, "replay", True
+            _note(f"{REPLAY_VARIABLE}: answers come from the cassette {replay}; no network, no key needed.")
         if shell is not None:
             shell.events.register("pre_run_cell", self._remember_cell)
 
@@ -105,6 +129,13 @@ class QwenMagics(Magics):
     @argument("--no-stream", dest="stream", action="store_false", help="Wait for the whole answer.")
     @argument("--code", action="store_true", help="Put the answer's main code block in a new cell below (not run).")
     @argument("-o", "--output", metavar="NAME", help="Store the answer's text (with --code, its code) in variable NAME.")
+    @argument(
+        "--tools",
+        nargs="?",
+        const="",
+        metavar="F,G",
+        help="Let Qwen call these notebook functions; alone, every function marked @qwen_magic.tool.",
+    )
     @line_cell_magic
     def qwen(self, line: str, cell: str | None = None) -> None:
         """Ask Qwen: the cell is your message, the answer streams below as markdown.
@@ -118,10 +149,13 @@ class QwenMagics(Magics):
         if args.new:
             chat.reset()
         if args.system:
-            chat.system = cell.strip() or None
+            blocks = build_prompt(cell, self.shell.user_ns) if cell.strip() else []
+            if any(block["type"] != "text" for block in blocks):
+                raise UsageError("A system prompt holds text only: put images and video in an ordinary %%qwen cell.")
+            chat.system = "\n".join(block["text"] for block in blocks) or None
             chat.system_cache = bool(args.cache and chat.system)
             _note(
-                f"System prompt of conversation `{chat.name}` set ({len(cell.strip()):,} characters); "
+                f"System prompt of conversation `{chat.name}` set ({len(chat.system or ''):,} characters); "
                 "nothing was sent. It applies from the next %%qwen cell."
             )
             return None
@@ -137,32 +171,45 @@ class QwenMagics(Magics):
     def _ask(self, chat: Any, prompt: list[Any], args: Any, cell_id: str | None, source: str | None) -> Answer:
         """Send ``prompt`` as the next turn of ``chat`` and stream the answer into the output."""
         options = self._options(args)
-        client = client_for(self.endpoint())  # a missing key stops here, before anything is sent
+        tools = offered(args.tools, self.shell.user_ns)
+        transport = self.cassette_transport()
+        client = client_for(self.endpoint(), transport)  # a missing key stops here, before anything is sent
         if chat.is_rerun(cell_id, source):
             chat.turns.pop()
         request = chat.request(prompt, options)
         show_preview(prompt)  # what the model is shown, above its answer
-        answer = Answer(model=options.model)
-        from ._stream import run
-
+        answer = Answer(model=options.model, cassette=transport.footer if transport is not None else None)
         try:
-            run(client, request, view_for(self.shell), answer, stream=args.stream)
+            converse(
+                client,
+                request,
+                answer,
+                tools,
+                views=lambda: view_for(self.shell),
+                max_rounds=self.max_tool_rounds,
+                stream=args.stream,
+                on_reply=lambda sent, reply: self._count(chat, sent, reply),
+                remark=lambda follow_up: place_markers(follow_up, options.cache, options.estimator),
+            )
         finally:
             chat.record(Turn(prompt, answer, cell_id, source))
-            self.requests += 1
-            chat.requests += 1
-            if answer.usage is not None:
-                self.totals = self.totals + answer.usage
-                chat.spent = chat.spent + answer.usage
-                u = answer.usage
-                self.estimator.calibrate(
-                    estimate_prompt(request, self.estimator), u.input_tokens + u.cache_read + u.cache_write
-                )
             if self._panels:
                 from ._widgets import refresh_panels
 
                 refresh_panels(self)
         return answer
+
+    def _count(self, chat: Any, request: dict[str, Any], answer: Answer) -> None:
+        """Add one request and its usage to the session's and the conversation's totals."""
+        self.requests += 1
+        chat.requests += 1
+        if answer.usage is not None:
+            u = answer.usage
+            self.totals = self.totals + u
+            chat.spent = chat.spent + u
+            self.estimator.calibrate(
+                estimate_prompt(request, self.estimator), u.input_tokens + u.cache_read + u.cache_write
+            )
 
     def _deliver(self, answer: Answer, args: Any) -> None:
         """``--code`` and ``--output``: hand the answer back to the notebook."""
@@ -226,6 +273,84 @@ class QwenMagics(Magics):
             keep_media_turns=self.keep_media_turns,
         )
 
+    # -- cassettes ------------------------------------------------------------------------
+
+    def _cassette_key(self) -> tuple[str, str]:
+        return self.cassette_mode, os.path.abspath(os.path.expanduser(self.cassette)) if self.cassette else ""
+
+    @observe("cassette", "cassette_mode")
+    def _cassette_changed(self, _change: Any) -> None:
+        self._drop_cassette()
+
+    def _drop_cassette(self) -> None:
+        if getattr(self, "_cassette", None) is not None:
+            self._cassette.close()
+        self._cassette, self._cassette_id = None, None
+
+    def cassette_transport(self) -> Any:
+        """The cassette's transport while recording or replaying (opened on first use), else None."""
+        if self.cassette_mode == "off":
+            return None
+        if self._cassette is None or self._cassette_id != self._cassette_key():
+            from ._cassette import open_cassette
+
+            self._drop_cassette()
+            self._cassette = open_cassette(self.cassette_mode, self.cassette, speed=self.replay_speed)
+            self._cassette_id = self._cassette_key()
+        if self._cassette.replaying:
+            self._cassette.speed = self.replay_speed
+        return self._cassette
+
+    def _cassette_command(self, args: Any) -> None:
+        """``%qwen record …`` and ``%qwen replay …``: start, stop, pace, status."""
+        mode = args.command
+        doing = "recording" if mode == "record" else "replaying"
+        if args.stop:
+            if self.cassette_mode == mode:
+                try:
+                    done = self.cassette_transport().describe()
+                except UsageError:  # a cassette that never opened
+                    done = f"{doing} {self.cassette}"
+                self.cassette_mode = "off"
+                _note(f"Stopped {done}. Requests go to the service again.")
+            else:
+                _note(f"Not {doing}: nothing to stop.")
+            self._forced_replay = self._forced_replay and mode != "replay"
+            return
+        if getattr(args, "speed", None) is not None:
+            self.replay_speed = args.speed
+        if args.file is None:
+            transport = self.cassette_transport()
+            _note(
+                f"Now {transport.describe()}."
+                if transport is not None
+                else "No cassette: not recording or replaying. Start with `%qwen record FILE` or `%qwen replay FILE`."
+            )
+            return
+        if mode == "record" and self._forced_replay:
+            _note(
+                f"{REPLAY_VARIABLE} is set, so this session replays {self.cassette} and {args.file} is not "
+                "recorded. To record, run `%qwen replay --stop` first."
+            )
+            return
+        from ._cassette import open_cassette, speed_text
+
+        opened = open_cassette(mode, args.file, speed=self.replay_speed, overwrite=getattr(args, "overwrite", False))
+        self._drop_cassette()
+        self.cassette, self.cassette_mode = args.file, mode
+        self._cassette, self._cassette_id = opened, self._cassette_key()
+        if mode == "record":
+            already = f"{opened.count} exchanges already in it" if opened.count else "a new cassette"
+            _note(
+                f"Recording to {args.file} ({already}): every request and its answer are added as they stream; "
+                "the key is never written. `%qwen record --stop` ends it."
+            )
+        else:
+            _note(
+                f"Replaying {args.file}: {len(opened.exchanges)} recorded exchanges, {speed_text(self.replay_speed)}; "
+                "answers come from the cassette, with no network and no key. `%qwen replay --stop` ends it."
+            )
+
     def endpoint(self) -> Endpoint:
         """Where the next request goes."""
         return Endpoint(resolve_base_url(self.base_url, self.region), self.timeout, self.max_retries)
@@ -251,8 +376,18 @@ class QwenMagics(Magics):
                 _note(f"Conversation `{name}` was forgotten; the next %%qwen cell starts afresh.")
         elif args.command == "usage":
             _markdown_out(self.usage_table())
+        elif args.command == "export":
+            from ._export import export
+
+            name = args.chat or DEFAULT_CHAT
+            path = export(self.chats[name], args.file, overwrite=args.force)
+            _note(f"Conversation `{name}` was written to {path} ({len(self.chats[name].turns)} turns).")
         elif args.command == "explain":
             self._explain(" ".join(args.rest))
+        elif args.command == "tools":
+            _markdown_out(describe(offered(",".join(args.names), self.shell.user_ns) or Toolbox()))
+        elif args.command in ("record", "replay"):
+            self._cassette_command(args)
         elif args.command == "panel":
             from ._widgets import show_panel
 

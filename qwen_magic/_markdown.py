@@ -102,9 +102,11 @@ _TASK_THEN_BLOCK = re.compile(
     r"\[[ xX]\][ ]+(?:[`~]{3}|#{1,6}(?:[ \t]|$)|[>|<\t]|[-*+](?:[ \t]|$)|\d{1,9}[.)](?:[ \t]|$)|[-*_](?:[ \t]*[-*_]){2,}[ \t]*$)"
 )
 _LINE_END = re.compile(r"\r\n?|\n")
+# Quote and list markers at a line's start, roughly what marked strips from their content.
+_CONTAINER_PREFIX = re.compile(r"[ \t>]*(?:(?:[-*+]|\d{1,9}[.)])[ \t]+)*")
 
-# --- JupyterLab's removeMath, transcribed from JavaScript -----------------------------
-# Its `^`/`$` (multiline) and `\s` are spelled out because Python's differ.
+# --- JupyterLab's removeMath and marked's definitions, transcribed from JavaScript ----
+# Their `^`/`$` (multiline), `.` and `\s` are spelled out because Python's differ.
 _JS_SPACE = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 _BOL = "(?:\\A|(?<=[\n\r\u2028\u2029]))"
 _EOL = "(?=[\n\r\u2028\u2029]|\\Z)"
@@ -115,6 +117,13 @@ _MATH_SPLIT = re.compile(
     re.I | re.A,
 )
 _JS_PARAGRAPH_BREAK = re.compile("\n[^\n\r\u2028\u2029]*\n")
+# marked's link reference definition (from its block grammar), whose label and title may
+# run over lines that CommonMark would have started a fence on.
+_MARKED_DEF = re.compile(
+    r" {0,3}\[(?![" + _JS_SPACE + r"]*\])(?:\\.|[^\[\]\\])+\]: *(?:\n[ \t]*)?"
+    r"(?:[^<" + _JS_SPACE + r"][^" + _JS_SPACE + r"]*|<[^\n\r\u2028\u2029]*?>)"
+    r"(?:(?: +(?:\n[ \t]*)?| *\n[ \t]*)(?:\"(?:\\\"?|[^\"\\])*\"|'[^'\n]*(?:\n[^'\n]+)*\n?'|\([^()]*\)))? *(?:\n|\Z)"
+)
 
 
 @functools.cache
@@ -402,12 +411,14 @@ class _Scan:
         self.lines = [view.text[a:b].rstrip("\r\n") for a, b in zip(starts, [*starts[1:], len(view.text)], strict=True)]
         n_lines = len(starts) - (1 if starts[-1] == len(view.text) else 0)
         self._chunk_firsts: list[int] | None = None
+        self._plain_lines: dict[int, bool] = {}
         # Fence lines in document order: HTML-like code is trusted while they are plain.
         self.fence_lines = [n for n, line in enumerate(self.lines) if _FENCE_LIKE.match(line)]
         self.fence_spans: list[tuple[int, int]] = []
         self._next_fence_line = 0
         self._fences_plain = True
         self._code_lines: set[int] = set()  # lines of fences both parsers see alike
+        self._swallowed = _marked_definition_lines(self.lines) if "]:" in view.text else set()
 
         self.units: list[_Unit] = []
         for tok in tokens:
@@ -495,8 +506,10 @@ class _Scan:
                     risky_code = True
                 prose.append("\x00")
         joined = "".join(prose)
-        if risky_escape and _autolink_like(joined):
-            return True  # a GFM autolink in marked swallows the `\`, unescaping the `<`
+        if risky_escape and _autolink_like(inline.content):
+            # A GFM autolink in marked swallows the `\`, unescaping the `<` (the link may
+            # sit in what markdown-it calls code, if marked cuts that code span short).
+            return True
         if risky_code and self._code_spans_misread(inline, joined):
             return True
         return "]" in joined and _link_like(joined)
@@ -513,13 +526,15 @@ class _Scan:
         if _autolink_like(prose) or "~`" in inline.content:
             return True
         first, end = inline.map or (0, len(self.lines))
-        for n in range(self._chunk_first(first), end):
-            if n in self._code_lines:
-                continue
+        return not all(n in self._code_lines or self._line_plain(n) for n in range(self._chunk_first(first), end))
+
+    def _line_plain(self, n: int) -> bool:
+        """Whether line ``n`` keeps its backticks paired and its HTML-like text in code spans."""
+        plain = self._plain_lines.get(n)
+        if plain is None:
             outside = _LINE_CODE_SPAN.sub("", self.lines[n])
-            if "`" in outside or _tag_like(outside) or _link_like(outside):
-                return True
-        return False
+            plain = self._plain_lines[n] = not ("`" in outside or _tag_like(outside) or _link_like(outside))
+        return plain
 
     def _chunk_first(self, line: int) -> int:
         """The first line of the run of non-blank lines holding line ``line``."""
@@ -544,8 +559,11 @@ class _Scan:
         first, end = fence.map or (0, 0)
         self.fence_spans.append((first, end))
         while self._next_fence_line < len(self.fence_lines) and self.fence_lines[self._next_fence_line] < end:
-            if self.fence_lines[self._next_fence_line] < first:
-                self._fences_plain = False  # a fence-like line that markdown-it took for no fence
+            line = self.fence_lines[self._next_fence_line]
+            if line < first or line in self._swallowed:
+                # a fence-like line that markdown-it took for no fence, or that marked
+                # may take for part of a definition
+                self._fences_plain = False
             self._next_fence_line += 1
         plain = self._fence_plain(fence)
         trusted = plain and self._fences_plain
@@ -646,6 +664,21 @@ class _Scan:
         elif segments[-1][1] < source_len:
             segments.append((segments[-1][1], source_len, False))
         return segments
+
+
+def _marked_definition_lines(lines: list[str]) -> set[int]:
+    """Lines that marked may swallow into a link reference definition begun on a line before."""
+    bare = [line[_CONTAINER_PREFIX.match(line).end() :] for line in lines]  # type: ignore[union-attr]
+    text = "\n".join(bare)
+    swallowed: set[int] = set()
+    offset = 0
+    for n, line in enumerate(bare):
+        if line.lstrip(" ").startswith("[") and "]:" in text[offset:]:
+            m = _MARKED_DEF.match(text, offset)
+            if m:
+                swallowed.update(range(n + 1, n + 1 + text.count("\n", offset, m.end() - 1)))
+        offset += len(line) + 1
+    return swallowed
 
 
 def _container_change(html_source: str) -> int:

@@ -35,6 +35,7 @@ class View(Protocol):
     def thinking(self, delta: str) -> None: ...
     def text(self, delta: str) -> None: ...
     def finish(self, answer: Answer) -> None: ...
+    def show(self, bundle: Bundle) -> Callable[[Bundle], None]: ...
 
 
 def view_for(shell: Any) -> View:
@@ -96,10 +97,15 @@ def thinking_bundle(thinking: str, *, live: bool, seconds: float | None = None, 
 
 
 def footer_text(answer: Answer) -> str:
-    """One line of usage and timing under a finished answer."""
+    """One line of usage and timing under a finished answer, summed over its tool rounds."""
+    if answer.tool_calls and answer.complete:  # a round that called tools: the calls follow it
+        return f"🔧 {answer.model} calls " + ", ".join(call["name"] for call in answer.tool_calls)
     parts = [answer.model]
-    if answer.usage is not None:
-        u = answer.usage
+    if answer.cassette:
+        parts.append(answer.cassette)
+    if answer.rounds:
+        parts.append(f"{len(answer.rounds)} tool round{'s' if len(answer.rounds) != 1 else ''}")
+    if (u := answer.total_usage) is not None:
         parts += [f"{u.input_tokens:,} in", f"{u.output_tokens:,} out"]
         parts.append(f"cache {u.cache_read:,} read / {u.cache_write:,} written")
         parts.append(cost_text(u.input_tokens, u.cache_write, u.cache_read))
@@ -109,8 +115,12 @@ def footer_text(answer: Answer) -> str:
         parts.append(f"{answer.tokens_per_second:.0f} tok/s")
     if answer.stop_reason == "max_tokens":
         parts.append("⚠ cut at max_tokens: raise it with --max-tokens N or %qwen config max_tokens=N")
+    elif answer.stop_reason == "max_tool_rounds":
+        parts.append("⚠ stopped at max_tool_rounds, the last calls not run: raise it with %qwen config max_tool_rounds=N")
     elif answer.stop_reason not in (None, "end_turn", "tool_use"):
         parts.append(f"stopped: {answer.stop_reason}")
+    elif answer.interrupted and answer.rounds and not answer.text:
+        parts.append("interrupted")
     elif answer.interrupted:
         parts.append(f"interrupted after {len(answer.text):,} characters")
     elif answer.error is not None:
@@ -292,6 +302,12 @@ class NotebookView:
         if self._status is not None:
             self._status.close()
 
+    def show(self, bundle: Bundle) -> Callable[[Bundle], None]:
+        """Show ``bundle`` under the finished answer (a tool call); return what repaints it."""
+        display_id = uuid.uuid4().hex
+        _publish(display_id, bundle, new=True)
+        return lambda repainted: _publish(display_id, repainted)
+
 
 class TerminalView:
     """Plain text to a stream as it arrives: written once, never repainted."""
@@ -327,6 +343,18 @@ class TerminalView:
             self._write("\n")
         if answer.usage is not None or answer.complete:
             self._write(f"\x1b[2m{footer_text(answer)}\x1b[0m\n")
+
+    def show(self, bundle: Bundle) -> Callable[[Bundle], None]:
+        """Write ``bundle``'s text now, and each different text it is repainted with (no repainting here)."""
+        shown = [bundle["text/plain"]]
+        self._write(shown[0] + "\n")
+
+        def repaint(repainted: Bundle) -> None:
+            if repainted["text/plain"] != shown[-1]:
+                shown.append(repainted["text/plain"])
+                self._write(shown[-1] + "\n")
+
+        return repaint
 
     def _write(self, text: str) -> None:
         self._out.write(text)

@@ -107,7 +107,8 @@ class Panel:
             value=magics.max_tokens, min=1, max=1_000_000, step=512, description="Max tokens", style=style
         )
         self.cache = w.Dropdown(options=["auto", "manual", "off"], value=magics.cache, description="Cache", style=style)
-        self.new = w.Button(description="New conversation", icon="refresh")
+        # ipywidgets gives buttons a fixed width that cuts this label to "New conversat…".
+        self.new = w.Button(description="New conversation", icon="refresh", layout=w.Layout(width="auto"))
         self.totals = w.HTML(value=self._totals_html())
         self.status = w.HTML(value="")
         self.links = [

@@ -106,3 +106,23 @@ def test_usage_table_shows_conversations_and_savings(fresh):
     assert "saved by caching" in table
     sent = json.dumps([r.body for r in fresh.server.requests])
     assert "thinking\": {\"type\": \"disabled\"" in sent
+
+
+def test_each_tool_round_reads_what_the_round_before_wrote(fresh):
+    from fake_dashscope import Stream, ToolCall
+
+    set_context(fresh)
+    fresh.run("def lookup(rule: int) -> str:\n    '''The text of a rule.'''\n    return f'rule {rule} text'")
+    fresh.server.queue(
+        Stream(tool_calls=[ToolCall("lookup", {"rule": 3})]),
+        Stream(tool_calls=[ToolCall("lookup", {"rule": 4})]),
+        Stream(text="Done."),
+    )
+    run = fresh.run("%%qwen --tools lookup\nCompare rules 3 and 4.")
+    assert run.status == "ok", run.error_text
+    rounds = fresh.server.requests[-3:]
+    for before, after in zip(rounds, rounds[1:]):
+        body = after.body
+        assert markers(body)[-1] == f"messages[{len(body['messages']) - 1}][0]"  # the new tool results
+        written = before.usage["cache_creation_input_tokens"] + before.usage["cache_read_input_tokens"]
+        assert after.usage["cache_read_input_tokens"] == written

@@ -49,3 +49,17 @@ def test_export_refuses_to_overwrite_unless_forced(fresh, tmp_path):
     assert "ending in .ipynb" in wrong.stderr
     empty = fresh.run(f"%qwen export {tmp_path / 'e.ipynb'} --chat nobody")
     assert "no turns" in empty.stderr
+
+
+def test_export_summarises_tool_calls(fresh, tmp_path):
+    from fake_dashscope import ToolCall
+
+    fresh.run("def add(a: int, b: int) -> int:\n    '''Add two numbers.'''\n    return a + b")
+    fresh.server.queue(Stream(tool_calls=[ToolCall("add", {"a": 2, "b": 3})]), Stream(text="It is 5."))
+    run = fresh.run("%%qwen --tools add\nWhat is 2 + 3?")
+    assert run.status == "ok", run.error_text
+    target = tmp_path / "tools.ipynb"
+    fresh.run(f"%qwen export {target}")
+    turn = nbformat.read(target, as_version=4).cells[1].source
+    assert "🔧 add({&quot;a&quot;: 2, &quot;b&quot;: 3})" in turn or '🔧 add({"a": 2, "b": 3})' in turn
+    assert "<pre>5</pre>" in turn and "It is 5." in turn

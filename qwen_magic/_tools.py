@@ -1,0 +1,626 @@
+"""Function calling: the notebook's own functions, offered to the model, and the tool loop.
+
+``%%qwen --tools f,g`` offers ``f`` and ``g`` from the user's namespace; ``--tools`` alone
+offers every function marked with ``@qwen_magic.tool``. A tool's JSON schema comes from
+the anthropic SDK's function-tool helper (pydantic: signature, type hints, docstring
+parameter descriptions), tidied into a self-contained schema (``$defs`` inlined, titles
+dropped). The SDK and pydantic are imported only when tools are offered.
+
+The loop (``converse``): while an answer asks for tools, each call is validated against
+its schema and run in the kernel, in order, shown as a collapsible part of the output, and
+its result is sent back as a ``tool_result``; the next answer streams on in the same cell.
+Only functions offered in the cell can run; nothing else the model writes is executed.
+Failures go back as the result's text (DashScope has no ``is_error``). Every ``tool_use``
+gets its ``tool_result`` before any later request, also when the round limit stops the
+loop or the user interrupts a tool.
+
+Results: a string as it is; anything else as JSON (pydantic's encoder: dataclasses,
+models, enums, dates …) or else its repr; text is cut at ``MAX_RESULT_CHARS``. An image
+(PIL image, matplotlib figure or axes, PNG/JPEG bytes) cannot go in a ``tool_result`` on
+DashScope (string content only), so the result's text says "image follows" and the image
+goes as an image block after the tool results, in the same user message.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import inspect
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from IPython.core.error import UsageError
+
+from ._answer import Answer
+from ._errors import Interrupted
+
+if TYPE_CHECKING:
+    import anthropic
+
+    from ._view import View
+
+Block = dict[str, Any]
+F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_RESULT_CHARS = 20_000  # characters of a result's text the model reads
+PREVIEW_CHARS = 2_000  # characters of a result shown in the cell
+SUMMARY_CHARS = 120  # characters of arguments or result on the one-line summary
+_MARK = "__qwen_magic_tool__"
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what the Messages API accepts as a tool name
+
+HOW_TO_MARK = """\
+--tools without names offers the functions marked with @qwen_magic.tool, and there are none. Mark one:
+
+    import qwen_magic
+
+    @qwen_magic.tool
+    def get_weather(city: str) -> str:
+        ...
+
+or name the functions to offer: %%qwen --tools f,g"""
+
+
+# -- marking and offering ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Mark:
+    name: str | None
+    description: str | None
+
+
+def tool(func: F | None = None, /, *, name: str | None = None, description: str | None = None) -> Any:
+    """Mark a function to be offered to Qwen by ``%%qwen --tools`` (with no names).
+
+    ``@qwen_magic.tool`` or ``@qwen_magic.tool(name="weather", description="…")``. The
+    function is returned unchanged; its schema is built when a cell offers it.
+    """
+    if name is not None and not _NAME.match(name):
+        raise ValueError(f"tool name {name!r}: use 1 to 64 letters, digits, '_' or '-'.")
+
+    def mark(f: F) -> F:
+        try:
+            setattr(f, _MARK, _Mark(name, description))
+        except (AttributeError, TypeError):
+            raise TypeError(f"@qwen_magic.tool cannot mark {f!r}; wrap it in a def.") from None
+        return f
+
+    return mark if func is None else mark(func)
+
+
+@dataclass
+class Tool:
+    """A function offered to the model under ``name``, with its schema."""
+
+    name: str
+    func: Callable[..., Any]
+    sdk: Any = field(repr=False)  # anthropic's BetaFunctionTool: schema and validation
+
+    def definition(self) -> dict[str, Any]:
+        """The entry for the request's ``tools``."""
+        spec = self.sdk.to_dict()
+        definition: dict[str, Any] = {"name": self.name}
+        if spec.get("description"):
+            definition["description"] = spec["description"]
+        definition["input_schema"] = tidy_schema(spec["input_schema"])
+        return definition
+
+    def call(self, arguments: dict[str, Any]) -> Any:
+        """Validate ``arguments`` against the schema, then call; a mismatch raises ``ArgumentMismatch``."""
+        import pydantic
+
+        try:
+            return self.sdk.call(arguments)
+        except ValueError as exc:
+            # The SDK reports a mismatch as ValueError from pydantic's ValidationError; the
+            # function's own errors are told apart by where they were raised.
+            cause = exc.__cause__
+            if _raised_inside(exc, self.func) or not isinstance(cause, pydantic.ValidationError):
+                raise
+            if _raised_inside(cause, self.func):
+                raise cause from None
+            raise ArgumentMismatch(_validation_text(cause)) from None
+
+
+class ArgumentMismatch(Exception):
+    """The model's arguments do not match the tool's schema (the function was not called)."""
+
+
+class Toolbox(dict[str, Tool]):
+    """The tools one cell offers, by name."""
+
+    def definitions(self) -> list[dict[str, Any]]:
+        return [t.definition() for t in self.values()]
+
+
+def offered(spec: str | None, namespace: dict[str, Any]) -> Toolbox | None:
+    """The tools ``--tools spec`` offers: None without the flag; names, or the marked functions."""
+    if spec is None:
+        return None
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    found: list[tuple[str, Any]] = []
+    if names:
+        for name in dict.fromkeys(names):
+            if name not in namespace:
+                raise UsageError(
+                    f"--tools: {name!r} is not defined in the notebook; define it first or check the spelling."
+                )
+            found.append((name, namespace[name]))
+    else:
+        found = _marked(namespace)
+        if not found:
+            raise UsageError(HOW_TO_MARK)
+    toolbox = Toolbox()
+    for name, value in found:
+        made = _make(name, value)
+        if made.name in toolbox:
+            raise UsageError(f"--tools: two functions would both be called {made.name!r}; give one another name.")
+        toolbox[made.name] = made
+    return toolbox
+
+
+def _marked(namespace: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``(name, function)`` for each marked function, once per function (its own name preferred)."""
+    by_id: dict[int, tuple[str, Any]] = {}
+    for name, value in list(namespace.items()):
+        if name.startswith("_") or not callable(value):
+            continue
+        # getattr_static: looking must not run a property or __getattr__ of the user's objects.
+        if not isinstance(inspect.getattr_static(value, _MARK, None), _Mark):
+            continue
+        if id(value) not in by_id or name == getattr(value, "__name__", None):
+            by_id[id(value)] = (name, value)
+    return list(by_id.values())
+
+
+def _make(name: str, value: Any) -> Tool:
+    """Build the tool for one offered value; anything that cannot be a tool is a ``UsageError``."""
+    if not callable(value):
+        raise UsageError(f"--tools: {name!r} is not a function (it is a {type(value).__name__} value).")
+    if inspect.isclass(value):
+        raise UsageError(f"--tools: {name!r} is a class; offer a function that does what you need with it.")
+    mark = inspect.getattr_static(value, _MARK, None)
+    mark = mark if isinstance(mark, _Mark) else _Mark(None, None)
+    func = value
+    if not (inspect.isroutine(value) or isinstance(value, functools.partial)):
+        func = value.__call__  # a callable object: its __call__ describes it
+    if inspect.iscoroutinefunction(inspect.unwrap(func)):
+        raise UsageError(f"--tools: {name!r} is an async function; offer a plain def that runs it.")
+    tool_name = mark.name or name
+    if not _NAME.match(tool_name):
+        raise UsageError(
+            f"--tools: {tool_name!r} cannot be a tool name (1 to 64 letters, digits, '_' or '-'); "
+            'give it one with @qwen_magic.tool(name="...").'
+        )
+    import anthropic  # first: importing anthropic.lib.tools on its own is a circular import
+
+    BetaFunctionTool = anthropic.lib.tools.BetaFunctionTool
+
+    try:
+        sdk = BetaFunctionTool(func, name=tool_name, description=mark.description)
+        made = Tool(tool_name, func, sdk)
+        schema = made.definition()["input_schema"]
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"--tools: {name!r} cannot be described as a tool: {reason}") from None
+    if schema.get("type") != "object":
+        raise UsageError(
+            f"--tools: {name!r} cannot be described as a tool: the model passes named arguments, "
+            "so *args and positional-only parameters cannot be filled; take a list parameter instead."
+        )
+    return made
+
+
+# -- schemas ------------------------------------------------------------------------------
+
+_LITERAL_KEYS = ("default", "enum", "const", "examples")  # values, not schemas: never rewritten
+
+
+def tidy_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` without pydantic's titles and with ``$defs`` inlined (recursive ones stay).
+
+    Not every backend resolves ``$ref``; an inlined schema reads the same to any of them.
+    """
+    defs: dict[str, Any] = schema.get("$defs", {})
+    kept: dict[str, Any] = {}
+
+    def walk(node: Any, inside: frozenset[str]) -> Any:
+        if isinstance(node, list):
+            return [walk(item, inside) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[8:] in defs:
+            target = ref[8:]
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            if target in inside:  # recursive: keep the reference, and the definition once
+                if target not in kept:
+                    kept[target] = None
+                    kept[target] = walk(defs[target], inside)
+                return walk(rest, inside) | {"$ref": ref}
+            return walk(defs[target], inside | {target}) | walk(rest, inside)
+        tidy: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "$defs" or (key == "title" and isinstance(value, str)):
+                continue
+            if key in _LITERAL_KEYS:
+                tidy[key] = value
+            elif key in ("properties", "patternProperties") and isinstance(value, dict):
+                tidy[key] = {name: walk(sub, inside) for name, sub in value.items()}
+            else:
+                tidy[key] = walk(value, inside)
+        return tidy
+
+    result = walk(schema, frozenset())
+    if kept:
+        result["$defs"] = kept
+    return result
+
+
+def _type_text(schema: dict[str, Any]) -> str:
+    """A short readable type: ``string``, ``integer | null``, ``"a" | "b"``, ``array of number``."""
+    if "enum" in schema:
+        return " | ".join(json.dumps(v, ensure_ascii=False) for v in schema["enum"])
+    if "const" in schema:
+        return json.dumps(schema["const"], ensure_ascii=False)
+    if "anyOf" in schema:
+        return " | ".join(_type_text(s) for s in schema["anyOf"])
+    kind = schema.get("type")
+    if kind == "array" and isinstance(schema.get("items"), dict):
+        return f"array of {_type_text(schema['items'])}"
+    if kind == "object" and isinstance(schema.get("additionalProperties"), dict):
+        return f"object of {_type_text(schema['additionalProperties'])}"
+    if kind == "object" and schema.get("properties"):
+        return "object {" + ", ".join(schema["properties"]) + "}"
+    if "$ref" in schema:
+        return schema["$ref"].rsplit("/", 1)[-1]
+    return str(kind) if kind else "any"
+
+
+def describe(toolbox: Toolbox) -> str:
+    """``%qwen tools``: each tool's description, a parameter table and its JSON definition."""
+    lines = [f"### Tools offered: {len(toolbox)}"]
+    for made in toolbox.values():
+        definition = made.definition()
+        schema = definition["input_schema"]
+        description = definition.get("description") or "*(no description: add a docstring)*"
+        lines += ["", f"#### `{made.name}`", "", description, ""]
+        properties = schema.get("properties", {})
+        if properties:
+            lines += ["| parameter | type | required | description |", "|---|---|---|---|"]
+            required = set(schema.get("required", []))
+            for name, sub in properties.items():
+                default = json.dumps(sub.get("default"), ensure_ascii=False)
+                need = "yes" if name in required else f"no (default `{default}`)"
+                cells = [f"`{name}`", f"`{_type_text(sub)}`", need, sub.get("description", "")]
+                lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+        else:
+            lines.append("*(no parameters)*")
+        lines += ["", "```json", json.dumps(definition, indent=2, ensure_ascii=False), "```"]
+    return "\n".join(lines)
+
+
+# -- calling --------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one call produced: the text the model reads, images to send after, and whether it worked."""
+
+    text: str
+    images: list[Block] = field(default_factory=list)
+    ok: bool = True
+
+
+def _raised_inside(error: BaseException, func: Callable[..., Any]) -> bool:
+    """Whether ``error`` was raised while ``func``'s own code ran (not by the argument check)."""
+    target = func.func if isinstance(func, functools.partial) else func
+    code = getattr(inspect.unwrap(getattr(target, "__func__", target)), "__code__", None)
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _validation_text(error: Any) -> str:
+    """pydantic's errors as ``where: what`` lines, without its URLs."""
+    lines = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item.get("loc", ())) or "(arguments)"
+        lines.append(f"{where}: {item.get('msg', 'invalid')}")
+    return "; ".join(lines)
+
+
+def call_tool(toolbox: Toolbox | None, block: Block) -> Outcome:
+    """Run one ``tool_use`` block; every failure becomes an ``Outcome`` the model can read."""
+    name, arguments = block.get("name", ""), block.get("input")
+    made = (toolbox or {}).get(name)
+    if made is None:
+        available = ", ".join(toolbox) if toolbox else "none in this cell"
+        return Outcome(f"Error: there is no tool named {name!r}. Available tools: {available}.", ok=False)
+    if not isinstance(arguments, dict):
+        return Outcome(f"Error: the arguments for {name} must be a JSON object.", ok=False)
+    try:
+        value = made.call(arguments)
+    except ArgumentMismatch as exc:
+        return Outcome(
+            f"Error: the arguments do not match the schema of {name}, so it was not called: {exc}. "
+            "Call it again with corrected arguments.",
+            ok=False,
+        )
+    except Exception as exc:
+        message = _cut(str(exc), PREVIEW_CHARS)
+        return Outcome(f"Error: {name} raised {type(exc).__name__}" + (f": {message}" if message else "."), ok=False)
+    return result_outcome(value, name)
+
+
+def result_outcome(value: Any, label: str = "result") -> Outcome:
+    """A returned value as text for the model, with images split out."""
+    from . import _media
+
+    encoded = _images(value)
+    if encoded is None:
+        return Outcome(_cut(result_text(value), MAX_RESULT_CHARS))
+    images = [base64.b64encode(data).decode("ascii") for data, _ in encoded]
+    too_big = [len(data) for data in images if len(data) > _media.MAX_INLINE]
+    if too_big:
+        return Outcome(
+            f"[{len(images)} image(s) returned, not sent: {_media.human_size(max(too_big))} encoded is over "
+            f"the {_media.human_size(_media.MAX_INLINE)} limit for one inline image]",
+            ok=False,
+        )
+    blocks: list[Block] = [
+        {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+        for data, (_, media_type) in zip(images, encoded, strict=True)
+    ]
+    count = len(blocks)
+    plural = "s" if count != 1 else ""
+    return Outcome(f"[{count} image{plural}: sent after the tool results, labelled {label!r}]", blocks)
+
+
+def result_text(value: Any) -> str:
+    """A string as it is; else JSON (pydantic's encoder), else the repr."""
+    if isinstance(value, str):
+        return value
+    try:
+        from pydantic_core import to_json
+
+        return to_json(value).decode("utf-8")
+    except Exception:
+        pass
+    try:
+        return repr(value)
+    except Exception as exc:  # a broken __repr__ must not break the loop
+        return f"<{type(value).__name__} object: repr failed: {type(exc).__name__}>"
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n… [{len(text) - limit:,} more characters cut; the limit is {limit:,}]"
+
+
+def _images(value: Any) -> list[tuple[bytes, str]] | None:
+    """Encoded images for an image or a non-empty list of images; None for anything else."""
+    from . import _media
+
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    encoded = [_media.image_bytes(item) for item in items]
+    if not items or any(e is None for e in encoded):
+        return None
+    return encoded  # type: ignore[return-value]
+
+
+def result_content(calls: list[Block], outcomes: dict[str, Outcome]) -> list[Block]:
+    """The user message answering ``calls``: a ``tool_result`` each, in order, then any images.
+
+    A call without an outcome (the loop stopped before it) is answered as not run.
+    """
+    content: list[Block] = []
+    images: list[Block] = []
+    for call in calls:
+        outcome = outcomes.get(call["id"]) or Outcome("Not run: the tool loop stopped before this call.", ok=False)
+        content.append({"type": "tool_result", "tool_use_id": call["id"], "content": outcome.text or "(empty)"})
+        for n, image in enumerate(outcome.images, 1):
+            label = f"Image {n} of {len(outcome.images)} returned by {call['name']} (tool_use_id {call['id']}):"
+            images += [{"type": "text", "text": label}]
+            images.append(image)
+    return content + images
+
+
+# -- painting calls ----------------------------------------------------------------------------
+
+
+def _arguments_text(arguments: Any) -> str:
+    if not isinstance(arguments, dict):
+        return repr(arguments)
+    return ", ".join(f"{key}={value!r}" for key, value in arguments.items())
+
+
+def _one_line(text: str, limit: int = SUMMARY_CHARS) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def call_bundle(call: Block, outcome: Outcome | None) -> dict[str, str]:
+    """One call as a closed ``<details>``: name, arguments and result on its summary line, all of it inside."""
+    signature = f"{call.get('name', '?')}({_one_line(_arguments_text(call.get('input')))})"
+    if outcome is None:
+        state = "running…"
+    else:
+        state = ("→ " if outcome.ok else "⚠ ") + _one_line(outcome.text)
+    summary = f"🔧 {signature} {state}"
+    arguments = json.dumps(call.get("input"), indent=2, ensure_ascii=False, default=repr)
+    body = [
+        '<div style="font-size:0.9em;border-left:3px solid #ddd;padding-left:0.8em;margin:0.3em 0">',
+        '<div style="color:#888">arguments</div>',
+        f'<pre style="margin:0.2em 0">{html.escape(arguments)}</pre>',
+    ]
+    if outcome is not None:
+        body += [
+            f'<div style="color:#888">{"result" if outcome.ok else "error"} (as the model reads it)</div>',
+            f'<pre style="margin:0.2em 0;white-space:pre-wrap">{html.escape(_cut(outcome.text, PREVIEW_CHARS))}</pre>',
+        ]
+        for image in outcome.images:
+            source = image["source"]
+            body.append(
+                f'<img src="data:{html.escape(source["media_type"])};base64,{source["data"]}" '
+                'style="max-height:160px;margin:0.2em 0.4em 0 0" alt="image returned by the tool">'
+            )
+    body.append("</div>")
+    return {
+        "text/html": (
+            '<details class="qwen-tool"><summary style="color:#666;cursor:pointer">'
+            f"{html.escape(summary)}</summary>{''.join(body)}</details>"
+        ),
+        "text/plain": summary,
+    }
+
+
+def tool_lines(answer: Answer) -> list[str]:
+    """Markdown lines for ``%qwen history``: each call of a tool round and what it returned."""
+    results = {b["tool_use_id"]: b.get("content", "") for b in answer.tool_results if b.get("type") == "tool_result"}
+    lines = []
+    for call in answer.tool_calls:
+        result = results.get(call["id"], "")
+        result = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
+        signature = _one_line(f"{call['name']}({_arguments_text(call.get('input'))})", 200)
+        lines.append(f"- 🔧 `{signature}` → {_one_line(result, 200)}")
+    return lines
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+
+def converse(
+    client: anthropic.Anthropic,
+    request: dict[str, Any],
+    answer: Answer,
+    tools: Toolbox | None,
+    *,
+    views: Callable[[], View],
+    max_rounds: int,
+    stream: bool = True,
+    on_reply: Callable[[dict[str, Any], Answer], None] | None = None,
+    remark: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> None:
+    """Stream ``request`` into ``answer``; while the answer calls tools, run them and stream on.
+
+    Each round streams into a fresh view from ``views``; ``on_reply(request, answer)`` sees
+    every request sent and its answer; ``remark`` places cache markers on each follow-up
+    request (so every round reads what the one before it wrote). On return ``answer`` is the turn's last answer and
+    ``answer.rounds`` holds the earlier ones, each with the tool results that answered it.
+    """
+    from ._stream import run
+
+    if tools:
+        request = {**request, "tools": tools.definitions()}
+    elif _history_calls(request["messages"]):
+        # The Messages API wants tools defined whenever history holds tool blocks.
+        request = {**request, "tools": _placeholders(request["messages"]), "tool_choice": {"type": "none"}}
+    rounds = 0
+    while True:
+        view = views()
+        try:
+            run(client, request, view, answer, stream=stream)
+        finally:
+            if on_reply is not None:
+                on_reply(request, answer)
+        calls = answer.tool_calls
+        if not calls:
+            return
+        refusal = final_reason = None  # why the calls are not run, and the turn's stop reason then
+        if answer.stop_reason != "tool_use":
+            refusal = f"Not run: the answer stopped ({answer.stop_reason}) before the call was complete."
+            final_reason = answer.stop_reason
+        elif rounds >= max_rounds:
+            refusal = f"Not run: the limit of {max_rounds} tool rounds for one cell was reached."
+            final_reason = "max_tool_rounds"
+        outcomes: dict[str, Outcome] = {}
+        interrupted: str | None = None
+        try:
+            interrupted = _run_calls(calls, tools, view, refusal, outcomes)
+        finally:
+            # Whatever happened, every tool_use is answered before anything else is sent.
+            answer.next_round(result_content(calls, outcomes))
+        rounds += 1
+        if interrupted is not None or refusal is not None:
+            answer.finished_at = time.monotonic()
+            error = None
+            if interrupted is not None:
+                answer.interrupted = True
+                error = Interrupted(
+                    f"Interrupted while {interrupted} ran: the tool loop stopped; the calls that did not "
+                    "finish were answered as interrupted, so the conversation can go on."
+                )
+                answer.error = str(error)
+            else:
+                answer.stop_reason = final_reason
+            from ._view import footer_bundle
+
+            view.show(footer_bundle(answer))
+            if error is not None:
+                raise error
+            return
+        done = answer.rounds[-1]
+        request = {
+            **request,
+            "messages": [
+                *request["messages"],
+                {"role": "assistant", "content": done.history_content()},
+                {"role": "user", "content": done.tool_results},
+            ],
+        }
+        if remark is not None:
+            request = remark(request)
+
+
+def _run_calls(
+    calls: list[Block], tools: Toolbox | None, view: View, refusal: str | None, outcomes: dict[str, Outcome]
+) -> str | None:
+    """Run (or refuse) each call in order, painting it; return the name of an interrupted call."""
+    painters: dict[str, Callable[[dict[str, str]], None]] = {}
+    current = calls[0]
+    try:
+        for current in calls:
+            painters[current["id"]] = view.show(call_bundle(current, None))
+            outcome = Outcome(refusal, ok=False) if refusal else call_tool(tools, current)
+            outcomes[current["id"]] = outcome
+            painters[current["id"]](call_bundle(current, outcome))
+    except KeyboardInterrupt:
+        for call in calls:
+            if call["id"] in outcomes:
+                continue
+            if call is current:
+                outcome = Outcome("Error: the user interrupted this call; it did not finish.", ok=False)
+            else:
+                outcome = Outcome("Not run: the user interrupted an earlier call.", ok=False)
+            outcomes[call["id"]] = outcome
+            paint = painters.get(call["id"]) or view.show
+            paint(call_bundle(call, outcome))
+        return str(current.get("name", "a tool"))
+    return None
+
+
+def _history_calls(messages: list[dict[str, Any]]) -> list[str]:
+    """The names of the tools called anywhere in ``messages``."""
+    names = []
+    for message in messages:
+        if message["role"] == "assistant" and isinstance(message["content"], list):
+            names += [b["name"] for b in message["content"] if b.get("type") == "tool_use"]
+    return list(dict.fromkeys(names))
+
+
+def _placeholders(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    description = "Offered in an earlier cell; not offered now."
+    return [
+        {"name": name, "description": description, "input_schema": {"type": "object"}}
+        for name in _history_calls(messages)
+    ]
