@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -121,7 +122,7 @@ def test_each_tool_round_reads_what_the_round_before_wrote(fresh):
     run = fresh.run("%%qwen --tools lookup\nCompare rules 3 and 4.")
     assert run.status == "ok", run.error_text
     rounds = fresh.server.requests[-3:]
-    for before, after in zip(rounds, rounds[1:]):
+    for before, after in itertools.pairwise(rounds):
         body = after.body
         assert markers(body)[-1] == f"messages[{len(body['messages']) - 1}][0]"  # the new tool results
         written = before.usage["cache_creation_input_tokens"] + before.usage["cache_read_input_tokens"]
