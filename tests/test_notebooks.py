@@ -9,7 +9,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from fake_dashscope import Stream
+from fake_dashscope import Stream, ToolCall
 
 pytestmark = pytest.mark.kernel
 
@@ -25,6 +25,14 @@ def last_user_text(body: dict[str, Any]) -> str:
 
 def responder(body: dict[str, Any]) -> Stream:
     """Plausible, deterministic answers: code when code is asked for, thinking when it is on."""
+    last = body["messages"][-1]["content"]
+    if body.get("tools") and body.get("tool_choice", {}).get("type") != "none":
+        if isinstance(last, list) and any(b.get("type") == "tool_result" for b in last):
+            results = [str(b.get("content")) for b in last if b.get("type") == "tool_result"]
+            return Stream(text="The tools said: " + ", ".join(results) + ".", chunk=16)
+        names = [t["name"] for t in body["tools"]]
+        calls = [ToolCall(name, {"fruit": "apples"} if name == "stock" else {"fruit": "plums", "quantity": 10}) for name in names]
+        return Stream(text="Let me check.", tool_calls=calls)
     question = last_user_text(body)
     thinking = "Let me work through it step by step." if body.get("thinking", {}).get("type") == "enabled" else ""
     if "code" in question.lower() or "corrected version" in question:
@@ -134,3 +142,17 @@ def test_06_data_analysis(server, monkeypatch, tmp_path):
     assert "new cell below" in shown(code_cell)
     (printed,) = [c for c in nb.cells if c.source.strip() == "print(plot_code)"]
     assert "print('fixed')" in shown(printed)
+
+
+def test_04_tools(server, monkeypatch, tmp_path):
+    nb = execute("04-tools", server, monkeypatch, tmp_path)
+    (listing,) = [c for c in nb.cells if c.source.strip() == "%qwen tools"]
+    assert "stock" in shown(listing) and "price" in shown(listing)
+    (ask,) = cells_with(nb, "%%qwen --tools")
+    text = shown(ask)
+    assert "stock" in text and "12" in text and "2.5" in text
+    assert "The tools said: 12, 2.5." in text
+    first, second = server.requests[-2:]
+    assert {t["name"] for t in first.body["tools"]} == {"stock", "price"}
+    results = [b for b in second.body["messages"][-1]["content"] if b["type"] == "tool_result"]
+    assert [r["content"] for r in results] == ["12", "2.5"]
