@@ -11,9 +11,10 @@ the panel, ``%config`` and ``%qwen config`` edit one set of settings.
 from __future__ import annotations
 
 import html
+import uuid
 from typing import TYPE_CHECKING, Any
 
-from IPython.display import display
+from IPython.display import display, update_display
 
 if TYPE_CHECKING:
     from ._magic import QwenMagics
@@ -95,6 +96,7 @@ class Panel:
         from ._magic import KNOWN_MODELS
 
         self.magics = magics
+        self.display_id: str | None = None
         style = {"description_width": "initial"}
         self.model = w.Combobox(
             options=list(KNOWN_MODELS), value=magics.model, description="Model", ensure_option=False, style=style
@@ -141,9 +143,12 @@ class Panel:
         return f'<span style="color:#666;font-size:0.9em">Session: {html.escape(totals_text(self.magics))}</span>'
 
     def refresh(self) -> None:
-        """Show the latest totals (called when an answer ends)."""
+        """Show the latest totals (called when an answer ends), in the widget and its fallback."""
         self.totals.value = self._totals_html()
         self.status.value = ""
+        if self.display_id is not None:
+            # Keeps the static text current for nbconvert, GitHub and frontends without widgets.
+            update_display(self.bundle(), raw=True, display_id=self.display_id)
 
     def bundle(self) -> dict[str, Any]:
         """The panel with its text fallback."""
@@ -163,7 +168,8 @@ def show_panel(magics: QwenMagics) -> Panel | None:
         return None
     panel = Panel(magics)
     magics._panels.append(panel)  # the magics keep panels alive while the kernel lives
-    display(panel.bundle(), raw=True)
+    panel.display_id = uuid.uuid4().hex
+    display(panel.bundle(), raw=True, display_id=panel.display_id)
     return panel
 
 

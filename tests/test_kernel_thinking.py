@@ -134,7 +134,10 @@ def test_panel_totals_update_when_an_answer_ends_and_new_conversation_button(fre
     fresh.run("_p = (get_ipython().run_line_magic('qwen', 'panel') or _qm._panels[-1])")
     usage = {"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 300, "cache_creation_input_tokens": 0}
     fresh.server.queue(Stream(text="One.", usage=usage))
-    fresh.run("%%qwen\nFirst")
+    first = fresh.run("%%qwen\nFirst")
+    # The panel's static fallback (nbconvert, GitHub) follows the totals too.
+    fallbacks = [m["content"]["data"].get("text/plain", "") for m in first.of("update_display_data")]
+    assert any("Session: 1 requests" in text for text in fallbacks), fallbacks
     totals = fresh.run("print(_p.totals.value)").stdout
     assert "300 cache read" in totals and "cache hit ratio 75%" in totals
     assert re.search(r"\b\d+ requests", totals)

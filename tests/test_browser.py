@@ -1,0 +1,561 @@
+"""What a person sees: a notebook run in JupyterLab, in headless Chromium, against the local server.
+
+The kernel-level tests prove what the kernel sends; this one proves what the page shows.
+It starts the fake DashScope server (in this process), JupyterLab (a subprocess with its
+own config, data, runtime, settings and IPython dirs, a random token and a free port) and
+Debian's Chromium through Playwright (``/usr/bin/chromium``: Playwright's own browser
+download does not work on these machines). It writes a notebook, runs all its cells in
+Lab, checks the page while the answer streams and after it ends, saves, takes a
+screenshot, then reopens the saved notebook with no kernel and checks it again.
+
+It needs ``pip install -e ".[test,browser]"`` and Debian's ``chromium``; without them it is
+skipped, unless ``QWEN_MAGIC_BROWSER_REQUIRED=1`` (set by ``.ci/run``) turns the skip into
+a failure. Screenshots go to ``$QWEN_MAGIC_ARTIFACTS`` (default ``artifacts/``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_dashscope import FakeDashScope, Reply, Stream
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the networking flags Chromium keeps calling hosts this machine cannot reach.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+NOTEBOOK = "browser.ipynb"
+WIDGET_TROUBLE = ("Error displaying widget", "Loading widget")
+
+# --- the answers the server streams ---------------------------------------------------
+
+QUESTION = "Show me a heading, some code and a table."
+THINKING = "Plan: a heading first, then a Python function, then a small table of models. " * 3
+ANSWER = """\
+# Streaming report
+
+Some **bold** words first, then code, then a table, arriving a few characters at a time.
+
+```python
+def greet(name: str) -> str:
+    # say hello
+    return f"Hello, {name}!" * 2
+```
+
+| model | tokens |
+|---|---|
+| qwen3.6-plus | 42 |
+| qwen3.7-max | 7 |
+
+## Done
+
+That is the whole answer.
+"""
+# Paced so the whole answer takes about 3 s: long enough to watch it grow.
+STREAMED = Stream(thinking=THINKING, text=ANSWER, chunk=8, delay=0.055)
+
+PAYLOAD_QUESTION = "Try to run script in my browser."
+PAYLOAD = """\
+Here are some payloads.
+
+<img src=x onerror="window.__pwned=1">
+
+<script>window.__pwned=1</script>
+
+[click me](javascript:window.__pwned=1)
+
+<a href="javascript:window.__pwned=1">raw link</a> and <svg onload="window.__pwned=1"></svg>
+
+[entity link](&#106;avascript:window.__pwned=1) and <javascript:window.__pwned=1>
+
+<details open ontoggle="window.__pwned=1"><summary>toggle</summary>x</details>
+
+$x$ <img src=y onerror="window.__pwned=1"> $y$
+"""
+
+
+def _user_text(body: dict[str, Any]) -> str:
+    content = body["messages"][-1]["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(block.get("text", "") for block in content if block.get("type") == "text")
+
+
+def _responder(body: dict[str, Any]) -> Reply | None:
+    text = _user_text(body)
+    if QUESTION in text:
+        return STREAMED
+    if PAYLOAD_QUESTION in text:
+        return Stream(text=PAYLOAD, chunk=40, delay=0.01)
+    return None  # echo
+
+
+# --- setup: what is needed, and the three processes ---------------------------------
+
+
+def _missing() -> str | None:
+    """Why this test cannot run here, or None."""
+    for module, package in (("playwright", "playwright"), ("jupyterlab", "jupyterlab")):
+        if importlib.util.find_spec(module) is None:
+            return f'{package} is not installed: pip install -e ".[test,browser]"'
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing: apt-get install -y chromium (Debian's package)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def needs() -> None:
+    reason = _missing()
+    if reason is None:
+        return
+    if os.environ.get("QWEN_MAGIC_BROWSER_REQUIRED") == "1":
+        pytest.fail(f"browser test required but cannot run: {reason}", pytrace=False)
+    pytest.skip(f"browser test: {reason}")
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    path = Path(os.environ.get("QWEN_MAGIC_ARTIFACTS") or ROOT / "artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fake(needs: None) -> Iterator[FakeDashScope]:
+    with FakeDashScope() as server:
+        server.responder = _responder
+        yield server
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Lab:
+    """A running JupyterLab: where it listens, its token and the folder it serves."""
+
+    url: str
+    token: str
+    root: Path
+    log: Path
+
+    def page_url(self, path: str) -> str:
+        return f"{self.url}/lab/tree/{path}?token={self.token}"
+
+    def api(self, method: str, path: str) -> Any:
+        request = urllib.request.Request(
+            f"{self.url}{path}", method=method, headers={"Authorization": f"token {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            data = response.read()
+        return json.loads(data) if data else None
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
+
+
+@pytest.fixture(scope="module")
+def lab(fake: FakeDashScope, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    import psutil
+
+    base = tmp_path_factory.mktemp("lab")
+    dirs = {name: base / name for name in ("root", "config", "data", "runtime", "ipython", "settings", "workspaces")}
+    for path in dirs.values():
+        path.mkdir()
+    # No news or update checks: they would reach the internet and put a toast on the page.
+    notification = dirs["settings"] / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    env = {
+        **os.environ,
+        # Replaces only the user data dir: the system one (sys.prefix/share/jupyter) still
+        # holds the widgets labextension and the python3 kernelspec.
+        "JUPYTER_DATA_DIR": str(dirs["data"]),
+        "JUPYTER_CONFIG_DIR": str(dirs["config"]),
+        "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
+        "IPYTHONDIR": str(dirs["ipython"]),
+        "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]),
+        "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]),
+        "DASHSCOPE_BASE_URL": fake.url,
+        "DASHSCOPE_API_KEY": fake.api_key,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    }
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "JUPYTER_PATH"):
+        env.pop(name, None)
+    port, token = _free_port(), secrets.token_hex(16)
+    log = base / "jupyterlab.log"
+    command = [
+        sys.executable, "-m", "jupyter", "lab", "--no-browser",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={dirs['root']}",
+        "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: run commands as the menus do
+        "--LabApp.extension_manager=readonly",  # no PyPI queries
+    ]  # fmt: skip
+    if os.geteuid() == 0:  # CI machines run as root
+        command.append("--allow-root")
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=dirs["root"])
+    running = Lab(f"http://127.0.0.1:{port}", token, dirs["root"], log)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited with {process.returncode}:\n{running.log_tail()}")
+            try:
+                running.api("GET", "/api/status")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"JupyterLab did not answer in 90 s:\n{running.log_tail()}") from None
+                time.sleep(0.2)
+        yield running
+    finally:
+        # Kernels run in sessions of their own: note them before asking Lab to stop.
+        try:
+            children = psutil.Process(process.pid).children(recursive=True)
+        except psutil.Error:
+            children = []
+        process.terminate()  # Lab shuts its kernels down on SIGTERM
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        _gone, alive = psutil.wait_procs(children, timeout=10)
+        for child in alive:
+            child.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(needs: None, artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),  # a fresh, empty --user-data-dir
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1300, "height": 1400},
+        )
+        try:
+            yield context
+        finally:
+            for page in context.pages:  # the last state of every open page, whatever happened
+                if page.url.startswith("http"):
+                    try:
+                        page.screenshot(path=str(artifacts / "jupyterlab-last.png"))
+                    except Exception as error:  # a crashed page must not hide the real failure
+                        print(f"no last screenshot: {error}")
+            context.close()
+
+
+# --- the notebook and the page --------------------------------------------------------
+
+
+def _write_notebook(path: Path) -> None:
+    import nbformat
+
+    cells = ["%load_ext qwen_magic", "%qwen", f"%%qwen --thinking\n{QUESTION}", f"%%qwen\n{PAYLOAD_QUESTION}"]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+
+
+PANEL, ANSWER_CELL, PAYLOAD_CELL = 1, 2, 3
+KERNEL_STATUS = "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status ?? null"
+
+
+def _outputs(page: Any, cell: int) -> Any:
+    """The output area of a cell of the open notebook."""
+    return page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").nth(cell).locator(".jp-OutputArea").first
+
+
+def _widget_trouble(text: str) -> list[str]:
+    return [trouble for trouble in WIDGET_TROUBLE if trouble in text]
+
+
+def _open(page: Any, lab: Lab) -> None:
+    page.goto(lab.page_url(NOTEBOOK))
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
+
+
+def _wait_for_kernel(page: Any, status: str | None = "idle") -> None:
+    page.wait_for_function(f"() => ({KERNEL_STATUS})() === {json.dumps(status)}", timeout=60_000)
+
+
+@dataclass
+class Run:
+    """The page after all cells ran, and what was seen on the way."""
+
+    page: Any
+    samples: list[str]  # the answer's rendered text, sampled while it streamed
+    statuses: list[str]  # the live footer widget's text, at the same moments
+    live_thinking: str  # the thinking section's summary while it streamed open
+    seconds: float
+    errors: list[str]  # uncaught exceptions in the page
+    dialogs: list[str]
+    popups: list[str]
+
+
+def _watch_stream(page: Any) -> tuple[list[str], list[str]]:
+    """Sample the answer cell until its static footer appears."""
+    answer = _outputs(page, ANSWER_CELL)
+    answer.locator(".jp-RenderedMarkdown").first.wait_for(timeout=30_000)
+    samples: list[str] = []
+    statuses: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        seen = answer.evaluate(
+            """area => ({
+                text: [...area.querySelectorAll('.jp-RenderedMarkdown')].map(e => e.innerText).join('\\n'),
+                status: [...area.querySelectorAll('.jupyter-widgets .qwen-status')].map(e => e.innerText).join(''),
+                done: area.querySelector('.qwen-usage') !== null,
+            })"""
+        )
+        if seen["done"]:
+            break
+        samples.append(seen["text"])
+        statuses.append(seen["status"])
+        page.wait_for_timeout(200)
+    return samples, statuses
+
+
+@pytest.fixture(scope="module")
+def ran(lab: Lab, browser: Any, fake: FakeDashScope) -> Run:
+    """Open the notebook in JupyterLab and run all cells, watching the answer stream."""
+    _write_notebook(lab.root / NOTEBOOK)
+    page = browser.pages[0] if browser.pages else browser.new_page()
+    errors: list[str] = []
+    dialogs: list[str] = []
+    popups: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("popup", lambda popup: (popups.append(popup.url), popup.close()))
+    started = time.monotonic()
+    _open(page, lab)
+    _wait_for_kernel(page)
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    # Thinking streams first, open, above the answer.
+    live_thinking = page.locator("details.qwen-thinking[open] summary").first
+    live_thinking.wait_for(timeout=30_000)
+    live_thinking_text = live_thinking.inner_text()
+    samples, statuses = _watch_stream(page)
+    page.wait_for_function(
+        "() => document.querySelectorAll('.jp-NotebookPanel .qwen-usage').length === 2", timeout=60_000
+    )
+    _wait_for_kernel(page)
+    return Run(page, samples, statuses, live_thinking_text, time.monotonic() - started, errors, dialogs, popups)
+
+
+# --- while and after running ----------------------------------------------------------
+
+
+def test_the_answer_visibly_grows_while_it_streams(ran: Run) -> None:
+    lengths = [len(sample) for sample in ran.samples]
+    final = "\n".join(_outputs(ran.page, ANSWER_CELL).locator(".jp-RenderedMarkdown").all_inner_texts())
+    print(f"all cells ran in {ran.seconds:.1f} s; answer length at each sample: {lengths}; footer: {ran.statuses}")
+    assert ran.live_thinking.startswith("Thinking…"), ran.live_thinking
+    # Not necessarily monotonic: half-typed markdown (`**bold`) can render longer than finished.
+    assert len(set(ran.samples)) >= 3, f"fewer than 3 different states seen while streaming: {lengths}"
+    assert lengths[0] < len(final) / 2 and ran.samples[-1] != final, lengths
+    # Meanwhile the footer was the live widget (progress through its comm), not static text.
+    live = [status for status in ran.statuses if status]
+    assert live, f"no live footer widget seen while streaming: {ran.statuses}"
+    assert any("writing" in status and "characters" in status for status in live), live
+
+
+def test_the_answer_renders_as_markdown(ran: Run) -> None:
+    answer = _outputs(ran.page, ANSWER_CELL)
+    assert answer.locator("h1").inner_text().startswith("Streaming report")
+    assert answer.locator("h2").inner_text().startswith("Done")
+    assert answer.locator("strong").inner_text() == "bold"
+    code = answer.locator("pre code")
+    assert "def greet(name: str) -> str:" in code.inner_text()
+    # JupyterLab 4 highlights fenced code with CodeMirror: classed spans per token.
+    tokens = code.evaluate("c => [...c.querySelectorAll('span[class]')].map(s => s.textContent)")
+    assert {"def", "return", "# say hello"} <= set(tokens), tokens
+    table = answer.locator("table")
+    assert table.locator("th").all_inner_texts() == ["model", "tokens"]
+    assert table.locator("tbody tr").count() == 2
+    assert "```" not in answer.inner_text() and "|---|" not in answer.inner_text()  # no raw markdown shows
+
+
+def test_thinking_is_collapsed_after_the_answer_and_opens_on_click(ran: Run) -> None:
+    details = _outputs(ran.page, ANSWER_CELL).locator("details.qwen-thinking")
+    assert details.count() == 1
+    assert details.get_attribute("open") is None
+    assert "Thought for" in details.locator("summary").inner_text()
+    assert not details.locator("div").is_visible()
+    details.locator("summary").click()
+    ran.page.wait_for_function("d => d.open", arg=details.element_handle(), timeout=5_000)
+    assert details.locator("div").is_visible()
+    assert THINKING.split(".")[0] in details.locator("div").inner_text()
+
+
+def test_the_control_panel_renders_as_live_widgets(ran: Run) -> None:
+    panel = _outputs(ran.page, PANEL)
+    assert panel.locator(".jupyter-widgets.widget-vbox").count() == 1
+    model = panel.locator(".widget-text input[list]")  # the Combobox
+    assert model.input_value() == "qwen3.6-plus"
+    assert "qwen3.7-max" in panel.locator("datalist option").evaluate_all("os => os.map(o => o.value)")
+    toggle = panel.locator("button.widget-toggle-button", has_text="Thinking")
+    assert panel.locator(".widget-dropdown select").input_value() == "auto"
+    new = panel.locator("button.widget-button", has_text="New conversation")
+    assert new.evaluate("b => b.scrollWidth <= b.clientWidth"), "the button's label is cut off"
+    # The totals were refreshed through the comm when each answer ended.
+    assert "Session: 2 requests" in panel.inner_text()
+    # The controls are live: turning thinking on enables the budget (the kernel answers).
+    budget = panel.locator(".widget-text", has_text="Thinking budget").locator("input")
+    assert budget.is_disabled()
+    toggle.click()
+    ran.page.wait_for_function("i => !i.disabled", arg=budget.element_handle(), timeout=10_000)
+    toggle.click()  # back off, as the notebook had it
+    ran.page.wait_for_function("i => i.disabled", arg=budget.element_handle(), timeout=10_000)
+
+
+def test_every_answer_ends_with_the_static_usage_footer(ran: Run) -> None:
+    for cell in (ANSWER_CELL, PAYLOAD_CELL):
+        outputs = _outputs(ran.page, cell)
+        footer = outputs.locator(".qwen-usage")
+        assert footer.count() == 1
+        assert " in · " in footer.inner_text() and " out · " in footer.inner_text()
+        assert outputs.locator(".jupyter-widgets").count() == 0, "a live widget was left under the answer"
+    assert not _widget_trouble(ran.page.locator("body").inner_text())
+    assert not ran.errors, ran.errors
+
+
+def test_untrusted_html_in_an_answer_runs_nothing(ran: Run) -> None:
+    page = ran.page
+    outputs = _outputs(page, PAYLOAD_CELL)
+    assert "Here are some payloads." in outputs.inner_text()
+    dangerous = outputs.evaluate(
+        """area => [...area.querySelectorAll('*')].flatMap(e => [
+            ...(['SCRIPT', 'IFRAME', 'OBJECT', 'EMBED'].includes(e.tagName) ? [e.outerHTML] : []),
+            ...[...e.attributes].filter(a => a.name.startsWith('on')).map(a => `${e.tagName} ${a.name}`),
+            ...[...e.attributes].filter(a => /^\\s*javascript:/i.test(a.value)).map(a => `${e.tagName} ${a.name}`),
+        ])"""
+    )
+    assert dangerous == []
+    url = page.url
+    outputs.get_by_text("click me", exact=True).click()
+    for link in outputs.locator("a").all():  # the other links too
+        link.click()
+    outputs.locator("details", has_text="toggle").locator("summary").click()
+    page.wait_for_timeout(500)  # a handler or a javascript: navigation would have run by now
+    assert page.evaluate("() => window.__pwned") is None
+    assert page.url == url
+    assert ran.dialogs == [] and ran.popups == []
+
+
+# --- saved, then reopened without running anything ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved(ran: Run, lab: Lab, artifacts: Path) -> Path:
+    """Save with Ctrl+S, take the screenshot of the run, shut the kernel down and close the tab."""
+    import nbformat
+
+    page = ran.page
+    page.locator(".jp-NotebookPanel .jp-Cell").first.locator(".jp-InputPrompt").click()  # command mode
+    page.keyboard.press("Control+s")
+    page.wait_for_function("() => !document.querySelector('.jp-mod-dirty')", timeout=20_000)
+    path = lab.root / NOTEBOOK
+    notebook = nbformat.read(path, as_version=4)
+    for cell in (ANSWER_CELL, PAYLOAD_CELL):
+        saved_outputs = json.dumps(notebook.cells[cell].outputs)
+        assert "qwen-usage" in saved_outputs, "the save did not reach the disk"
+        assert "widget-view" not in saved_outputs, "an answer was saved with a live widget in it"
+    page.screenshot(path=str(artifacts / "jupyterlab-run.png"))
+    page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:shutdown')")
+    _wait_for_kernel(page, None)
+    page.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def reopened(saved: Path, lab: Lab, browser: Any, artifacts: Path) -> Any:
+    """The saved notebook opened again in a new tab with No Kernel: nothing can run."""
+    page = browser.new_page()
+    page.goto(f"{lab.url}/lab?reset&token={lab.token}")  # reset: no tab restored from the last session
+    page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
+    page.evaluate("() => window.jupyterapp.restored.then(() => null)")  # every plugin is active
+    page.evaluate(
+        """path => window.jupyterapp.commands.execute('docmanager:open', {
+            path, factory: 'Notebook', kernelPreference: {shouldStart: false, canStart: false, autoStartDefault: false},
+        })""",
+        NOTEBOOK,
+    )
+    page.wait_for_function(
+        "() => document.querySelectorAll('.jp-NotebookPanel .qwen-usage').length === 2", timeout=30_000
+    )
+    # Widget outputs say "Loading widget..." until the widget manager has looked for their models.
+    page.wait_for_timeout(1_000)
+    page.screenshot(path=str(artifacts / "jupyterlab-reopened.png"))
+    return page
+
+
+def _assert_saved_answers_render(page: Any) -> None:
+    answer = _outputs(page, ANSWER_CELL)
+    assert answer.locator("h1").inner_text().startswith("Streaming report")
+    assert answer.locator("pre code span[class]").count() > 5
+    assert answer.locator("table th").count() == 2
+    assert answer.locator("details.qwen-thinking").get_attribute("open") is None
+    for cell in (ANSWER_CELL, PAYLOAD_CELL):
+        outputs = _outputs(page, cell)
+        assert " out · " in outputs.locator(".qwen-usage").inner_text()
+        assert not _widget_trouble(outputs.inner_text())
+    assert page.evaluate("() => window.__pwned") is None
+    # Nothing ran: the execution counts are the saved ones.
+    prompts = page.locator(".jp-NotebookPanel .jp-Cell .jp-InputPrompt").all_inner_texts()
+    assert [prompt.strip() for prompt in prompts] == ["[1]:", "[2]:", "[3]:", "[4]:"]
+
+
+def test_the_reopened_notebook_shows_the_answers_and_their_footers(reopened: Any) -> None:
+    _assert_saved_answers_render(reopened)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="product bug: the saved %qwen panel is a widget-view output and the notebook Lab saved is trusted, "
+    "so Lab renders it with the widget manager instead of its static text/html: 'Loading widget...' forever "
+    "with no kernel, 'Error displaying widget: model not found' with a fresh one",
+)
+def test_the_reopened_panel_shows_no_widget_error(reopened: Any) -> None:
+    text = _outputs(reopened, PANEL).inner_text()
+    assert not _widget_trouble(text), text
+
+
+def test_the_reopened_notebook_still_renders_once_a_fresh_kernel_starts(reopened: Any) -> None:
+    assert reopened.evaluate(KERNEL_STATUS) is None  # it was opened with No Kernel
+    reopened.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.changeKernel({name: 'python3'})")
+    _wait_for_kernel(reopened)
+    reopened.wait_for_timeout(1_000)  # the widget manager asks the new kernel for widget models
+    _assert_saved_answers_render(reopened)
