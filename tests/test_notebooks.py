@@ -5,41 +5,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import nbformat
 import pytest
-from fake_dashscope import Stream, ToolCall
+from responders import last_user_text, responder
 
 pytestmark = pytest.mark.kernel
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def last_user_text(body: dict[str, Any]) -> str:
-    content = body["messages"][-1]["content"]
-    if isinstance(content, str):
-        return content
-    return " ".join(b.get("text", "") for b in content if b.get("type") == "text")
-
-
-def responder(body: dict[str, Any]) -> Stream:
-    """Plausible, deterministic answers: code when code is asked for, thinking when it is on."""
-    last = body["messages"][-1]["content"]
-    if body.get("tools") and body.get("tool_choice", {}).get("type") != "none":
-        if isinstance(last, list) and any(b.get("type") == "tool_result" for b in last):
-            results = [str(b.get("content")) for b in last if b.get("type") == "tool_result"]
-            return Stream(text="The tools said: " + ", ".join(results) + ".", chunk=16)
-        names = [t["name"] for t in body["tools"]]
-        calls = [ToolCall(name, {"fruit": "apples"} if name == "stock" else {"fruit": "plums", "quantity": 10}) for name in names]
-        return Stream(text="Let me check.", tool_calls=calls)
-    question = last_user_text(body)
-    thinking = "Let me work through it step by step." if body.get("thinking", {}).get("type") == "enabled" else ""
-    if "code" in question.lower() or "corrected version" in question:
-        text = "Here you go:\n\n```python\nimport matplotlib.pyplot as plt\nprint('fixed')\n```\n"
-    else:
-        text = f"## Answer\n\nYou asked: *{question[:80].strip()}*\n\n- point one\n- point two\n"
-    return Stream(text=text, thinking=thinking, chunk=16)
 
 
 def execute(name: str, server, monkeypatch, tmp_path) -> nbformat.NotebookNode:
@@ -150,9 +123,9 @@ def test_04_tools(server, monkeypatch, tmp_path):
     assert "stock" in shown(listing) and "price" in shown(listing)
     (ask,) = cells_with(nb, "%%qwen --tools")
     text = shown(ask)
-    assert "stock" in text and "12" in text and "2.5" in text
-    assert "The tools said: 12, 2.5." in text
+    assert "stock" in text and "12" in text and "0.8" in text
+    assert "The tools said: 12, 0.8." in text
     first, second = server.requests[-2:]
     assert {t["name"] for t in first.body["tools"]} == {"stock", "price"}
     results = [b for b in second.body["messages"][-1]["content"] if b["type"] == "tool_result"]
-    assert [r["content"] for r in results] == ["12", "2.5"]
+    assert [r["content"] for r in results] == ["12", "0.8"]
