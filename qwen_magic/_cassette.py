@@ -39,6 +39,8 @@ smaller limit may cut the answer) and ``stream`` (a streamed body cannot answer 
 that waits for one JSON document). A request recorded several times replays its answers
 in the order they were recorded, then the last one again. A request the cassette does not
 hold fails with a message naming the closest recorded request and what differs.
+
+This module imports the SDK and ``httpx2``: it is imported only once a cassette is used.
 """
 
 from __future__ import annotations
@@ -371,6 +373,11 @@ def read(path: Path, name: str) -> list[dict[str, Any]]:
     return exchanges
 
 
+def exchange_count(count: int) -> str:
+    """'1 recorded exchange', '3 recorded exchanges'."""
+    return f"{count} recorded exchange{'s' if count != 1 else ''}"
+
+
 def speed_text(speed: float) -> str:
     """'at the recorded pace', '10× faster than recorded', 'as fast as possible'."""
     if speed <= 0 or math.isinf(speed):
@@ -511,7 +518,7 @@ class Recorder(httpx2.BaseTransport):
         return f"● recorded to {self.name}"
 
     def describe(self) -> str:
-        return f"recording to {self.name} ({self.count} exchanges in it)"
+        return f"recording to {self.name} ({exchange_count(self.count)} in it)"
 
     def _start_file(self) -> None:
         try:
@@ -654,7 +661,7 @@ class Player(httpx2.BaseTransport):
         return f"▶ replayed from {self.name}"
 
     def describe(self) -> str:
-        return f"replaying {self.name} ({len(self.exchanges)} recorded exchanges, {speed_text(self.speed)})"
+        return f"replaying {self.name} ({exchange_count(len(self.exchanges))}, {speed_text(self.speed)})"
 
     def wait(self, started: float, t: float) -> None:
         """Sleep until ``t`` recorded seconds after ``started``, scaled by the current speed."""

@@ -333,21 +333,25 @@ class QwenMagics(Magics):
                 "recorded. To record, run `%qwen replay --stop` first."
             )
             return
-        from ._cassette import open_cassette, speed_text
+        from ._cassette import exchange_count, open_cassette, speed_text
 
+        if mode == "record":
+            from ._client import api_key
+
+            api_key()  # recording needs the service: without a key, stop before the file is touched
         opened = open_cassette(mode, args.file, speed=self.replay_speed, overwrite=getattr(args, "overwrite", False))
         self._drop_cassette()
         self.cassette, self.cassette_mode = args.file, mode
         self._cassette, self._cassette_id = opened, self._cassette_key()
         if mode == "record":
-            already = f"{opened.count} exchanges already in it" if opened.count else "a new cassette"
+            already = f"{exchange_count(opened.count)} already in it" if opened.count else "a new cassette"
             _note(
                 f"Recording to {args.file} ({already}): every request and its answer are added as they stream; "
                 "the key is never written. `%qwen record --stop` ends it."
             )
         else:
             _note(
-                f"Replaying {args.file}: {len(opened.exchanges)} recorded exchanges, {speed_text(self.replay_speed)}; "
+                f"Replaying {args.file}: {exchange_count(len(opened.exchanges))}, {speed_text(self.replay_speed)}; "
                 "answers come from the cassette, with no network and no key. `%qwen replay --stop` ends it."
             )
 
