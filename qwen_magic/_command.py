@@ -44,8 +44,6 @@ def _parser() -> MagicArgumentParser:
     export.add_argument("file")
     export.add_argument("--chat", default=None)
     export.add_argument("--force", action="store_true")
-    explain = commands.add_parser("explain", add_help=False)
-    explain.add_argument("rest", nargs=argparse.REMAINDER)
     tools = commands.add_parser("tools", add_help=False)
     tools.add_argument("names", nargs="*", metavar="f,g")
     record = commands.add_parser("record", add_help=False)
@@ -80,6 +78,9 @@ def parse_line(line: str) -> argparse.Namespace:
         return argparse.Namespace(command="panel")
     if words[0] not in ("help", "panel", "usage", "config", "history", "reset", "explain", "export", "tools", "record", "replay"):
         raise UsageError(f"%qwen: unknown command {words[0]!r}.\n{LINE_HELP}")
+    if words[0] == "explain":
+        # The cell magic's own parser reads the rest (argparse's REMAINDER drops a leading --flag).
+        return argparse.Namespace(command="explain", rest=words[1:])
     return _parser().parse_args(words)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import keyword
 import os
+import shlex
 import sys
 from typing import Any
 
@@ -387,7 +388,7 @@ class QwenMagics(Magics):
             path = export(self.chats[name], args.file, overwrite=args.force)
             _note(f"Conversation `{name}` was written to {path} ({len(self.chats[name].turns)} turns).")
         elif args.command == "explain":
-            self._explain(" ".join(args.rest))
+            self._explain(shlex.join(args.rest))
         elif args.command == "tools":
             _markdown_out(describe(offered(",".join(args.names), self.shell.user_ns) or Toolbox()))
         elif args.command in ("record", "replay"):
