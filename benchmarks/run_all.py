@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+import bench_cache
 import bench_load
 import bench_streaming
 
@@ -16,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     codes = []
-    for bench in (bench_load, bench_streaming):
+    for bench in (bench_load, bench_streaming, bench_cache):
         codes.append(bench.main(["--no-fail"] if args.no_fail else []))
         print()
     print(f"all benchmarks: {time.monotonic() - started:.0f} s; " + ("all targets met" if not any(codes) else

@@ -46,10 +46,41 @@ def view_for(shell: Any) -> View:
 
 
 def _publish(display_id: str, bundle: Bundle, *, new: bool = False) -> None:
-    if new:
+    publisher = _direct_publisher()
+    if publisher is not None:
+        publisher.session.send(
+            publisher.pub_socket,
+            publisher.session.msg(
+                "display_data" if new else "update_display_data",
+                {"data": bundle, "metadata": {}, "transient": {"display_id": display_id}},
+                parent=publisher.parent_header,
+            ),
+            ident=publisher.topic,
+        )
+    elif new:
         display(bundle, raw=True, display_id=display_id)
     else:
         update_display(bundle, raw=True, display_id=display_id)
+
+
+def _direct_publisher() -> Any:
+    """ipykernel's display publisher, when a streamed repaint may skip its stream flushing.
+
+    ``ZMQDisplayPublisher.publish`` first flushes stdout and stderr, each a round trip to
+    the kernel's IO thread; at five repaints a second that is most of a repaint's cost.
+    The view flushes once when it starts instead, and nothing prints while it streams.
+    With an output hook installed (an ``Output`` widget capturing), the normal path is kept.
+    """
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    publisher = getattr(shell, "display_pub", None)
+    needed = ("session", "pub_socket", "topic", "parent_header")
+    if publisher is None or not all(hasattr(publisher, name) for name in needed):
+        return None
+    if getattr(publisher, "_hooks", None):
+        return None
+    return publisher
 
 
 class _Ticker:
@@ -201,6 +232,9 @@ class NotebookView:
     def start(self, answer: Answer) -> None:
         from ._widgets import live_status
 
+        # Anything printed before the answer shows above it (repaints skip this flush).
+        sys.stdout.flush()
+        sys.stderr.flush()
         self._model = answer.model
         self._started = answer.started_at
         _publish(self._head, {"text/plain": ""}, new=True)

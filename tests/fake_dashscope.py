@@ -670,6 +670,8 @@ class _Handler(BaseHTTPRequestHandler):
     """Serves ``POST .../v1/messages``."""
 
     protocol_version = "HTTP/1.1"
+    # Each event is flushed as written; Nagle's algorithm would hold small ones for the ACK.
+    disable_nagle_algorithm = True
     server_version = "FakeDashScope/1.0"
     sys_version = ""
     server: _Server
