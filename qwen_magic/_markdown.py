@@ -78,8 +78,10 @@ _CONTAINER_TAG = re.compile(
 # --- What counts as dangerous ---------------------------------------------------------
 
 # Without one of these, or a `"` in a fence's info, marked has nothing to make script
-# of: no tag, no scheme (not even as `&colon;`), no math to paste.
-_RISKY_CHARS = re.compile(r"[<:&$\\]")
+# of: no tag, no link or reference definition (a scheme only matters in a link's URL,
+# which needs a `]`, or in an autolink, which needs a `<`; marked's bare autolinks are
+# http(s), ftp and www only), no entity (`&colon;`), no math to paste.
+_RISKY_CHARS = re.compile(r"[<\]&$\\]")
 # Browsers drop tabs and line breaks anywhere in a URL and controls and spaces at its
 # ends; dropping all of these (and invisible format characters) before reading the
 # scheme is the cautious superset.
@@ -144,7 +146,23 @@ def _parser(kind: str) -> MarkdownIt:
         md.disable("text_join")
     if kind == "blocks":
         md.disable("inline")  # block boundaries need no inline parsing
+    if kind == "scan":
+        md.core.ruler.at("inline", _inline_where_risky)
     return md
+
+
+# What inline content needs before it can hold a tag, a link, an autolink, an escape or
+# an entity that turns into one: content without any of these cannot be unsafe inline.
+_INLINE_RISK = re.compile(r"[<\]&\\]")
+
+
+def _inline_where_risky(state: Any) -> None:
+    """markdown-it's core ``inline`` rule, skipping content that cannot be unsafe (it is most)."""
+    for token in state.tokens:
+        if token.type == "inline" and _INLINE_RISK.search(token.content):
+            if token.children is None:
+                token.children = []
+            state.md.inline.parse(token.content, state.md, state.env, token.children)
 
 
 def warm_up() -> None:
@@ -424,7 +442,10 @@ class _Scan:
         for tok in tokens:
             if tok.level == 0 and tok.nesting >= 0 and tok.map is not None:
                 self._fill(tok.map[0])
-                fresh = not self.units or self.units[-1].kind == "blank"
+                # marked ends a paragraph only at an empty or all-space line, not a tab
+                fresh = tok.map[0] == 0 or (
+                    self.units[-1].kind == "blank" and _marked_blank(self.lines[tok.map[0] - 1])
+                )
                 kind = "html" if tok.type == "html_block" else "block"
                 self.units.append(_Unit(tok.map[0], max(tok.map[1], tok.map[0] + 1), kind, tok.type, fresh))
             if self.units and self.units[-1].kind != "gap" and not self.units[-1].unsafe:
@@ -477,7 +498,7 @@ class _Scan:
     def _inline_unsafe(self, inline: Token) -> bool:
         """Whether inline content holds raw HTML, a bad link, or text marked could make either of."""
         prose: list[str] = []
-        risky_code = risky_escape = False
+        risky_code = risky_escape = tilde_code = False
         stack: list[Token] = list(reversed(inline.children or []))
         while stack:
             tok = stack.pop()
@@ -502,28 +523,30 @@ class _Scan:
             elif kind in ("softbreak", "hardbreak"):
                 prose.append("\n")
             else:
-                if kind == "code_inline" and (_tag_like(tok.content) or _link_like(tok.content)):
-                    risky_code = True
+                if kind == "code_inline":
+                    risky_code = risky_code or _tag_like(tok.content) or _link_like(tok.content)
+                    tilde_code = tilde_code or "~" in tok.content
                 prose.append("\x00")
         joined = "".join(prose)
         if risky_escape and _autolink_like(inline.content):
             # A GFM autolink in marked swallows the `\`, unescaping the `<` (the link may
             # sit in what markdown-it calls code, if marked cuts that code span short).
             return True
-        if risky_code and self._code_spans_misread(inline, joined):
+        if risky_code and self._code_spans_misread(inline, joined, tilde_code):
             return True
         return "]" in joined and _link_like(joined)
 
-    def _code_spans_misread(self, inline: Token, prose: str) -> bool:
+    def _code_spans_misread(self, inline: Token, prose: str, tilde_code: bool) -> bool:
         """Whether marked might not see the code spans markdown-it saw in this inline content.
 
-        marked lets a GFM autolink or a failed ``~`` strikethrough swallow a backtick, and
-        draws paragraph lines differently (lazy list lines, table-like rows, headings
-        without a space), so a backtick from an earlier line can pair with a later one:
-        HTML-like code is trusted only if every line up to it, back to the last blank
-        line, keeps its backticks paired within itself.
+        marked lets a GFM autolink or a ``~`` strikethrough (which ignores code spans, so
+        ``tilde_code``: some code span holds a ``~``) swallow a backtick, and draws
+        paragraph lines differently (lazy list lines, table-like rows, headings without a
+        space), so a backtick from an earlier line can pair with a later one: HTML-like
+        code is trusted only if every line up to it, back to the last blank line, keeps
+        its backticks paired within itself.
         """
-        if _autolink_like(prose) or "~`" in inline.content:
+        if _autolink_like(prose) or "~`" in inline.content or tilde_code:
             return True
         first, end = inline.map or (0, len(self.lines))
         return not all(n in self._code_lines or self._line_plain(n) for n in range(self._chunk_first(first), end))
@@ -532,8 +555,16 @@ class _Scan:
         """Whether line ``n`` keeps its backticks paired and its HTML-like text in code spans."""
         plain = self._plain_lines.get(n)
         if plain is None:
-            outside = _LINE_CODE_SPAN.sub("", self.lines[n])
-            plain = self._plain_lines[n] = not ("`" in outside or _tag_like(outside) or _link_like(outside))
+            line = self.lines[n]
+            outside = _LINE_CODE_SPAN.sub("", line)
+            link = line.find("](")
+            plain = self._plain_lines[n] = not (
+                "`" in outside
+                or _tag_like(outside)
+                or _link_like(outside)
+                # marked's link URLs may end at any `)`, taking a code span's backticks
+                or (link >= 0 and "`" in line[link:])
+            )
         return plain
 
     def _chunk_first(self, line: int) -> int:
@@ -542,7 +573,7 @@ class _Scan:
             self._chunk_firsts = []
             first = 0
             for n, text in enumerate(self.lines):
-                if not text.strip():
+                if _marked_blank(text):
                     first = n + 1
                 self._chunk_firsts.append(first)
         return self._chunk_firsts[min(line, len(self._chunk_firsts) - 1)]
@@ -597,6 +628,8 @@ class _Scan:
             top.fresh or (before is not None and before.token in ("paragraph_open", "heading_open") and before.fresh)
         ):
             return False
+        if lines[top.first][:1] in (" ", "\t"):
+            return False  # an indented block may still be inside a list item for marked
         if fence.level == 0:
             return True
         if top.token not in ("bullet_list_open", "ordered_list_open"):
@@ -664,6 +697,11 @@ class _Scan:
         elif segments[-1][1] < source_len:
             segments.append((segments[-1][1], source_len, False))
         return segments
+
+
+def _marked_blank(line: str) -> bool:
+    """Whether marked takes ``line`` for a blank line (one with a tab it does not)."""
+    return not line.strip(" ")
 
 
 def _marked_definition_lines(lines: list[str]) -> set[int]:
