@@ -101,6 +101,7 @@ class QwenMagics(Magics):
         self.estimator = TokenEstimator()
         self._panels: list[Any] = []
         self._cell: tuple[str | None, str | None] = (None, None)
+        self._asked_in_cell = False
         self._cassette: Any = None  # the open Recorder or Player, for (mode, path) in _cassette_id
         self._cassette_id: tuple[str, str] | None = None
         self._forced_replay = False
@@ -113,6 +114,7 @@ class QwenMagics(Magics):
 
     def _remember_cell(self, info: Any) -> None:
         self._cell = (getattr(info, "cell_id", None), getattr(info, "raw_cell", None))
+        self._asked_in_cell = False
 
     # -- %%qwen ------------------------------------------------------------------------
 
@@ -165,6 +167,9 @@ class QwenMagics(Magics):
         if args.cache:
             prompt = mark(prompt)
         cell_id, source = self._cell if self._cell[1] is not None else (None, f"%%qwen {line}\n{cell}")
+        if self._asked_in_cell:  # a cell that asks several times (run_cell_magic in a loop) re-runs nothing
+            cell_id, source = None, None
+        self._asked_in_cell = True
         answer = self._ask(chat, prompt, args, cell_id, source)
         self._deliver(answer, args)
         return None

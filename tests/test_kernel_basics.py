@@ -190,3 +190,13 @@ def test_terminal_view_streams_plain_text_once(tmp_path):
     assert out.stdout.startswith("# Title\n\nBody text\n")
     assert out.stdout.count("Body text") == 1
     assert "qwen3.6-plus" in out.stdout.splitlines()[-1]
+
+
+def test_a_cell_that_asks_twice_keeps_both_turns(fresh):
+    run = fresh.run(
+        "for _q in ('First of two', 'Second of two'):\n    get_ipython().run_cell_magic('qwen', '', _q)",
+        cell_id="loop-cell",
+    )
+    assert run.status == "ok", run.error_text
+    texts = [m["content"][0]["text"] for m in fresh.server.requests[-1].body["messages"]]
+    assert texts == ["First of two", "Echo: First of two", "Second of two"]
