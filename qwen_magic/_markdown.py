@@ -246,6 +246,7 @@ def _html_line(source: str, refs: dict[str, Any]) -> str:
         url_schemes=set(_SAFE_SCHEMES),
         clean_content_tags=set(_DROPPED_WITH_CONTENT),
         link_rel="noopener noreferrer",
+        attribute_filter=_remote_images_only,
     ).strip()
     if not cleaned:
         return ""
@@ -253,6 +254,14 @@ def _html_line(source: str, refs: dict[str, Any]) -> str:
     if not _BLOCK_TAG.match(cleaned):
         cleaned = f"<div>{cleaned}</div>"
     return cleaned
+
+
+def _remote_images_only(tag: str, attribute: str, value: str) -> str | None:
+    """Drop an image source that is not http(s): in JupyterLab a relative one is fetched from
+    the Jupyter server (a broken image, and a request the answer should not make)."""
+    if tag == "img" and attribute == "src" and not value.strip().lower().startswith(("http://", "https://")):
+        return None
+    return value
 
 
 def _escaped_line(text: str) -> str:
@@ -505,13 +514,13 @@ class _Scan:
             kind = tok.type
             if kind == "html_inline":
                 return True
-            if kind == "link_open":
-                if _unsafe_url(str(tok.attrGet("href") or "")):
+            if kind in ("link_open", "image"):
+                url = str(tok.attrGet("href" if kind == "link_open" else "src") or "")
+                # A URL or title holding HTML-like text is live HTML should marked not
+                # see this link (say, a `~` strikethrough it opens earlier swallows it).
+                if _unsafe_url(url) or _tag_like(url + str(tok.attrGet("title") or "")):
                     return True
-            elif kind == "image":
-                if _unsafe_url(str(tok.attrGet("src") or "")):
-                    return True
-                stack.extend(reversed(tok.children or []))  # its alt text
+                stack.extend(reversed(tok.children or []))  # an image's alt text
             elif kind == "text":
                 if _tag_like(tok.content):
                     return True
