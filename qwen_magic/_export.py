@@ -36,7 +36,7 @@ def export(chat: Conversation, path: str | Path, *, overwrite: bool = False) -> 
         header += ["", "**System prompt:**", "", _quote(chat.system)]
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells.append(nbformat.v4.new_markdown_cell("\n".join(header)))
+    nb.cells.append(nbformat.v4.new_markdown_cell(sanitize("\n".join(header))))
     for number, turn in enumerate(chat.turns, 1):
         nb.cells.append(_turn_cell(nbformat, turn, number))
     nbformat.validate(nb)
@@ -51,27 +51,35 @@ def _quote(text: str) -> str:
 
 def _turn_cell(nbformat: Any, turn: Turn, number: int) -> Any:
     attachments: dict[str, dict[str, str]] = {}
+    fragments: list[str] = []
+
+    def own(markup: str) -> str:
+        """A placeholder paragraph for markup written here, put back after sanitizing."""
+        fragments.append(markup)
+        return f"QWENMAGICFRAGMENT{len(fragments) - 1}END"
+
     parts = [f"### {number}. You", ""]
     for block in turn.prompt:
         kind = block.get("type")
         if kind == "text":
-            parts += [_quote(sanitize(block["text"])), ""]
+            parts += [_quote(block["text"]), ""]
         elif kind in ("image", "video"):
-            parts += [_media(block, attachments, number), ""]
+            parts += [own(_media(block, attachments, number)), ""]
     answer = turn.answer
     parts += [f"### Qwen ({answer.model})", ""]
     if answer.thinking:
-        parts += [
-            "<details><summary>Thinking</summary>",
-            "",
-            f'<pre style="white-space:pre-wrap">{html.escape(answer.thinking)}</pre>',
-            "</details>",
-            "",
-        ]
+        thinking = f'<pre style="white-space:pre-wrap">{_escape(answer.thinking)}</pre>'
+        parts += [own(f"<details><summary>Thinking</summary>{thinking}</details>"), ""]
     for call in _tool_calls(turn):
-        parts += [call, ""]
-    parts += [sanitize(answer.text) if answer.text else "*(no text)*", "", f"<sub>{html.escape(footer_text(answer))}</sub>"]
-    cell = nbformat.v4.new_markdown_cell("\n".join(parts))
+        parts += [own(call), ""]
+    parts += [answer.text or "*(no text)*", "", own(f"<sub>{_escape(footer_text(answer))}</sub>")]
+    # The model's and the user's text are sanitized as one document (pieces safe apart need
+    # not be safe joined); the markup written here is escaped to one line with no `$` or `\`,
+    # so putting it back cannot change how the rest pairs its math or fences.
+    source = sanitize("\n".join(parts))
+    for index, markup in enumerate(fragments):
+        source = source.replace(f"QWENMAGICFRAGMENT{index}END", markup, 1)
+    cell = nbformat.v4.new_markdown_cell(source)
     if attachments:
         cell["attachments"] = attachments
     return cell
@@ -105,10 +113,18 @@ def _tool_calls(turn: Turn) -> list[str]:
         if not isinstance(result, str):
             result = json.dumps(result, ensure_ascii=False, default=str) if result is not None else "(no result)"
         lines.append(
-            f"<details><summary>🔧 {html.escape(block.get('name', '?'))}({html.escape(_cut(arguments))})</summary>"
-            f"<pre>{html.escape(_cut(result))}</pre></details>"
+            f"<details><summary>🔧 {_escape(block.get('name', '?'))}({_escape(_cut(arguments))})</summary>"
+            f"<pre>{_escape(_cut(result))}</pre></details>"
         )
     return lines
+
+
+def _escape(text: str) -> str:
+    """HTML-escaped, on one line, with nothing JupyterLab's math or marked could pair up."""
+    return html.escape(text).translate(_ONE_LINE)
+
+
+_ONE_LINE = str.maketrans({"\n": "&#10;", "$": "&#36;", "\\": "&#92;", "`": "&#96;"})
 
 
 def _cut(text: str) -> str:

@@ -189,7 +189,6 @@ class NotebookView:
         self._footer = uuid.uuid4().hex
         self._tail: list[str] = []  # answer text not yet committed
         self._stable = 0  # length of the finished blocks at the start of the tail
-        self._stable_md: list[str] = []  # those blocks, sanitized
         self._thinking: list[str] = []
         self._state = "waiting"  # -> thinking -> text
         self._last_paint = self._last_status = 0.0
@@ -295,24 +294,23 @@ class NotebookView:
 
         tail = "".join(self._tail)
         self._last_paint = time.monotonic()
-        # Blocks before ``_stable`` are finished: they were parsed and sanitized once, at
-        # the paint that found them, so each paint only reads what came after.
-        stable = self._stable + (len(tail) - self._stable if final else stable_prefix(tail[self._stable :]))
-        if stable > self._stable:
-            self._stable_md.append(sanitize(tail[self._stable : stable]))
-            self._stable = stable
-        if stable and (final or stable >= self.COMMIT_AT):
-            chunk, tail = tail[:stable], tail[stable:]
-            bundle = {"text/markdown": "".join(self._stable_md), "text/plain": chunk}
+        # Blocks before ``_stable`` are finished: found at an earlier paint, so each paint
+        # looks for block ends only in what came after.
+        self._stable += len(tail) - self._stable if final else stable_prefix(tail[self._stable :])
+        if self._stable and (final or self._stable >= self.COMMIT_AT):
+            chunk, tail = tail[: self._stable], tail[self._stable :]
+            # Each output is sanitized whole: pieces safe apart may not be safe joined
+            # (JupyterLab pairs `$` math and fences across the whole output).
+            bundle = {"text/markdown": sanitize(chunk), "text/plain": chunk}
             if self._live is None:
                 self._output(bundle)
             else:
                 _publish(self._live, bundle)
-            self._live, self._stable, self._stable_md = None, 0, []
+            self._live, self._stable = None, 0
         self._tail = [tail] if tail else []
         if tail:
             # While live, markdown only: the plain text comes once, when the block commits.
-            bundle = {"text/markdown": "".join(self._stable_md) + sanitize(tail[self._stable :])}
+            bundle = {"text/markdown": sanitize(tail)}
             if self._live is None:
                 self._live = self._output(bundle)
             else:
