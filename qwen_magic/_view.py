@@ -171,22 +171,23 @@ def footer_bundle(answer: Answer) -> Bundle:
 class NotebookView:
     """Streams rendered markdown into the cell's outputs at a cost linear in the answer.
 
-    Outputs, top to bottom: the *head* (thinking, or the first part of the answer), the
-    committed parts of the answer, the live tail, and the *footer*. While the answer
-    streams the footer is a small widget (waiting time, then progress), updated through
-    its comm rather than by re-sending display data; when the answer ends it settles into
-    static HTML, so a saved notebook never shows "Error displaying widget".
+    Outputs, top to bottom: the *status* line, the *head* (thinking, or the first part of
+    the answer), the committed parts of the answer and the live tail. While the answer
+    streams the status is a small widget (waiting time, then progress), updated through
+    its comm rather than by re-sending display data; when the answer ends it empties and
+    the usage footer is appended under the answer as static HTML, so a saved notebook
+    never shows "Error displaying widget".
     """
 
     INTERVAL = 0.22  # seconds between repaints: four and a half visible updates a second
-    COMMIT_AT = 600  # characters of finished blocks that move into an output of their own
+    COMMIT_AT = 1  # finished blocks move into an output of their own at the paint that finds them
     THINKING_WINDOW = 600  # characters of thinking shown while it streams
 
     def __init__(self) -> None:
         self._head = uuid.uuid4().hex
         self._head_used = False
         self._live: str | None = None  # output holding the open tail of the answer
-        self._footer = uuid.uuid4().hex
+        self._status_id = uuid.uuid4().hex
         self._tail: list[str] = []  # answer text not yet committed
         self._stable = 0  # length of the finished blocks at the start of the tail
         self._thinking: list[str] = []
@@ -198,7 +199,7 @@ class NotebookView:
         self._model = ""
         self._started = self._thinking_started = time.monotonic()
 
-    # -- the footer ---------------------------------------------------------------------
+    # -- the status line ------------------------------------------------------------------
 
     def _status_text(self) -> str:
         elapsed = time.monotonic() - self._started
@@ -207,19 +208,11 @@ class NotebookView:
         doing = "thinking" if self._state == "thinking" else "writing"
         return f"{self._model} · {doing} · {self._chars:,} characters · {elapsed:.1f} s"
 
-    def _show_footer(self, *, new: bool) -> None:
-        text = self._status_text()
-        if self._status is not None:
-            self._status.set(text)
-            _publish(self._footer, self._status.bundle(text), new=new)
-        else:
-            _publish(self._footer, {"text/plain": text}, new=new)
-
     def _tick(self, _elapsed: float) -> None:
         if self._status is not None:
             self._status.set(self._status_text())
         else:
-            _publish(self._footer, {"text/plain": self._status_text()})
+            _publish(self._status_id, {"text/plain": self._status_text()})
 
     def _stop_ticker(self) -> None:
         if self._ticker is not None:
@@ -236,9 +229,12 @@ class NotebookView:
         sys.stderr.flush()
         self._model = answer.model
         self._started = answer.started_at
-        _publish(self._head, {"text/plain": ""}, new=True)
         self._status = live_status()
-        self._show_footer(new=True)
+        text = self._status_text()
+        if self._status is not None:
+            self._status.set(text)
+        _publish(self._status_id, self._status.bundle(text) if self._status else {"text/plain": text}, new=True)
+        _publish(self._head, {"text/plain": ""}, new=True)
         self._ticker = _Ticker(self._tick)
 
     def thinking(self, delta: str) -> None:
@@ -277,16 +273,13 @@ class NotebookView:
         self._paint()
 
     def _output(self, bundle: Bundle) -> str:
-        """Put ``bundle`` in a fresh output just above the footer; return its display id."""
+        """Put ``bundle`` in the next output (the head, while unused); return its display id."""
         if not self._head_used:
             self._head_used = True
             _publish(self._head, bundle)
             return self._head
-        # The footer's output becomes this one and a new footer is appended under it:
-        # the footer stays last without clearing or re-sending anything above it.
-        output, self._footer = self._footer, uuid.uuid4().hex
-        _publish(output, bundle)
-        self._show_footer(new=True)
+        output = uuid.uuid4().hex
+        _publish(output, bundle, new=True)
         return output
 
     def _paint(self, *, final: bool = False) -> None:
@@ -330,7 +323,8 @@ class NotebookView:
             self._paint_thinking(live=False)
         if self._tail or self._live is not None:
             self._paint(final=True)
-        _publish(self._footer, footer_bundle(answer))
+        _publish(uuid.uuid4().hex, footer_bundle(answer), new=True)
+        _publish(self._status_id, {"text/plain": ""})  # settled: nothing live is left to save
         if self._status is not None:
             self._status.close()
 

@@ -57,7 +57,8 @@ def test_thinking_streams_open_then_collapses_above_the_answer(fresh):
         if "qwen-thinking" in m["content"]["data"].get("text/html", "")
     ]
     assert any("<details class=\"qwen-thinking\" open>" in h for h in live), "thinking should stream open"
-    outputs = run.outputs
+    status, *outputs = run.outputs
+    assert status["data"] == {"text/plain": ""}  # the live status line has emptied
     first = outputs[0]["data"]["text/html"]
     assert first.startswith('<details class="qwen-thinking">')  # collapsed once the answer started
     assert "Let me weigh &lt;this&gt; &amp; that" in first  # escaped, complete
