@@ -3,10 +3,11 @@
 Jupyter has no "append" for rich outputs: ``update_display_data`` replaces a whole output.
 Re-sending the growing answer on every token costs bytes that grow with the square of
 its length. ``NotebookView`` instead keeps one *live* output holding only the open tail of
-the answer; once the finished markdown blocks before it reach ``COMMIT_AT`` characters
-they are published one last time, with their ``text/plain``, and a fresh live output
-takes the rest. Every character is thus sent about twice (markdown and plain text) plus
-the short open tail at each repaint, and repaints are throttled to ``INTERVAL``.
+the answer; the finished markdown blocks a repaint finds before it (at least
+``COMMIT_AT`` characters of them) are published one last time, with their ``text/plain``,
+and a fresh live output takes the rest. Every character is thus sent about twice
+(markdown and plain text) plus the short open tail at each repaint, and repaints are
+throttled to ``INTERVAL``.
 """
 
 from __future__ import annotations
@@ -289,7 +290,10 @@ class NotebookView:
         self._last_paint = time.monotonic()
         # Blocks before ``_stable`` are finished: found at an earlier paint, so each paint
         # looks for block ends only in what came after.
-        self._stable += len(tail) - self._stable if final else stable_prefix(tail[self._stable :])
+        if final:
+            self._stable = len(tail)
+        else:
+            self._stable += stable_prefix(tail[self._stable :])
         if self._stable and (final or self._stable >= self.COMMIT_AT):
             chunk, tail = tail[: self._stable], tail[self._stable :]
             # Each output is sanitized whole: pieces safe apart may not be safe joined
