@@ -12,7 +12,7 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from ._conversation import Conversation, Turn
-from ._markdown import sanitize
+from ._markdown import export_html
 from ._view import footer_text
 
 TOOL_PREVIEW = 300  # characters of a tool's input or result shown in the summary
@@ -36,7 +36,7 @@ def export(chat: Conversation, path: str | Path, *, overwrite: bool = False) -> 
         header += ["", "**System prompt:**", "", _quote(chat.system)]
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells.append(nbformat.v4.new_markdown_cell(sanitize("\n".join(header))))
+    nb.cells.append(nbformat.v4.new_markdown_cell(export_html("\n".join(header))))
     for number, turn in enumerate(chat.turns, 1):
         nb.cells.append(_turn_cell(nbformat, turn, number))
     nbformat.validate(nb)
@@ -73,12 +73,13 @@ def _turn_cell(nbformat: Any, turn: Turn, number: int) -> Any:
     for call in _tool_calls(turn):
         parts += [own(call), ""]
     parts += [answer.text or "*(no text)*", "", own(f"<sub>{_escape(footer_text(answer))}</sub>")]
-    # The model's and the user's text are sanitized as one document (pieces safe apart need
-    # not be safe joined); the markup written here is escaped to one line with no `$` or `\`,
-    # so putting it back cannot change how the rest pairs its math or fences.
-    source = sanitize("\n".join(parts))
+    # The model's and the user's text are rendered and cleaned as one document; the markup
+    # written here is escaped to one line with no `$` or `\`, like the rendered HTML, so
+    # putting it back cannot give JupyterLab's math or markdown step anything to pair.
+    source = export_html("\n".join(parts))
     for index, markup in enumerate(fragments):
-        source = source.replace(f"QWENMAGICFRAGMENT{index}END", markup, 1)
+        placeholder = f"QWENMAGICFRAGMENT{index}END"
+        source = source.replace(f"<p>{placeholder}</p>", markup, 1).replace(placeholder, markup, 1)
     cell = nbformat.v4.new_markdown_cell(source)
     if attachments:
         cell["attachments"] = attachments
@@ -87,16 +88,19 @@ def _turn_cell(nbformat: Any, turn: Turn, number: int) -> Any:
 
 def _media(block: dict[str, Any], attachments: dict[str, dict[str, str]], number: int) -> str:
     source = block.get("source", {})
+    """What the user sent, as markup of our own: their images are shown, as in the live preview."""
     if source.get("type") == "url":
-        url = source["url"]
-        return f"![{block['type']}]({url})" if block["type"] == "image" else f"[▶ video: {url}]({url})"
+        url = _escape(source["url"])
+        if block["type"] == "image":
+            return f'<img src="{url}" alt="image">' if source["url"].startswith(("http://", "https://")) else url
+        return f'<a href="{url}" rel="noopener noreferrer">▶ video: {url}</a>'
     media_type = source.get("media_type", "application/octet-stream")
     if block["type"] == "image":
         name = f"turn{number}-{len(attachments) + 1}.{media_type.split('/')[-1]}"
         attachments[name] = {media_type: source.get("data", "")}
-        return f"![image](attachment:{name})"
+        return f'<img src="attachment:{_escape(name)}" alt="image">'
     size = len(base64.b64decode(source.get("data", ""), validate=False)) if source.get("data") else 0
-    return f"*(a {media_type} video of {size:,} bytes was sent inline)*"
+    return f"<em>(a {_escape(media_type)} video of {size:,} bytes was sent inline)</em>"
 
 
 def _tool_calls(turn: Turn) -> list[str]:

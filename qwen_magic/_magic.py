@@ -21,6 +21,7 @@ from ._cache import MODES, TokenEstimator, equivalents, estimate_prompt, mark, p
 from ._client import Endpoint, client_for, resolve_base_url
 from ._conversation import DEFAULT_CHAT, Chats, Options, Turn
 from ._errors import QwenError
+from ._markdown import image_policy
 from ._media import show_preview
 from ._prompt import build_prompt
 from ._tools import Toolbox, converse, describe, offered
@@ -75,6 +76,11 @@ class QwenMagics(Magics):
         ["off", "record", "replay"],
         default_value="off",
         help="off; record: every request and its answer also go to the cassette; replay: answers come from it, no network.",
+    ).tag(config=True)
+    answer_images = Enum(
+        ["link", "show"],
+        default_value="link",
+        help="Images in answers: link (only hosts your prompt named load, others show as a link), show (load all).",
     ).tag(config=True)
     replay_speed = Float(1.0, min=0.0, help="Replay pace: 1 as recorded, 10 ten times faster, 0 or inf no waiting.").tag(
         config=True
@@ -186,17 +192,18 @@ class QwenMagics(Magics):
         show_preview(prompt)  # what the model is shown, above its answer
         answer = Answer(model=options.model, cassette=transport.footer if transport is not None else None)
         try:
-            converse(
-                client,
-                request,
-                answer,
-                tools,
-                views=lambda: view_for(self.shell),
-                max_rounds=self.max_tool_rounds,
-                stream=args.stream,
-                on_reply=lambda sent, reply: self._count(chat, sent, reply),
-                remark=lambda follow_up: place_markers(follow_up, options.cache, options.estimator),
-            )
+            with image_policy(self.answer_images, prompt):
+                converse(
+                    client,
+                    request,
+                    answer,
+                    tools,
+                    views=lambda: view_for(self.shell),
+                    max_rounds=self.max_tool_rounds,
+                    stream=args.stream,
+                    on_reply=lambda sent, reply: self._count(chat, sent, reply),
+                    remark=lambda follow_up: place_markers(follow_up, options.cache, options.estimator),
+                )
         finally:
             chat.record(Turn(prompt, answer, cell_id, source))
             if self._panels:
@@ -464,7 +471,7 @@ def _note(text: str) -> None:
 
 
 def _markdown_out(text: str) -> None:
-    """Markdown (possibly holding model text) as sanitized output, plain text for terminals."""
-    from ._markdown import sanitize
+    """Markdown (possibly holding model text) as sanitized HTML, plain text for terminals."""
+    from ._markdown import markdown_bundle
 
-    display({"text/markdown": sanitize(text), "text/plain": text}, raw=True)
+    display(markdown_bundle(text), raw=True)

@@ -284,7 +284,7 @@ class NotebookView:
         return output
 
     def _paint(self, *, final: bool = False) -> None:
-        from ._markdown import sanitize, stable_prefix
+        from ._markdown import markdown_bundle, stable_prefix
 
         tail = "".join(self._tail)
         self._last_paint = time.monotonic()
@@ -298,7 +298,7 @@ class NotebookView:
             chunk, tail = tail[: self._stable], tail[self._stable :]
             # Each output is sanitized whole: pieces safe apart may not be safe joined
             # (JupyterLab pairs `$` math and fences across the whole output).
-            bundle = {"text/markdown": sanitize(chunk), "text/plain": chunk}
+            bundle = markdown_bundle(chunk)
             if self._live is None:
                 self._output(bundle)
             else:
@@ -307,7 +307,7 @@ class NotebookView:
         self._tail = [tail] if tail else []
         if tail:
             # While live, markdown only: the plain text comes once, when the block commits.
-            bundle = {"text/markdown": sanitize(tail)}
+            bundle = markdown_bundle(tail, plain=False)
             if self._live is None:
                 self._live = self._output(bundle)
             else:

@@ -14,6 +14,11 @@ from fake_dashscope import FakeDashScope
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def is_markdown(data: dict[str, Any]) -> bool:
+    """Whether an output's data is rendered model markdown (``markdown_bundle``)."""
+    return '<div class="qwen-markdown">' in data.get("text/html", "")[:40]
+
+
 @dataclass
 class Execution:
     """What a frontend received for one execute request."""
@@ -56,7 +61,8 @@ class Execution:
 
     @property
     def markdown(self) -> str:
-        return "".join(self.data("text/markdown"))
+        """The markdown of the outputs that show rendered markdown (their plain text is the markdown)."""
+        return "".join(o["data"].get("text/plain", "") for o in self.outputs if is_markdown(o.get("data", {})))
 
     @property
     def stdout(self) -> str:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from fake_dashscope import Stream
+from kernel_harness import is_markdown
 
 pytestmark = pytest.mark.kernel
 
@@ -23,8 +24,8 @@ def test_answer_streams_as_markdown_and_ends_as_plain_markdown_output(fresh):
     fresh.server.queue(Stream(text=RICH, chunk=7, delay=0.002))
     run = fresh.run("%%qwen\nExplain the plan")
     assert run.status == "ok", run.error_text
-    answers = [o for o in run.outputs if "text/markdown" in o.get("data", {})]
-    assert "".join(o["data"]["text/markdown"] for o in answers) == RICH
+    answers = [o for o in run.outputs if is_markdown(o.get("data", {}))]
+    assert "".join(o["data"]["text/plain"] for o in answers) == RICH
     assert "".join(o["data"]["text/plain"] for o in answers) == RICH  # text/plain is the answer, not a repr
     assert run.of("update_display_data"), "the answer should have been painted while it streamed"
     everything = json.dumps([o.get("data") for o in run.outputs], ensure_ascii=False)
@@ -102,7 +103,7 @@ def test_reset_forgets_the_conversation(fresh):
 def test_no_stream_temperature_model_and_max_tokens_options(fresh):
     run = fresh.run("%%qwen --no-stream --temperature 0.3 -m qwen3.7-max --max-tokens 77\nCalm answer")
     assert run.markdown == "Echo: Calm answer"
-    painted = [m for m in run.of("display_data", "update_display_data") if "text/markdown" in m["content"]["data"]]
+    painted = [m for m in run.of("display_data", "update_display_data") if is_markdown(m["content"]["data"])]
     assert len(painted) == 1  # the whole answer, painted once
     body = fresh.server.requests[-1].body
     assert body.get("stream") in (None, False)
@@ -154,15 +155,9 @@ def test_model_html_in_the_answer_is_sanitized(fresh):
     evil = 'Look <img src=x onerror="window.__pwned=1"> and [click](javascript:window.__pwned=1)\n'
     fresh.server.queue(Stream(text=evil))
     run = fresh.run("%%qwen\nBe evil")
-    shown = run.markdown
-    assert "onerror" not in shown
-    # Rendered by a trusting renderer (raw HTML on, every link scheme allowed), nothing runs.
-    from markdown_it import MarkdownIt
-
-    renderer = MarkdownIt("commonmark", {"html": True})
-    renderer.validateLink = lambda url: True
-    rendered = renderer.render(shown)
-    assert "onerror" not in rendered and 'href="javascript:' not in rendered.lower()
+    assert not run.data("text/markdown")  # no markdown for a frontend to render: kernel-rendered HTML
+    rendered = "".join(run.data("text/html"))
+    assert "onerror" not in rendered and "javascript:" not in rendered.lower() and "Look" in rendered
     assert "".join(run.data("text/plain")[:-1]) == evil  # the plain text keeps what the model said
 
 

@@ -13,7 +13,7 @@ import nbclient
 import nbformat
 import pytest
 from fake_dashscope import FakeDashScope, Status, Stream, ToolCall
-from kernel_harness import ROOT
+from kernel_harness import ROOT, is_markdown
 
 pytestmark = pytest.mark.kernel
 
@@ -65,7 +65,7 @@ def shown(cell: Any) -> dict[str, Any]:
     """What a reader sees of a cell's answer (timings and the footer aside)."""
     data = [o.get("data", {}) for o in cell.outputs]
     return {
-        "answer": "".join(d.get("text/markdown", "") for d in data),
+        "answer": "".join(d.get("text/plain", "") for d in data if is_markdown(d)),
         "thinking": any("qwen-thinking" in d.get("text/html", "") for d in data),
         "tools": [d["text/plain"] for d in data if d.get("text/plain", "").startswith("🔧")],
         "errors": ["\n".join(o.traceback) for o in cell.outputs if o.output_type == "error"],

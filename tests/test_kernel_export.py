@@ -27,11 +27,12 @@ def test_export_writes_one_markdown_cell_per_turn(fresh, tmp_path):
     nbformat.validate(nb)
     assert [c.cell_type for c in nb.cells] == ["markdown"] * 3
     header, first, second = (c.source for c in nb.cells)
-    assert "Conversation `default`" in header and "> Be brief." in header
-    assert "### 1. You" in first and f"![image]({PNG_URL})" in first
+    # Cells hold HTML rendered and cleaned in the kernel: no markdown parser reads model text.
+    assert "Conversation <code>default</code>" in header and "<blockquote>\n<p>Be brief.</p>" in header
+    assert "<h3>1. You</h3>" in first and f'<img src="{PNG_URL}" alt="image">' in first
     assert "<details><summary>Thinking</summary>" in first and "I should &lt;compare&gt; them." in first
-    assert "## Answer" in first and "42 in" in first
-    assert "![image](attachment:turn2-1.png)" in second
+    assert "<h2>Answer</h2>" in first and "42 in" in first
+    assert '<img src="attachment:turn2-1.png" alt="image">' in second
     assert nb.cells[2].attachments["turn2-1.png"]["image/png"]
     assert "<script>" not in second  # prompt text is sanitized too
 

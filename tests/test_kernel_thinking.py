@@ -63,7 +63,8 @@ def test_thinking_streams_open_then_collapses_above_the_answer(fresh):
     assert first.startswith('<details class="qwen-thinking">')  # collapsed once the answer started
     assert "Let me weigh &lt;this&gt; &amp; that" in first  # escaped, complete
     assert first.count("Let me weigh") == 60
-    assert outputs[1]["data"]["text/markdown"] == "**Answer.**"  # the answer comes after it
+    assert outputs[1]["data"]["text/plain"] == "**Answer.**"  # the answer comes after it
+    assert "<strong>Answer.</strong>" in outputs[1]["data"]["text/html"]
     # Thinking stays cheap: the live view shows a window, not the whole text each time.
     assert max(len(h) for h in live[:-1]) < 2 * len(thinking)
 

@@ -1,4 +1,5 @@
-"""Tests for qwen_magic._markdown: sanitize() against script in trusted markdown, stable_prefix() for streaming."""
+"""Tests for qwen_magic._markdown: model markdown rendered to safe HTML, dollars that stay dollars,
+the answer-image policy, and stable_prefix() for streaming."""
 
 from __future__ import annotations
 
@@ -15,71 +16,25 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from markdown_it import MarkdownIt
+from xss_corpus import base_vectors, vectors
 
 from qwen_magic import _markdown
-from qwen_magic._markdown import _math_spans, sanitize, stable_prefix
+from qwen_magic._markdown import export_html, image_policy, markdown_bundle, render_html, stable_prefix
 
 MODULE_PATH = Path(_markdown.__file__)
 
-# --- Renderers that trust the markdown, as JupyterLab does for a running session --------
+# --- What counts as dangerous in the HTML the browser gets ------------------------------
 
-
-def _trusting_markdown_it() -> MarkdownIt:
-    """markdown-it with raw HTML on and every link accepted: a browser-like trusting renderer."""
-    md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
-    md.validateLink = lambda url: True  # type: ignore[method-assign]
-    md.normalizeLink = lambda url: url  # type: ignore[method-assign]
-    return md
-
-
-TRUSTING = _trusting_markdown_it()
-
-
-def render_trusting(md: str) -> str:
-    """Render like a trusting renderer with no math handling."""
-    return TRUSTING.render(md)
-
-
-def render_jupyterlab_like(md: str) -> str:
-    """Cut math out, render, paste it back escaping only ``&<>`` (JupyterLab's removeMath/replaceMath)."""
-    pieces, math, pos = [], [], 0
-    for a, b in _math_spans(md):
-        pieces.append(md[pos:a])
-        pieces.append(f"@@{len(math)}@@")
-        math.append(md[a:b].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
-        pos = b
-    pieces.append(md[pos:])
-    rendered = TRUSTING.render("".join(pieces))
-    return re.sub(
-        r"@@(\d+)@@", lambda m: math[int(m.group(1))] if int(m.group(1)) < len(math) else m.group(0), rendered
-    )
-
-
-_OK_TAGS = {
-    "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "b", "i", "em", "strong", "code", "pre", "kbd",
-    "sub", "sup", "mark", "s", "del", "ins", "u", "small", "span", "div", "blockquote", "ul", "ol", "li",
-    "table", "thead", "tbody", "tr", "th", "td", "a", "img", "details", "summary", "input",
-}  # fmt: skip
-_OK_ATTRS = {
-    "href",
-    "src",
-    "alt",
-    "title",
-    "class",
-    "id",
-    "align",
-    "start",
-    "type",
-    "checked",
-    "disabled",
-    "rel",
-    "style",
-}
+_OK_TAGS = set(_markdown._ALLOWED_TAGS)
+_OK_ATTRS = {"href", "src", "alt", "title", "class", "style", "start", "colspan", "rowspan", "open", "rel", "target"}
+FORBIDDEN = ("script", "style", "form", "meta", "base", "iframe", "object", "embed", "link", "svg", "math", "input")
 
 
 class _Dangers(HTMLParser):
-    """Collects what in an HTML fragment could run script: unknown tags, handlers, bad URLs."""
+    """Collects what in an HTML fragment could run script or load a page: tags, handlers, URLs."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -91,10 +46,12 @@ class _Dangers(HTMLParser):
         for name, value in attrs:
             if name.startswith("on") or name not in _OK_ATTRS:
                 self.found.append(f"{tag}[{name}]")
-            elif name == "style" and value and re.search(r"url|expression", value, re.I):
+            elif name == "style" and value and re.search(r"url|expression|javascript", value, re.I):
                 self.found.append(f"{tag}[style={value}]")
             elif name in ("href", "src") and value is not None and _bad_url(value):
                 self.found.append(f"{tag}[{name}={value}]")
+            elif name == "src" and not (value or "").lower().startswith(("http://", "https://")):
+                self.found.append(f"img without a usable src: {value!r}")
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.handle_starttag(tag, attrs)
@@ -108,182 +65,476 @@ def _bad_url(url: str) -> bool:
 
 
 def dangers(html: str) -> list[str]:
-    """Everything in ``html`` that could run script."""
+    """Everything in ``html`` that could run script, load a page, or show as a broken image."""
     parser = _Dangers()
     parser.feed(html)
     parser.close()
     return parser.found
 
 
-def outside_code(md: str) -> str:
-    """``md`` without fenced code, indented code and code spans, lowercased (rough, for assertions)."""
-    md = re.sub(r"(?ms)^ {0,3}(`{3,}|~{3,}).*?(^ {0,3}\1|\Z)", "", md)
-    md = re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", md, flags=re.S)
-    return md.lower()
+# --- What MathJax (as JupyterLab configures it) would typeset ---------------------------
+
+_SKIPPED = {"script", "noscript", "style", "textarea", "pre", "code"}
 
 
-def assert_inert(md: str) -> None:
-    """Neither a trusting renderer nor JupyterLab's math pass can find script in ``md``."""
-    assert dangers(render_trusting(md)) == [], md
-    assert dangers(render_jupyterlab_like(md)) == [], md
+class _MathJaxStrings(HTMLParser):
+    """The text strings MathJax 3 searches: every element but br/wbr/comments ends one (HTMLDomStrings)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.strings: list[str] = []
+        self.current = ""
+        self.skip = 0
+
+    def _push(self) -> None:
+        if self.current:
+            self.strings.append(self.current)
+        self.current = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "br":
+            self.current += "\n"
+            return
+        if tag == "wbr":
+            return
+        self._push()
+        if tag in _SKIPPED:
+            self.skip += 1
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag in _SKIPPED:
+            self.skip -= 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("br", "wbr"):
+            return
+        self._push()
+        if tag in _SKIPPED:
+            self.skip = max(0, self.skip - 1)
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.current += data
 
 
-# --- sanitize: payloads --------------------------------------------------------------
+_MJ_START = re.compile(r"\$\$|\\\[|\$|\\\(|\\begin\s*\{([^}]*)\}|(\\[\\$])")
+_MJ_ENDS = {"$$": "$$", "\\[": "\\]", "$": "$", "\\(": "\\)"}
 
-PAYLOADS = [
-    '<img src=x onerror="window.__pwned=1">',
-    "<script>window.__pwned=1</script>",
-    "[click](javascript:window.__pwned=1)",
-    "[click](JaVaScRiPt:window.__pwned=1)",
-    "[x](  javascript:window.__pwned=1)",
-    "[x](<java\tscript:window.__pwned=1>)",
-    "[x](java&#x09;script:window.__pwned=1)",
-    "[x](javascript&colon;window.__pwned=1)",
-    "[x](&#x6A;avascript:window.__pwned=1)",
-    "<javascript:alert(1)>",
-    "[ref][1]\n\n[1]: javascript:alert(1)",
-    "[ref]\n\n[ref]: <javascript:alert(1)> 'title'",
-    "![i](data:text/html,<script>alert(1)</script>)",
-    "![i](data:image/svg+xml;base64,PHN2Zz4=)",
-    "![i](vbscript:msgbox(1))",
-    "[f](file:///etc/passwd)",
-    '<a href="javascript:alert(1)">x</a>',
-    '<a href="jav&#x09;ascript:alert(1)">x</a>',
-    '<iframe src="https://evil.example"></iframe>',
-    "<svg onload=alert(1)>",
-    '<math><mtext><table><mglyph><style><img src=x onerror="alert(1)">',
-    '<div style="background:url(javascript:alert(1))">x</div>',
-    '<form><button formaction="javascript:alert(1)">x</button></form>',
-    "<!-- comment --><img src=x onerror=alert(1)>",
-    "text <img src=x onerror=alert(1)> inline",
-    "> quoted <img src=x onerror=alert(1)>",
-    "- item <svg onload=alert(1)>\n- [link](javascript:alert(1))",
-    "| a | b |\n|---|---|\n| <img src=x onerror=alert(1)> | [x](javascript:alert(1)) |",
-    "# Title <script>alert(1)</script>",
-    '<object data="javascript:alert(1)"></object>',
-    '<embed src="javascript:alert(1)">',
+
+def _mathjax_find(text: str) -> list[str]:
+    """Math MathJax's FindTeX finds in one string (processEscapes and processEnvironments on)."""
+    found = []
+    pos = 0
+    while m := _MJ_START.search(text, pos):
+        if m.group(2):  # an escape: `\$` or `\\`
+            pos = m.end()
+            continue
+        if m.group(1) is not None:
+            close = "\\end{" + m.group(1) + "}"
+            end_re = re.compile(r"\\end\s*\{" + re.escape(m.group(1)) + r"\}|\\(?:[a-zA-Z]|.)|[{}]")
+        else:
+            close = _MJ_ENDS[m.group(0)]
+            end_re = re.compile(re.escape(close) + r"|\\(?:[a-zA-Z]|.)|[{}]")
+        braces, hit = 0, None
+        for e in end_re.finditer(text, m.end()):
+            token = e.group(0)
+            if (token == close or token.startswith("\\end")) and token.replace(" ", "") == close and braces == 0:
+                hit = e
+                break
+            if token == "{":
+                braces += 1
+            elif token == "}" and braces:
+                braces -= 1
+        if hit is None:
+            pos = m.end()
+            continue
+        found.append(text[m.start() : hit.end()])
+        pos = hit.end()
+    return found
+
+
+def typeset(html: str) -> list[str]:
+    """Every math span MathJax would typeset in ``html``."""
+    parser = _MathJaxStrings()
+    parser.feed(html)
+    parser.close()
+    parser._push()
+    return [math for string in parser.strings for math in _mathjax_find(string)]
+
+
+class _OurMath(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.spans: list[str] = []
+        self.depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "span" and self.depth:
+            self.depth += 1
+        elif tag == "span" and ("class", "qm-math") in attrs:
+            self.depth = 1
+            self.spans.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "span" and self.depth:
+            self.depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self.depth:
+            self.spans[-1] += data
+
+
+def our_math(html: str) -> list[str]:
+    parser = _OurMath()
+    parser.feed(html)
+    parser.close()
+    return parser.spans
+
+
+def visible_text(html: str) -> str:
+    """The text a reader sees (tags dropped, references decoded)."""
+
+    class _Text(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.text: list[str] = []
+
+        def handle_data(self, data: str) -> None:
+            self.text.append(data)
+
+    parser = _Text()
+    parser.feed(html)
+    parser.close()
+    return "".join(parser.text)
+
+
+def assert_safe(md: str) -> str:
+    """Render ``md``; nothing can run, and MathJax typesets exactly the math we marked."""
+    out = render_html(md)
+    assert dangers(out) == [], (md, out)
+    assert typeset(out) == our_math(out), (md, out)
+    return out
+
+
+# --- The corpus: whole, and every prefix (the live view renders prefixes) ----------------
+
+
+def test_corpus_is_large_and_inert() -> None:
+    corpus = vectors()
+    assert len(corpus) >= 150
+    for doc in corpus:
+        assert_safe(doc)
+
+
+def test_every_prefix_of_every_vector_is_inert() -> None:
+    for vector in base_vectors():
+        for doc in (vector, f"- item\n- {vector}", f"> {vector} $x$"):
+            for cut in range(1, len(doc) + 1):
+                out = render_html(doc[:cut])
+                assert dangers(out) == [], (doc[:cut], out)
+
+
+_FRAGMENTS = [
+    "$", "$$", "\\(", "\\)", "\\[", "\\]", "\\begin{x}", "\\end{x}", "`", "``", "```", "```py", "~~~", "~",
+    "<img src=x onerror=alert(1)>", '"onerror="alert(1)//', '"', "'", "javascript:alert(1)", "java&#x09;script:",
+    "[a](", ")", "](", "]: ", "[", "]", "![i](", "> ", "- ", "1. ", "- [ ] ", "    ", "  ", "|",
+    "| a | b |\n|---|---|\n", "---", "===", "\n", "\n\n", "\r\n", "\t", "\\", "{", "}", "@@0@@", "<!--",
+    "-->", "<div>", "</div>", "<details>", "</details>", "<x_y onmouseover=alert(1)>", "www.example.com/",
+    "https://a.example/", "*", "_", "word ", "中文", "😀", "# ", "<", "a<b", "<b>", "&lt;", "&#60;", "\\<",
+    "\\`", "[1]: ", "<https://x.example>", "<svg onload=alert(1)>", "<script>", "</script>", "\x00", "\u2028",
+    "5", " ", "$5", "\\$", "&#36;", "<span>$</span>", "<img src=https://evil.example/i.png>", "![](https://e.example/i.png)",
+    "\\href{javascript:alert(1)}{x}", "<a href='javascript:alert(1)'>", "<form>", "<meta>", "<base href=x>",
+]  # fmt: skip
+
+_documents = st.lists(st.sampled_from(_FRAGMENTS), min_size=1, max_size=40).map("".join)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_documents)
+def test_fragment_soup_is_inert_whole_and_split(doc: str) -> None:
+    assert_safe(doc)
+    for cut in range(1, len(doc), max(1, len(doc) // 12)):
+        assert dangers(render_html(doc[:cut])) == [], doc[:cut]
+        k = stable_prefix(doc[:cut])
+        assert 0 <= k <= cut
+
+
+@st.composite
+def _mutated(draw: st.DrawFn) -> str:
+    """A corpus vector with characters inserted, deleted or replaced (mutation XSS)."""
+    doc = list(draw(st.sampled_from(base_vectors())))
+    for _ in range(draw(st.integers(1, 6))):
+        pos = draw(st.integers(0, len(doc)))
+        action = draw(st.sampled_from(["insert", "delete", "replace"]))
+        char = draw(st.sampled_from([*list("<>\"'`=/\\ \t\n&#;:$[]()!-*_|~{}"), "\x00", "\xa0", "&#x09;", "&colon;"]))
+        if action == "insert" or not doc:
+            doc.insert(pos, char)
+        elif action == "delete":
+            del doc[min(pos, len(doc) - 1)]
+        else:
+            doc[min(pos, len(doc) - 1)] = char
+    return "".join(doc)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_mutated())
+def test_mutated_vectors_are_inert(doc: str) -> None:
+    assert_safe(doc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="<>[]()!`~$\\{}\"'&#:;/*_-=|\n\r\t ab1中😀@", max_size=150))
+def test_random_text_never_raises_and_is_inert(doc: str) -> None:
+    assert_safe(doc)
+    assert isinstance(stable_prefix(doc), int)
+
+
+def test_falls_back_to_escaped_text_if_the_parser_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr(_markdown, "_parser", boom)
+    out = render_html("hello <img src=x onerror=alert(1)> costs $5 and $6")
+    assert "<img" not in out and "&lt;img" in out
+    assert dangers(out) == [] and typeset(out) == []
+
+
+# --- Dollars and math ----------------------------------------------------------------------
+
+PRICES = "The ticket costs $5 and the meal $10, so $15 in total."
+
+
+def test_prices_are_dollars_and_math_is_math() -> None:
+    out = assert_safe(PRICES)
+    assert typeset(out) == [] and visible_text(out).strip() == PRICES
+    out = assert_safe(f"{PRICES} Area: $\\pi r^2$.\n\n$$E = mc^2$$\n")
+    assert typeset(out) == ["$\\pi r^2$", "$$E = mc^2$$"]
+    assert visible_text(out).startswith(PRICES)
+
+
+# (markdown, the math spans it holds) — pandoc's rule for single dollars.
+DOLLAR_CASES = [
+    ("$x$", ["$x$"]),
+    ("$5 and $10", []),
+    ("costs $5, or $ 5 $", []),
+    ("$x $", []),
+    ("$ x$", []),
+    ("$x$5", []),  # a closing `$` followed by a digit closes nothing
+    ("$x$ and $y$", ["$x$", "$y$"]),
+    ("between $1 and $2 is $\\alpha$", ["$\\alpha$"]),
+    ("$a_1 * b_2 * c_3$", ["$a_1 * b_2 * c_3$"]),  # emphasis never reaches inside math
+    ("$$a_1 *b* c$$", ["$$a_1 *b* c$$"]),
+    ("\\(x_1^*\\) and \\[y_2\\]", ["\\(x_1^*\\)", "\\[y_2\\]"]),
+    ("\\begin{align}a &= b\\end{align}", ["\\begin{align}a &= b\\end{align}"]),
+    ("`$x$` and $y$", ["$y$"]),
+    ("\\$5 and \\$x\\$", []),
+    ("US$5 vs $US", []),
+    ("$$", []),
+    ("$$$$", []),
+    ("${a}$", ["${a}$"]),
+    ("**$x$**", ["$x$"]),
+    ("[$x$](https://e.example)", ["$x$"]),
+    ("$x\ny$", ["$x\ny$"]),
+    ("$x\n\ny$", []),
+    ("a \\( b", []),
+    ("C:\\Users\\(x) and \\begin{x}", []),
+    ("$\\href{javascript:alert(1)}{x}$", []),  # TeX that makes links stays text
 ]
 
 
-@pytest.mark.parametrize("payload", PAYLOADS)
-@pytest.mark.parametrize("context", ["{}", "Intro *text*.\n\n{}\n\nOutro with `code`.", "# Head\n{}\nTail"])
-def test_payloads_are_neutralised(payload: str, context: str) -> None:
-    out = sanitize(context.format(payload))
-    visible = outside_code(out)
-    for bad in ("onerror", "onload", "onmouseover", "<script", "javascript:", "<iframe", "<svg", "formaction"):
-        assert bad not in visible, (bad, out)
-    assert_inert(out)
-    assert sanitize(out) == out
+@pytest.mark.parametrize(("md", "math"), DOLLAR_CASES)
+def test_dollar_rule(md: str, math: list[str]) -> None:
+    out = assert_safe(md)
+    assert our_math(out) == math, out
+    assert "$" not in visible_text(out).replace("".join(math), "") or md.count("$") > 0
 
 
-def test_surrounding_markdown_is_kept() -> None:
-    src = "Intro *text*.\n\n<img src=x onerror=alert(1)>\n\nOutro with `code`.\n"
-    out = sanitize(src)
-    assert out.startswith("Intro *text*.\n\n")
-    assert out.endswith("\n\nOutro with `code`.\n")
+def test_display_math_block_keeps_its_lines() -> None:
+    md = "Before.\n\n$$\n\\begin{aligned}\na_1 &= b_1 * c \\\\\n- d &< e\n\\end{aligned}\n$$\n\nAfter $5.\n"
+    out = assert_safe(md)
+    assert our_math(out) == [md[md.index("$$") : md.index("$$", 10) + 2]]
+    assert "<li>" not in out and "<em>" not in out
 
 
-def test_harmless_markup_is_kept() -> None:
-    out = sanitize("Some <b>bold</b> and <i>it</i> text.")
-    assert "<b>bold</b>" in out and "<i>it</i>" in out
-    assert_inert(out)
-
-    out = sanitize("<details><summary>More</summary>\n\nhidden *text* here\n\n</details>\n\nafter\n")
-    assert "<details><summary>More</summary>" in out
-    # The markdown inside stays inside the element, rendered.
-    assert "<em>text</em>" in out and out.index("<em>text</em>") < out.index("</details>")
-    assert out.endswith("\n\nafter\n")
-    assert_inert(out)
+def test_literal_backslashes_and_dollars_show_as_written() -> None:
+    md = "Path C:\\temp\\(x) and \\[not math and a lone $ sign; 100$ and $$ alone."
+    out = assert_safe(md)
+    assert typeset(out) == []
+    assert visible_text(out).strip() == "Path C:\\temp(x) and [not math and a lone $ sign; 100$ and $$ alone."
 
 
-def test_replacement_is_one_html_line_followed_by_a_blank_line() -> None:
-    out = sanitize("para one\n<div onclick=alert(1)>x</div>\nmore *markdown*\n")
-    lines = out.split("\n")
-    html_lines = [n for n, line in enumerate(lines) if line.startswith("<")]
-    assert html_lines, out
-    for n in html_lines:
-        assert lines[n + 1] == "", out
-        assert lines[n - 1] == "" or n == 0, out
+# --- Images and links ----------------------------------------------------------------------
+
+
+def test_images_from_other_hosts_become_links() -> None:
+    md = "![chart](https://mine.example/c.png) ![leak](https://evil.example/x.png?q=secret \"t\")"
+    with image_policy("link", [{"type": "text", "text": "plot https://mine.example/data.csv"}]):
+        out = render_html(md)
+    assert '<img src="https://mine.example/c.png" alt="chart">' in out
+    assert "<img" not in out.replace('<img src="https://mine.example/c.png" alt="chart">', "")
+    assert "🖼 image from evil.example — open" in visible_text(out)
+    assert 'href="https://evil.example/x.png?q=secret"' in out
+    with image_policy("show"):
+        assert out.count("<img") == 1 and render_html(md).count("<img") == 2
+    assert dangers(out) == []
+
+
+def test_policy_also_covers_raw_html_images_and_images_in_links() -> None:
+    md = '<img src="https://evil.example/a.png" alt="A"> [![b](https://evil.example/b.png)](https://e.example)'
+    with image_policy("link", []):
+        out = render_html(md)
+    assert "<img" not in out and out.count("image from evil.example") == 2
+    assert "<a" not in out.split("<a", 2)[-1].split("</a>")[0]  # no link inside a link
+
+
+def test_images_without_a_usable_source_keep_their_alt_text() -> None:
+    for md in ("![a chart](chart.png)", "![a chart](data:image/png;base64,AAAA)", '<img src="x" alt="a chart">',
+               "![a chart](javascript:alert(1))", "<img alt='a chart'>", "![a chart]()"):  # fmt: skip
+        out = render_html(md)
+        assert "<img" not in out and "a chart" in visible_text(out), out
+
+
+def test_hosts_come_from_text_and_media_urls() -> None:
+    blocks = [
+        {"type": "text", "text": "see https://A.example/x and http://b.example:8080/y."},
+        {"type": "image", "source": {"type": "url", "url": "https://c.example/i.png"}},
+    ]
+    assert _markdown.hosts_in(blocks) == {"a.example", "b.example", "c.example"}
 
 
 def test_bad_links_keep_their_text() -> None:
-    out = sanitize("see [the docs](javascript:alert(1)) now")
-    assert "the docs" in out and "href" not in out
+    out = render_html("see [the docs](javascript:alert(1)) now, [ok](https://e.example/a?b=1&c=2)")
+    assert "the docs" in visible_text(out) and "javascript" not in out
+    assert 'href="https://e.example/a?b=1&amp;c=2"' in out
 
 
-def test_code_is_literal() -> None:
-    src = (
-        "Use `<script>` and `javascript:x` freely in code.\n\n"
-        '```html\n<script>alert(1)</script>\n<a href="javascript:alert(1)">x</a>\n```\n\n'
-        "~~~\n<img src=x onerror=alert(1)>\n~~~\n"
+# --- Ordinary markdown looks as it did -------------------------------------------------------
+
+RICH = """# Quick guide 🚀
+
+Here is **bold**, *italic*, ~~struck~~ and `inline <div> code`.
+A second line of the same paragraph with a [link](https://example.com/path?q=1&r=2#frag)
+and an image: ![diagram](https://example.com/img.png "Title"), [relative](docs/a.md), [anchor](#top).
+
+## Math
+
+Inline $a<b$ and $x^2 + y^2 = z^2$, display:
+
+$$
+\\int_0^1 f(x)\\,dx < \\infty
+$$
+
+Also \\\\(e^{i\\pi} + 1 = 0\\\\) and costs of $5 and $10.
+
+## Code
+
+```python
+def f(x: list[int]) -> dict[str, int]:
+    return {"<script>": 1}  # javascript: in a string
+```
+
+```html
+<!DOCTYPE html>
+<script>alert("hi")</script>
+<img src=x onerror="alert(1)">
+```
+
+> A quote with `code` and a [relative link](docs/index.md).
+>
+> - nested list in quote
+
+| Name | Value | Note |
+|:-----|------:|:----:|
+| α    | 1     | `<b>` |
+| 中文 | 2     | $a<b$ |
+
+1. Install:
+   ```bash
+   pip install qwen-magic > /dev/null
+   ```
+2. Use `std::vector<int>`:
+   ```cpp
+   #include <vector>
+   std::vector<int> v;
+   ```
+3. Done ✅
+
+- [ ] todo item
+- [x] done item
+  - nested *item*
+    - deeper
+
+---
+
+中文段落，包含**粗体**和`代码`。😀👍🏽 Emoji family: 👨‍👩‍👧‍👦
+
+Email: <mailto:someone@example.com>, <https://example.com/auto> and www.example.com.
+"""
+
+
+def test_ordinary_markdown_renders_as_before() -> None:
+    with image_policy("show"):
+        out = assert_safe(RICH)
+    for tag in ["<h1>", "<h2>", "<strong>bold</strong>", "<em>italic</em>", "<s>struck</s>", "<blockquote>",
+                "<table>", '<th style="text-align:right">', "<ol>", "<ul>", "<hr>",
+                "<code>inline &lt;div&gt; code</code>", '<a href="https://example.com/path?q=1&amp;r=2#frag"',
+                '<img src="https://example.com/img.png" alt="diagram" title="Title">', 'href="docs/a.md"',
+                '<pre><code class="language-python">', '<code class="language-html">']:  # fmt: skip
+        assert tag in out, tag
+    # Python is coloured with JupyterLab's editor colours; HTML in code stays text.
+    assert "alert(" in visible_text(out) and "&lt;" in out.split('<code class="language-html">')[1].split("</code>")[0]
+    assert '<span style="color:var(--jp-mirror-editor-keyword-color)">def</span>' in out
+    assert typeset(out) == ["$a<b$", "$x^2 + y^2 = z^2$", "$$\n\\int_0^1 f(x)\\,dx < \\infty\n$$",
+                            "$a<b$"]  # fmt: skip
+    assert "costs of $5 and $10" in visible_text(out)
+
+
+def test_unknown_languages_and_huge_blocks_stay_plain() -> None:
+    out = render_html("```nosuchlang\nx = <b>\n```\n")
+    assert out == '<pre><code class="language-nosuchlang">x = &lt;b&gt;\n</code></pre>\n'
+    big = "```python\n" + "x = 1\n" * 5000 + "```\n"
+    assert "<span" not in render_html(big)
+
+
+def test_fence_info_cannot_break_out() -> None:
+    out = assert_safe('```py" onmouseover="alert(1)\ncode\n```\n')
+    assert "<code>" in out or "<code class" in out
+
+
+def test_bundle_keeps_the_markdown_as_plain_text() -> None:
+    md = "Costs $5 <b>x</b>\n"
+    html = f'<div class="qwen-markdown">{render_html(md)}</div>'
+    assert markdown_bundle(md) == {"text/html": html, "text/plain": md}
+    assert markdown_bundle(md, plain=False) == {"text/html": html}
+
+
+def test_export_html_is_one_html_block_marked_cannot_split() -> None:
+    for doc in [RICH, PRICES, "a\n\n\nb $x$ \\(y\\)", "```\na\n\n  \n\t\nb\n```", *base_vectors()[:40]]:
+        cell = export_html(doc)
+        assert "\r" not in cell and "$" not in cell and "\\" not in cell
+        assert all(line.strip() for line in cell.split("\n")), cell
+        assert cell.startswith("<div>") and cell.endswith("</div>")
+
+
+def test_import_is_lazy() -> None:
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('m', {str(MODULE_PATH)!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "print('markdown_it' in sys.modules, 'nh3' in sys.modules)\n"
+        "m.warm_up()\n"
+        "print('markdown_it' in sys.modules, 'nh3' in sys.modules)\n"
     )
-    assert sanitize(src) == src
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False", "True", "True"]
 
 
-# --- sanitize: what marked (in JupyterLab) reads differently ---------------------------
+# --- Differential: what JupyterLab's own markdown step makes of exported cells ------------------
+# The package publishes answers as text/html, which no frontend markdown parser sees; the one
+# place it still writes markdown is an exported notebook's cells. Those go through JupyterLab's
+# removeMath and marked 17.0.6 (its version in JupyterLab 4.6), run here in node.
 
-MARKED_VECTORS = [
-    # math pasted back unescaped into attributes
-    '![a](x$"onerror="alert(1)//$)',
-    '[a](https://x.example/$"onmouseover="alert(1)//$)',
-    'see https://example.com/$"onmouseover="alert(1)$ ok',
-    '![$"onerror="alert(1)//$](x)',
-    # math hiding a fence opener from marked
-    "$x\n```\n$ <img src=x onerror=alert(1)>",
-    # JupyterLab writes the info string into class="language-…" unescaped
-    '```py" onmouseover="alert(1)\ncode\n```\n',
-    '~~~ x"onmouseover="alert(1)\ncode\n~~~\n',
-    # marked closes a fence CommonMark keeps open
-    "```\ncode\n```~\n<img src=x onerror=alert(1)>\n",
-    # marked splits table cells inside code spans
-    "| `a | <img src=x onerror=alert(1)>` |\n|---|---|\n",
-    # a failed ~ strikethrough or a GFM autolink swallows a backtick or backslash
-    "[a]$)~`<img src=x onerror=alert(1)>`",
-    "a ~`- ![i](~<script>alert(1)</script>) b",
-    "www.example.com/```py`](x) <svg onload=alert(1)>`",
-    "https://a.example/-->\\<svg onload=alert(1)>",
-    # a table-like row ends marked's paragraph, unpairing a code span
-    "x `\n<img src=x onerror=alert(1)>| a | b |\n|---|---|\n` y",
-    # marked completes a definition with the next line, or a multi-line label or title
-    "[1]:\n```\n<img src=x onerror=alert(1)>\n```\n",
-    "[)\n```\n# x)]: y\n<img src=x onerror=alert(1)>\n```\n",
-    '[a]: /u "\n```\n"\n<img src=x onerror=alert(1)>\n```\n',
-    # task items are re-read as fresh lines by marked
-    '- [ ] ~~~"$$``<script>``\n',
-    # lazy lines and empty items put fences elsewhere in marked
-    '- > \n| x |\nmore\n  ```\n1) ```py" onmouseover="alert(1)\n',
-    "* \n2) ~~~```\n\t[x](javascript:alert(1))\n",
-    "- [ ] \n> > \n  ```\nx <svg onload=alert(1)>\n",
-    "- \n  ```\n\n<p>x</p>\n\n  ```\n\n- <script>alert(1)</script>\n",
-    # marked's tag names may hold `_`, CommonMark's may not
-    "<x_y onmouseover=alert(1)>hi</x_y>",
-    # content nested past markdown-it's limit is dropped, not parsed
-    ">" * 30 + " <img src=x onerror=alert(1)>",
-]
-
-
-@pytest.mark.parametrize("payload", MARKED_VECTORS)
-def test_marked_divergences_are_replaced(payload: str) -> None:
-    out = sanitize(payload)
-    assert out != payload
-    assert_inert(out)
-    for bad in ("onerror=", "onload=", "onmouseover=", "<script", "<svg", "<x_y"):
-        # Only inside a replacement line, escaped as text or inside a URL.
-        for line in out.split("\n"):
-            if bad in line:
-                assert line.startswith("<") and not line.startswith(("<script", "<svg", "<x_y")), (bad, out)
-
-
-def test_unclosed_tag_is_inert() -> None:
-    out = sanitize('text <img src="x" onerror="alert(1)"')
-    assert "<img" not in out
-    assert_inert(out)
-
-
-# JupyterLab's pipeline for trusted markdown, in node: removeMath (rendermime/latex.ts),
-# marked as markedparser-extension configures it (its code renderer writes the language
-# into the class attribute unescaped), replaceMath; then the HTML is parsed like a
-# browser (parse5) and anything that could run script is reported.
 _MARKED_ORACLE_JS = r"""
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
@@ -369,219 +620,57 @@ process.stdout.write(JSON.stringify(results));
 """
 
 
-@pytest.mark.skipif(
-    not os.environ.get("QWEN_MAGIC_MARKED_DIR") or shutil.which("node") is None,
-    reason="set QWEN_MAGIC_MARKED_DIR to a folder whose node_modules has marked@15, "
-    "marked-gfm-heading-id, marked-mangle and parse5",
-)
-def test_against_real_marked(tmp_path: Path) -> None:
-    """Differential check: JupyterLab's own pipeline finds nothing to run in sanitized text."""
+
+def _marked_dir() -> str | None:
+    """Where marked 17.0.6 and its extensions are installed, or None (a failure in CI)."""
+    folder = os.environ.get("QWEN_MAGIC_MARKED_DIR")
+    problem = None
+    if not folder or shutil.which("node") is None:
+        problem = "set QWEN_MAGIC_MARKED_DIR to a folder whose node_modules has marked@17.0.6, marked-gfm-heading-id, marked-mangle and parse5 (.ci/run does)"
+    else:
+        package = Path(folder) / "node_modules" / "marked" / "package.json"
+        version = json.loads(package.read_text()).get("version") if package.exists() else None
+        if version != "17.0.6":
+            problem = f"JupyterLab 4.6 runs marked 17.0.6, {folder} has {version}"
+    if problem is None:
+        return folder
+    if os.environ.get("QWEN_MAGIC_BROWSER_REQUIRED") == "1":
+        pytest.fail(f"differential test required but cannot run: {problem}", pytrace=False)
+    pytest.skip(problem)
+
+
+def _jupyterlab_markdown(docs: list[str], tmp_path: Path, folder: str) -> list[dict[str, object]]:
     script = tmp_path / "oracle.mjs"
-    script.write_text(
-        _MARKED_ORACLE_JS % {"tags": json.dumps(sorted(_OK_TAGS)), "attrs": json.dumps(sorted(_OK_ATTRS))}
-    )
-    originals = PAYLOADS + MARKED_VECTORS + _fuzz_docs(2000, seed=7)
-    docs = [sanitize(doc) for doc in originals]
+    script.write_text(_MARKED_ORACLE_JS % {"tags": json.dumps(sorted(_OK_TAGS)), "attrs": json.dumps(sorted(_OK_ATTRS))})
     proc = subprocess.run(
         ["node", str(script)],
         input=json.dumps(docs),
         capture_output=True,
         text=True,
-        env={**os.environ, "MARKED_DIR": os.environ["QWEN_MAGIC_MARKED_DIR"]},
+        env={**os.environ, "MARKED_DIR": folder},
         check=True,
     )
-    results = json.loads(proc.stdout)
-    bad = [(src, doc, r["bad"]) for src, doc, r in zip(originals, docs, results, strict=True) if r["bad"]]
+    return json.loads(proc.stdout)
+
+
+def test_exported_cells_against_real_marked(tmp_path: Path) -> None:
+    """JupyterLab's own pipeline finds nothing to run in exported cells, and MathJax only our math."""
+    folder = _marked_dir()
+    assert folder is not None
+    rng = random.Random(7)
+    originals = [*vectors(), PRICES, RICH, *("".join(rng.choice(_FRAGMENTS) for _ in range(rng.randint(1, 30))) for _ in range(1500))]
+    results = _jupyterlab_markdown([export_html(doc) for doc in originals], tmp_path, folder)
+    bad = [(src, r["bad"]) for src, r in zip(originals, results, strict=True) if r["bad"]]
     assert bad == []
-    # The oracle does see the attacks when they are not sanitized.
-    raw = subprocess.run(
-        ["node", str(script)],
-        input=json.dumps(MARKED_VECTORS),
-        capture_output=True,
-        text=True,
-        env={**os.environ, "MARKED_DIR": os.environ["QWEN_MAGIC_MARKED_DIR"]},
-        check=True,
-    )
-    assert all(r["bad"] for r in json.loads(raw.stdout))
+    for src, r in zip(originals, results, strict=True):
+        html = str(r["html"])
+        assert typeset(html) == our_math(html) == our_math(render_html(src)), src
+    # The oracle does see the attacks when they are not rendered by us.
+    raw = _jupyterlab_markdown(base_vectors(), tmp_path, folder)
+    assert sum(1 for r in raw if r["bad"]) > len(raw) // 2
 
 
-# --- sanitize: ordinary markdown is untouched -------------------------------------------
-
-RICH = """# Quick guide 🚀
-
-Here is **bold**, *italic*, ~~struck~~ and `inline <div> code`.
-A second line of the same paragraph with a [link](https://example.com/path?q=1&r=2#frag)
-and an image: ![diagram](https://example.com/img.png "Title"), [relative](docs/a.md), [anchor](#top).
-
-## Math
-
-Inline $a<b$ and $x^2 + y^2 = z^2$, display:
-
-$$
-\\int_0^1 f(x)\\,dx < \\infty
-$$
-
-Also \\\\(e^{i\\pi} + 1 = 0\\\\) and costs of $5 and $10.
-
-## Code
-
-```python
-def f(x: list[int]) -> dict[str, int]:
-    return {"<script>": 1}  # javascript: in a string
-```
-
-```html
-<!DOCTYPE html>
-<script>alert("hi")</script>
-<img src=x onerror="alert(1)">
-```
-
-> A quote with `code` and a [relative link](docs/index.md).
->
-> - nested list in quote
-
-| Name | Value | Note |
-|:-----|------:|:----:|
-| α    | 1     | `<b>` |
-| 中文 | 2     | $a<b$ |
-
-1. Install:
-   ```bash
-   pip install qwen-magic > /dev/null
-   ```
-2. Use `std::vector<int>`:
-   ```cpp
-   #include <vector>
-   std::vector<int> v;
-   ```
-3. Done ✅
-
-- [ ] todo item
-- [x] done item
-  - nested *item*
-    - deeper
-
----
-
-中文段落，包含**粗体**和`代码`。😀👍🏽 Emoji family: 👨‍👩‍👧‍👦
-
-Email: <mailto:someone@example.com>, <https://example.com/auto> and www.example.com.
-"""
-
-ORDINARY = [
-    RICH,
-    RICH.replace("\n", "\r\n"),
-    "Short answer: use `Array<T>`.\n\n```ts\nfunction first<T>(xs: Array<T>): T | undefined {\n  return xs[0];\n}\n```\n",
-    "Steps:\n1. First step\n2. Second step, wrapped\n   onto a second line.\n\n   A second paragraph.\n\n3. Third step\n",
-    "No newline at the end: $a<b$ and `<tag>`",
-    "Here is the code:\n```js\nconst el = document.querySelector('<div>');\n```\nThat's it.",
-    "Ratio: 3 < 4 and 5 > 2; a <= b.",
-    'A [reference link][docs].\n\n[docs]: https://example.com/docs "The docs"\n',
-    "",
-    "plain text only",
-]
-
-
-@pytest.mark.parametrize("doc", ORDINARY)
-def test_ordinary_markdown_is_byte_for_byte(doc: str) -> None:
-    assert sanitize(doc) == doc
-
-
-def test_fast_path_returns_the_same_object() -> None:
-    text = "Plain *markdown* with # headings\n\n- and lists, no risky characters at all\n"
-    assert sanitize(text) is text
-
-
-# --- sanitize: robustness ---------------------------------------------------------------
-
-_FRAGMENTS = [
-    "$", "$$", "\\\\(", "\\\\)", "\\begin{x}", "\\end{x}", "`", "``", "```", "```py", "~~~", "~",
-    "<img src=x onerror=alert(1)>", '"onerror="alert(1)//', '"', "javascript:alert(1)", "java&#x09;script:",
-    "[a](", ")", "](", "]: ", "[", "]", "![i](", "> ", "- ", "1. ", "- [ ] ", "    ", "  ", "|",
-    "| a | b |\n|---|---|\n", "---", "===", "\n", "\n\n", "\r\n", "\t", "\\", "{", "}", "@@0@@", "<!--",
-    "-->", "<div>", "</div>", "<details>", "</details>", "<x_y onmouseover=alert(1)>", "www.example.com/",
-    "https://a.example/", "*", "_", "word ", "中文", "😀", "# ", "<", "a<b", "<b>", "&lt;", "&#60;", "\\<",
-    "\\`", "[1]: ", "<https://x.example>", "<svg onload=alert(1)>", "<script>", "</script>", "\x00", "\u2028",
-]  # fmt: skip
-
-
-def _fuzz_docs(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return ["".join(rng.choice(_FRAGMENTS) for _ in range(rng.randint(1, 30))) for _ in range(n)]
-
-
-def test_fuzz_never_raises_and_stays_inert() -> None:
-    for doc in _fuzz_docs(300, seed=1):
-        out = sanitize(doc)
-        assert isinstance(out, str)
-        assert_inert(out)
-        assert sanitize(out) == out, doc
-
-
-def test_random_text_never_raises() -> None:
-    rng = random.Random(2)
-    alphabet = "<>[]()!`~$\\{}\"'&#:;/*_-=|\n\r\t ab1中😀@"
-    for _ in range(300):
-        doc = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120)))
-        assert isinstance(sanitize(doc), str)
-        assert isinstance(stable_prefix(doc), int)
-
-
-def test_falls_back_to_escaped_html_if_the_parser_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(*args: object, **kwargs: object) -> str:
-        raise RuntimeError("parser bug")
-
-    monkeypatch.setattr(_markdown, "_sanitize", boom)
-    out = sanitize("hello <img src=x onerror=alert(1)>")
-    assert out == "<p>hello <img></p>\n"  # the whole text through nh3; a relative image source dropped
-    monkeypatch.setattr(_markdown, "_html_line", boom)
-    out = sanitize("hello <img src=x onerror=alert(1)>\n$x$")
-    assert out.startswith("<div>") and "<img" not in out and "$" not in out
-
-
-def test_math_spans_match_jupyterlab() -> None:
-    """Golden cases from JupyterLab's removeMath (run in node): the text marked sees."""
-    golden = {
-        "a $x$ b": "a @@0@@ b",
-        "cost $5 and $10": "cost @@0@@10",
-        "`$x$` and $y$": "`$x$` and @@0@@",
-        "```\n$a$\n```\n$b$": "```\n$a$\n```\n@@0@@",
-        "  ```\n$a$\n  ```\n$b$": "  ```\n@@0@@\n  ```\n@@1@@",
-        "$a\n\nb$": "$a\n\nb$",
-        "$a\nb$": "@@0@@",
-        "\\\\(x\\\\) and \\\\[y\\\\]": "@@0@@ and @@1@@",
-        "\\begin{align}x\\end{align}": "@@0@@",
-        "$a{$b$}$ c": "@@0@@ c",
-        "\\$5 and $6$": "\\$5 and @@0@@",
-        "~~~\n$a$\n~~~\n$b$": "~~~\n$a$\n~~~\n@@0@@",
-        "$a\r\nb$ c": "@@0@@ c",
-        "x `a $ b` $c$": "x `a $ b` @@0@@",
-        "$$a$$ $$b": "@@0@@ $$b",
-        "$a \\\\( b$": "@@0@@",
-        "{$a$}": "{@@0@@}",
-    }
-    for text, expected in golden.items():
-        out, pos = [], 0
-        for n, (a, b) in enumerate(_math_spans(text)):
-            out += [text[pos:a], f"@@{n}@@"]
-            pos = b
-        assert "".join([*out, text[pos:]]) == expected, text
-
-
-def test_import_is_lazy() -> None:
-    code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('m', {str(MODULE_PATH)!r})\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
-        "print('markdown_it' in sys.modules, 'nh3' in sys.modules)\n"
-        "m.warm_up()\n"
-        "print('markdown_it' in sys.modules, 'nh3' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False", "False", "True", "True"]
-
-
-# --- stable_prefix ------------------------------------------------------------------------
+# --- stable_prefix ---------------------------------------------------------------------------
 
 
 def test_stable_prefix_basics() -> None:
@@ -695,7 +784,7 @@ def test_pieces_render_like_the_whole(doc: str) -> None:
     assert "".join(md.render(piece) for piece in pieces) == md.render(doc)
 
 
-# --- speed -----------------------------------------------------------------------------
+# --- speed -------------------------------------------------------------------------------------
 
 
 def test_speed_on_two_kilobytes() -> None:
@@ -704,12 +793,18 @@ def test_speed_on_two_kilobytes() -> None:
     doc = RICH + RICH
     tail = doc[doc.index("\n", len(doc) - 2048) + 1 :]  # about 2 kB, from a line start
     assert 1800 < len(tail) <= 2048
-    for func in (stable_prefix, sanitize):
+    for func in (stable_prefix, render_html):
         start = time.perf_counter()
         for n in range(200):
             func(tail[: len(tail) - n])
-        assert time.perf_counter() - start < 2.0, func
-    start = time.perf_counter()
-    for _ in range(20):
-        sanitize(tail + "\n<img src=x onerror=alert(1)>\n")  # a replacement, and the second look
-    assert time.perf_counter() - start < 1.0
+        assert time.perf_counter() - start < 3.0, func
+
+
+def test_adversarial_shapes_stream_in_linear_time() -> None:
+    """A 100 kB pathological answer: every repaint's stable_prefix plus the final render, generously bounded."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from bench_adversarial import SHAPES, stream_cost
+
+    for name, make in SHAPES.items():
+        cpu = stream_cost(make(100_000))
+        assert cpu < 5.0, (name, cpu)  # the benchmark's target is 1 s; this bound only catches blow-ups

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from test_markdown import dangers, our_math, typeset
 
 from qwen_magic import _view, _widgets
 from qwen_magic._answer import Answer
-from qwen_magic._markdown import sanitize
 
 ADVERSARIAL = [
     # Safe apart, unsafe joined: the `$` of the heading pairs with the paragraph's first one.
@@ -40,12 +40,14 @@ def stream(text: str, size: int, commit_at: int = 600) -> None:
 @pytest.mark.parametrize("doc", ADVERSARIAL)
 @pytest.mark.parametrize("size", [1, 3, 7, 50])
 @pytest.mark.parametrize("commit_at", [0, 600, 100_000])
-def test_every_published_markdown_is_safe_as_a_whole(published, doc, size, commit_at):
+def test_every_published_output_is_safe_as_a_whole(published, doc, size, commit_at):
     stream(doc, size, commit_at)
-    shown = [bundle["text/markdown"] for _, bundle in published if "text/markdown" in bundle]
+    assert not [bundle for _, bundle in published if "text/markdown" in bundle]
+    shown = [bundle["text/html"] for _, bundle in published if "qwen-markdown" in bundle.get("text/html", "")]
     assert shown
-    for markdown in shown:
-        assert sanitize(markdown) == markdown, markdown
+    for html in shown:
+        assert dangers(html) == [], html
+        assert typeset(html) == our_math(html), html
 
 
 def test_committed_plain_text_is_the_answer(published):
@@ -54,5 +56,5 @@ def test_committed_plain_text_is_the_answer(published):
     final: dict[str, dict] = {}
     for display_id, bundle in published:
         final[display_id] = bundle
-    plain = "".join(b["text/plain"] for b in final.values() if "text/markdown" in b)
+    plain = "".join(b["text/plain"] for b in final.values() if "qwen-markdown" in b.get("text/html", ""))
     assert plain == doc
