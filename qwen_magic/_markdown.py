@@ -472,11 +472,34 @@ def warm_up() -> None:
 
 
 def render_html(md: str) -> str:
-    """``md`` as HTML that cannot run script and shows every non-math ``$`` as a dollar."""
+    """``md`` as HTML that cannot run script and shows every non-math ``$`` as a dollar.
+
+    Each top-level block is cleaned on its own (an HTML container such as ``<details>``
+    together with the blocks it holds), so that an element left open in one, say a
+    ``<textarea>`` or ``<math>`` whose content is dropped, cannot swallow the rest.
+    """
     try:
-        return _finish(_cleaner().clean(_parser().render(md)))
+        parser, env = _parser(), {}
+        tokens = parser.parse(md, env)
+        clean = _cleaner().clean
+        return _finish("".join(clean(parser.renderer.render(group, parser.options, env)) for group in _groups(tokens)))
     except Exception:  # never let a parser bug publish the raw text
         return _finish('<div style="white-space:pre-wrap">' + html.escape(md, quote=False) + "</div>")
+
+
+def _groups(tokens: list[Any]) -> Iterator[list[Any]]:
+    """The tokens of each top-level block, blocks inside an open HTML container joined."""
+    group: list[Any] = []
+    depth = 0
+    for token in tokens:
+        if token.level == 0 and token.nesting >= 0 and group and not depth:
+            yield group
+            group = []
+        group.append(token)
+        if token.level == 0 and token.type == "html_block":
+            depth = max(0, depth + _container_change(token.content))
+    if group:
+        yield group
 
 
 def markdown_bundle(md: str, *, plain: bool = True) -> Bundle:

