@@ -551,6 +551,11 @@ def _finish(cleaned: str) -> str:
     return "".join(out)
 
 
+def text_html(text: str) -> str:
+    """Plain text (thinking, tool output, service messages) as HTML: escaped, each ``$`` and ``\\`` alone."""
+    return _LONE.sub(_isolate, html.escape(text, quote=False))
+
+
 def _isolate(m: re.Match[str]) -> str:
     return f"<span>{m.group(0)}</span>"
 

@@ -38,6 +38,7 @@ from IPython.core.error import UsageError
 
 from ._answer import Answer
 from ._errors import Interrupted
+from ._markdown import text_html
 
 if TYPE_CHECKING:
     import anthropic
@@ -471,14 +472,14 @@ def call_bundle(call: Block, outcome: Outcome | None) -> dict[str, str]:
         for image in outcome.images:
             source = image["source"]
             body.append(
-                f'<img src="data:{html.escape(source["media_type"])};base64,{source["data"]}" '
+                f'<img src="data:{html.escape(source["media_type"])};base64,{html.escape(str(source["data"]))}" '
                 'style="max-height:160px;margin:0.2em 0.4em 0 0" alt="image returned by the tool">'
             )
     body.append("</div>")
     return {
         "text/html": (
             '<details class="qwen-tool"><summary style="color:#666;cursor:pointer">'
-            f"{html.escape(summary)}</summary>{''.join(body)}</details>"
+            f"{text_html(summary)}</summary>{''.join(body)}</details>"
         ),
         "text/plain": summary,
     }

@@ -25,6 +25,7 @@ from IPython.display import display, update_display
 
 from ._answer import Answer
 from ._cache import cost_text
+from ._markdown import text_html
 
 Bundle = dict[str, str]
 
@@ -116,7 +117,7 @@ def thinking_bundle(thinking: str, *, live: bool, seconds: float | None = None, 
     else:
         took = f" for {seconds:.1f} s" if seconds is not None else ""
         summary = f"Thought{took} ({len(thinking):,} characters) — click to read"
-    body = html.escape(prefix + shown)
+    body = text_html(prefix + shown)
     return {
         "text/html": (
             f'<details class="qwen-thinking"{" open" if live else ""}>'
