@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qwen_magic._markdown import render_html, stable_prefix, warm_up
+from qwen_magic._markdown import markdown_bundle, render_html, stable_prefix, warm_up
 
 INTERVAL = 0.22  # seconds between repaints, as NotebookView paints
 RATE = 400  # characters a second: a fast model answering
@@ -72,7 +72,7 @@ def stream_cost(text: str, *, live: bool = False) -> float:
             render_html(tail[:stable])
             tail, stable = tail[stable:], 0
         if live and tail:
-            render_html(tail)
+            markdown_bundle(tail, live=True)
     if tail:
         render_html(tail)
     return time.process_time() - start

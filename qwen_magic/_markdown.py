@@ -502,16 +502,46 @@ def _groups(tokens: list[Any]) -> Iterator[list[Any]]:
         yield group
 
 
-def markdown_bundle(md: str, *, plain: bool = True) -> Bundle:
+def markdown_bundle(md: str, *, live: bool = False) -> Bundle:
     """The display bundle of model markdown: safe ``text/html``, and the markdown as ``text/plain``.
 
-    ``plain=False`` leaves the plain text out, for a repaint of the live tail whose plain
-    text the finished output carries anyway.
+    ``live``: a repaint of the open tail while the answer streams. Its plain text is left
+    out (the finished output carries it), and a long tail is rendered by ``_live_html``.
     """
-    bundle = {"text/html": f'<div class="{MARKDOWN_CLASS}">{render_html(md)}</div>'}
-    if plain:
+    html_text = _live_html(md) if live else render_html(md)
+    bundle = {"text/html": f'<div class="{MARKDOWN_CLASS}">{html_text}</div>'}
+    if not live:
         bundle["text/plain"] = md
     return bundle
+
+
+_LIVE_WHOLE_BELOW = 4096  # an open tail shorter than this is rendered whole at every repaint
+_LIVE_GROWTH = 2.0  # a longer one whole again once it has doubled
+_live: tuple[str, str] = ("", "")  # the tail last rendered whole, and its HTML
+_CODE_END = "</code></pre>\n"
+# Text in a <pre> (which MathJax skips, so its dollars need no care) that looks like prose.
+_PLAIN_PRE = '<pre style="white-space:pre-wrap;font:inherit;background:none;border:0;padding:0;margin:0">'
+
+
+def _live_html(tail: str) -> str:
+    """The open tail's HTML at a cost linear in the answer, however long one block stays open.
+
+    Rendering the whole tail at every repaint costs the square of a block that stays open
+    (a long code block, a huge paragraph). Past ``_LIVE_WHOLE_BELOW`` the tail is rendered
+    whole only when it has doubled since the last time; in between, that HTML is
+    shown with the text that arrived since as plain escaped text (inside the code block, if
+    the tail ended in one), which costs a C-speed escape, not a parse. The finished output is always rendered whole.
+    """
+    global _live
+    previous, previous_html = _live
+    if len(tail) >= _LIVE_WHOLE_BELOW and len(previous) <= len(tail) < len(previous) * _LIVE_GROWTH and tail.startswith(previous):
+        rest = tail[len(previous) :]
+        if previous_html.endswith(_CODE_END):
+            return previous_html[: -len(_CODE_END)] + html.escape(rest, quote=False) + _CODE_END
+        return previous_html + _PLAIN_PRE + html.escape(rest, quote=False) + "</pre>"
+    rendered = render_html(tail)
+    _live = (tail, rendered)
+    return rendered
 
 
 # nh3 writes attribute values in double quotes, with `"` and `&` escaped but `>` not.
@@ -553,7 +583,7 @@ def _finish(cleaned: str) -> str:
 
 def text_html(text: str) -> str:
     """Plain text (thinking, tool output, service messages) as HTML: escaped, each ``$`` and ``\\`` alone."""
-    return _LONE.sub(_isolate, html.escape(text, quote=False))
+    return _LONE.sub(_isolate, html.escape(text))
 
 
 def _isolate(m: re.Match[str]) -> str:

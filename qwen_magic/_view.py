@@ -308,7 +308,7 @@ class NotebookView:
         self._tail = [tail] if tail else []
         if tail:
             # While live, markdown only: the plain text comes once, when the block commits.
-            bundle = markdown_bundle(tail, plain=False)
+            bundle = markdown_bundle(tail, live=True)
             if self._live is None:
                 self._live = self._output(bundle)
             else:

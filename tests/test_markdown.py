@@ -506,7 +506,7 @@ def test_bundle_keeps_the_markdown_as_plain_text() -> None:
     md = "Costs $5 <b>x</b>\n"
     html = f'<div class="qwen-markdown">{render_html(md)}</div>'
     assert markdown_bundle(md) == {"text/html": html, "text/plain": md}
-    assert markdown_bundle(md, plain=False) == {"text/html": html}
+    assert markdown_bundle(md, live=True) == {"text/html": html}
 
 
 def test_export_html_is_one_html_block_marked_cannot_split() -> None:
@@ -808,3 +808,19 @@ def test_adversarial_shapes_stream_in_linear_time() -> None:
     for name, make in SHAPES.items():
         cpu = stream_cost(make(100_000))
         assert cpu < 5.0, (name, cpu)  # the benchmark's target is 1 s; this bound only catches blow-ups
+
+
+def test_a_long_open_tail_stays_safe_and_cheap_while_live() -> None:
+    """Past a few kB an open block is rendered whole only as it doubles; in between it stays inert."""
+    vectors_text = " ".join(base_vectors()).replace("\n", " ")
+    for doc in ("```python\n" + "x = '<img src=x onerror=alert(1)>' # $5 and $6\n" * 800,
+                ("word $5 and $x$ " + vectors_text + " ") * 8):  # fmt: skip
+        start = time.process_time()
+        for cut in range(100, len(doc), 97):
+            html = markdown_bundle(doc[:cut], live=True)["text/html"]
+            assert dangers(html) == [] and typeset(html) == our_math(html), doc[:cut][-200:]
+        assert time.process_time() - start < 20.0
+    code = "```python\n" + "print(1)\n" * 1500
+    markdown_bundle(code, live=True)
+    grown = markdown_bundle(code + "print(2)\n", live=True)["text/html"]
+    assert grown.endswith("print(2)\n</code></pre>\n</div>")  # the newest lines inside the code block

@@ -41,7 +41,9 @@ def shown(cell) -> str:
             parts.append("\n".join(output.traceback))
         else:
             data = output.get("data", {})
-            parts.append(data.get("text/markdown") or data.get("text/html") or data.get("text/plain", ""))
+            # Rendered answers: their text/plain is the model's markdown.
+            markdown = data.get("text/plain") if "qwen-markdown" in data.get("text/html", "") else None
+            parts.append(data.get("text/markdown") or markdown or data.get("text/html") or data.get("text/plain", ""))
     return "\n".join(parts)
 
 
