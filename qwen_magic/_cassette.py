@@ -15,7 +15,8 @@ seconds from the request. A piece is an SSE event (``event`` and its JSON ``data
 client stopped reading, i.e. an interrupt); or ``error`` (the connection failed: ``error``
 holds the exception's type and message; ``status`` is null when no response came at all).
 Only headers that steer the SDK are kept (content type, retry hints, request id): never
-auth, cookies or the key, and a last check refuses to write a line holding the key.
+auth or cookies. The key is masked (``sk-…abcd``) wherever it stands, also in model text
+split across stream deltas; a last check refuses to write a line that still holds it.
 
 Both ends are ``httpx2`` transports under the SDK (``http_client=httpx2.Client(transport=…)``),
 so its retries, errors and streaming helpers work as they do live. ``Recorder`` tees the
@@ -67,6 +68,7 @@ from IPython.core.error import UsageError
 
 from ._client import KEY_VARIABLE
 from ._errors import QwenError
+from ._text import masked
 
 FORMAT = "qwen-magic"
 VERSION = 1
@@ -400,14 +402,57 @@ def _secrets(request: httpx2.Request) -> set[str]:
 
 def _redact(value: Any, secrets: set[str]) -> Any:
     if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "sk-***")
+        for secret in sorted(secrets, key=len, reverse=True):  # "Bearer sk-…" before "sk-…"
+            value = value.replace(secret, masked(secret))
         return value
     if isinstance(value, list):
         return [_redact(v, secrets) for v in value]
     if isinstance(value, dict):
         return {k: _redact(v, secrets) for k, v in value.items()}
     return value
+
+
+_DELTA_FIELDS = ("text", "thinking", "partial_json")
+
+
+def _mask_deltas(pieces: Any, secrets: set[str]) -> None:
+    """Mask each secret in streamed model text, also where it is split across deltas (in place).
+
+    The deltas of one content block are joined, each occurrence found, and the masked form
+    put in the delta where the secret begins; the rest of the secret's characters go.
+    """
+    streams: dict[tuple[Any, str], list[dict[str, Any]]] = {}
+    for piece in pieces if isinstance(pieces, list) else []:
+        data = piece.get("data") if isinstance(piece, dict) else None
+        if not isinstance(data, dict) or data.get("type") != "content_block_delta":
+            continue
+        delta = data.get("delta")
+        for name in _DELTA_FIELDS:
+            if isinstance(delta, dict) and isinstance(delta.get(name), str):
+                streams.setdefault((repr(data.get("index")), name), []).append(delta)
+    for (_, name), deltas in streams.items():
+        for secret in sorted(secrets, key=len, reverse=True):
+            joined = "".join(d[name] for d in deltas)
+            if secret in joined:
+                _cut_out(deltas, name, joined, secret)
+
+
+def _cut_out(deltas: list[dict[str, Any]], name: str, joined: str, secret: str) -> None:
+    starts, at = [], joined.find(secret)
+    while at != -1:
+        starts.append(at)
+        at = joined.find(secret, at + len(secret))
+    offset = 0
+    for delta in deltas:
+        text, out = delta[name], []
+        for position in range(offset, offset + len(text)):
+            inside = next((s for s in starts if s <= position < s + len(secret)), None)
+            if inside is None:
+                out.append(text[position - offset])
+            elif inside == position:
+                out.append(masked(secret))
+        offset += len(text)
+        delta[name] = "".join(out)
 
 
 def _error_of(exc: BaseException) -> dict[str, str]:
@@ -564,9 +609,11 @@ class Recorder(httpx2.BaseTransport):
         )
 
     def write(self, exchange: dict[str, Any], secrets: set[str]) -> None:
-        """Append one exchange; refuse (and write nothing) if the line would hold the key."""
-        line = json.dumps(_redact(exchange, secrets), ensure_ascii=False, separators=(",", ":"))
+        """Append one exchange with the key masked; refuse (and write nothing) if a line still held it."""
         secrets = secrets | {s for s in [os.environ.get(KEY_VARIABLE, "").strip()] if len(s) >= 8}
+        exchange = _redact(exchange, secrets)
+        _mask_deltas(exchange.get("body"), secrets)
+        line = json.dumps(exchange, ensure_ascii=False, separators=(",", ":"))
         if any(secret in line for secret in secrets):
             raise CassetteError(
                 f"record: this exchange would have put the API key in {self.name}, so it was not recorded."

@@ -13,6 +13,7 @@ from IPython.core.error import UsageError
 
 from ._conversation import Conversation, Turn
 from ._markdown import sanitize
+from ._text import mask_key
 from ._view import footer_text
 
 TOOL_PREVIEW = 300  # characters of a tool's input or result shown in the summary
@@ -36,7 +37,7 @@ def export(chat: Conversation, path: str | Path, *, overwrite: bool = False) -> 
         header += ["", "**System prompt:**", "", _quote(chat.system)]
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells.append(nbformat.v4.new_markdown_cell(sanitize("\n".join(header))))
+    nb.cells.append(nbformat.v4.new_markdown_cell(mask_key(sanitize("\n".join(header)))))
     for number, turn in enumerate(chat.turns, 1):
         nb.cells.append(_turn_cell(nbformat, turn, number))
     nbformat.validate(nb)
@@ -79,7 +80,7 @@ def _turn_cell(nbformat: Any, turn: Turn, number: int) -> Any:
     source = sanitize("\n".join(parts))
     for index, markup in enumerate(fragments):
         source = source.replace(f"QWENMAGICFRAGMENT{index}END", markup, 1)
-    cell = nbformat.v4.new_markdown_cell(source)
+    cell = nbformat.v4.new_markdown_cell(mask_key(source))  # the key never goes into a file
     if attachments:
         cell["attachments"] = attachments
     return cell

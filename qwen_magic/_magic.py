@@ -23,6 +23,7 @@ from ._conversation import DEFAULT_CHAT, Chats, Options, Turn
 from ._errors import QwenError
 from ._media import show_preview
 from ._prompt import build_prompt
+from ._text import current_key, mask_key, masked
 from ._tools import Toolbox, converse, describe, offered
 from ._view import view_for
 
@@ -151,8 +152,10 @@ class QwenMagics(Magics):
         chat = self.chats[args.chat]
         if args.new:
             chat.reset()
+        held_key: list[str] = []  # the {name}s whose values held the API key (masked before sending)
         if args.system:
-            blocks = build_prompt(cell, self.shell.user_ns) if cell.strip() else []
+            blocks = build_prompt(cell, self.shell.user_ns, held_key) if cell.strip() else []
+            _masked_note(held_key)
             if any(block["type"] != "text" for block in blocks):
                 raise UsageError("A system prompt holds text only: put images and video in an ordinary %%qwen cell.")
             chat.system = "\n".join(block["text"] for block in blocks) or None
@@ -163,7 +166,8 @@ class QwenMagics(Magics):
             )
             return None
         _check_output_name(args.output)
-        prompt = build_prompt(cell, self.shell.user_ns)
+        prompt = build_prompt(cell, self.shell.user_ns, held_key)
+        _masked_note(held_key)
         if args.cache:
             prompt = mark(prompt)
         cell_id, source = self._cell if self._cell[1] is not None else (None, f"%%qwen {line}\n{cell}")
@@ -253,7 +257,11 @@ class QwenMagics(Magics):
         traceback_text, source = error
         _note(f"Explaining {etype.__name__ if etype else 'the last error'}…")
         chat = self.chats[args.chat]
-        prompt = [{"type": "text", "text": explain_prompt(traceback_text, source)}]
+        question = explain_prompt(traceback_text, source)
+        sent = mask_key(question)
+        if sent != question:
+            _masked_note(["the traceback or the cell"])
+        prompt = [{"type": "text", "text": sent}]
         answer = self._ask(chat, prompt, args, None, None)
         self._deliver(answer, args)
 
@@ -375,7 +383,7 @@ class QwenMagics(Magics):
             self._config(args.assignments)
         elif args.command == "history":
             chat = self.chats[args.chat or DEFAULT_CHAT]
-            _markdown_out(chat.transcript())
+            _markdown_out(mask_key(chat.transcript()))
         elif args.command == "reset":
             if args.all:
                 self.chats.clear()
@@ -450,6 +458,13 @@ class QwenMagics(Magics):
 def _check_output_name(name: str | None) -> None:
     if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
         raise UsageError(f"-o/--output needs a Python variable name, not {name!r}.")
+
+
+def _masked_note(where: list[str]) -> None:
+    """Say that the API key was found in what is about to be sent, and masked there."""
+    if where:
+        _note(f"The API key was masked in what was sent ({', '.join(where)} held it): the service sees only "
+              f"{masked(current_key() or '')}.")
 
 
 def _note(text: str) -> None:

@@ -31,6 +31,7 @@ from IPython.core.error import UsageError
 
 from . import _media
 from ._media import Block
+from ._text import current_key, mask_key
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}(?=[^`\n]*$)|~{3,})", re.MULTILINE)
 _INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)", re.DOTALL)
@@ -50,13 +51,19 @@ _F_STRING = re.compile(r"(?<![\w'\"])(?:[rR]?[fF]|[fF][rR])(\"\"\"|'''|\"|')")
 _OPENERS, _CLOSERS = "([<\"'*", ").,;:!?]>\"'*"
 
 
-def build_prompt(text: str, namespace: dict[str, Any] | None = None) -> list[Block]:
-    """Content blocks for the cell text, in the order they stand; an empty cell is a ``UsageError``."""
+def build_prompt(
+    text: str, namespace: dict[str, Any] | None = None, masked: list[str] | None = None
+) -> list[Block]:
+    """Content blocks for the cell text, in the order they stand; an empty cell is a ``UsageError``.
+
+    The API key is never sent as part of a ``{name}`` value: it is masked, and the value's
+    ``{name}`` is added to ``masked`` (when given) so the caller can say so.
+    """
     if not text.strip():
         raise UsageError("The cell is empty: write a question below the %%qwen line.")
     parts: list[Block] = []
     for chunk, code in _chunks(text):
-        parts.extend([_text(chunk)] if code else _scan(chunk, namespace or {}))
+        parts.extend([_text(chunk)] if code else _scan(chunk, namespace or {}, masked))
     blocks = _tidy(parts)
     if not blocks:
         raise UsageError("Nothing to send: the cell's text and values are all empty.")
@@ -225,7 +232,7 @@ def _inline_chunks(text: str) -> Iterator[tuple[str, bool]]:
     yield text[position:], False
 
 
-def _scan(text: str, namespace: dict[str, Any]) -> list[Block]:
+def _scan(text: str, namespace: dict[str, Any], masked: list[str] | None = None) -> list[Block]:
     """Blocks for prose: text with media and ``{name}`` values put where they stood."""
     replacements: list[tuple[int, int, list[Block]]] = []
     taken: list[tuple[int, int]] = []  # spans tokens must not overlap
@@ -236,7 +243,8 @@ def _scan(text: str, namespace: dict[str, Any]) -> list[Block]:
         elif match.group("name") and _substitutable(text, match.start(), match.end()):
             found, value = _resolve(match.group("expr"), namespace)
             if found:
-                replacements.append((*match.span(), value_blocks(value, match.group("name"))))
+                blocks = _without_key(value_blocks(value, match.group("name")), match.group("name"), masked)
+                replacements.append((*match.span(), blocks))
     for token in _TOKEN.finditer(text):
         start, end = token.span()
         if any(s < end and start < e for s, e in taken):
@@ -252,6 +260,16 @@ def _scan(text: str, namespace: dict[str, Any]) -> list[Block]:
         position = end
     parts.append(_text(text[position:]))
     return parts
+
+
+def _without_key(blocks: list[Block], label: str, masked: list[str] | None) -> list[Block]:
+    """``blocks`` with the API key masked in their text; ``label`` noted in ``masked`` if it was there."""
+    key = current_key()
+    if key is None or not any(b.get("type") == "text" and key in b["text"] for b in blocks):
+        return blocks
+    if masked is not None and label not in masked:
+        masked.append(label)
+    return [_text(mask_key(b["text"], key)) if b.get("type") == "text" else b for b in blocks]
 
 
 def _substitutable(text: str, start: int, end: int) -> bool:

@@ -541,3 +541,12 @@ def test_the_request_applies_the_policy_from_options(files):
     request = chat.request([text("next")], Options(model="m", max_tokens=10, cache="off", keep_media_turns=0))
     assert request["messages"][0]["content"][0]["type"] == "text"
     assert "no longer attached" in request["messages"][0]["content"][0]["text"]
+
+
+def test_values_holding_the_key_are_masked_and_named(monkeypatch):
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-0123456789abcdef")
+    held: list[str] = []
+    blocks = build_prompt("Use {cfg} and {plain}, not sk-0123456789abcdef in `{cfg}`", {"cfg": {"key": "sk-0123456789abcdef"}, "plain": "x"}, held)
+    text = blocks[0]["text"]
+    assert text.startswith("Use {'key': 'sk-…cdef'} and x")
+    assert held == ["{cfg}"]
