@@ -68,6 +68,7 @@ from IPython.core.error import UsageError
 
 from ._client import KEY_VARIABLE
 from ._errors import QwenError
+from ._files import check_target, open_regular, resolve, safe_text, write_failed
 from ._text import masked
 
 FORMAT = "qwen-magic"
@@ -347,32 +348,135 @@ def header() -> dict[str, Any]:
     return {"cassette": FORMAT, "version": VERSION, "created": created, "qwen_magic": __version__}
 
 
+MAX_LINE = 64 * 1024 * 1024  # bytes of one cassette line (an exchange); this version writes far less
+MAX_FILE = 1024 * 1024 * 1024  # bytes of a whole cassette
+MAX_TIME = 3600.0  # recorded seconds from a request to a piece of its answer
+ENDS = ("complete", "closed", "error")
+PIECE_KINDS = ("data", "sse", "json", "base64", "text")
+
+
+def _blank(path: Path) -> bool:
+    size = path.stat().st_size
+    return size == 0 or (size < 64 and not path.read_bytes().strip())
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _lines(path: Path, name: str) -> Iterator[tuple[int, str]]:
+    """The cassette's lines, numbered, each read with a bound; a ``UsageError`` for a file that is not one."""
+    if not path.exists():
+        raise UsageError(f"No cassette at {name}: record one first with `%qwen record {name}` (online).")
+    file, size = open_regular(path, name)
+    with file:
+        if size > MAX_FILE:
+            raise UsageError(f"{name} is over {MAX_FILE >> 30} GB: not a cassette qwen-magic wrote.")
+        number = 0
+        while True:
+            try:
+                raw = file.readline(MAX_LINE + 1)
+            except OSError as exc:
+                raise UsageError(f"Cannot read the cassette {name}: {safe_text(exc)}.") from None
+            if not raw:
+                return
+            number += 1
+            if len(raw) > MAX_LINE:
+                raise UsageError(
+                    f"{name}, line {number}: over {MAX_LINE >> 20} MB, longer than any exchange qwen-magic "
+                    "records; the file is damaged or not a cassette. Record it again."
+                )
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UsageError(f"{name}, line {number}: not UTF-8 text, so not a cassette line. Record it again.") from None
+
+
 def read(path: Path, name: str) -> list[dict[str, Any]]:
-    """The exchanges of a cassette file; a ``UsageError`` if it is missing or not a cassette."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"No cassette at {name}: record one first with `%qwen record {name}` (online).") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"Cannot read the cassette {name}: {exc}") from None
+    """The exchanges of a cassette file; a ``UsageError`` saying what is wrong if it will not do."""
     exchanges: list[dict[str, Any]] = []
-    for number, line in enumerate(lines, 1):
+    for number, line in _lines(path, name):
         if number > 1 and not line.strip():
             continue
         try:
-            item = json.loads(line)
-        except ValueError:
+            item = json.loads(line, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
             item = None
         if number == 1:
             if not isinstance(item, dict) or item.get("cassette") != FORMAT:
                 raise UsageError(f"{name} is not a qwen-magic cassette (its first line is not a cassette header).")
-            if not isinstance(item.get("version"), int) or item["version"] > VERSION:
-                raise UsageError(f"{name} was written by a newer qwen-magic (format {item.get('version')}); upgrade.")
-        elif not isinstance(item, dict) or not {"method", "path", "body"} <= set(item):
-            raise UsageError(f"{name}, line {number}: not a recorded exchange.")
-        else:
-            exchanges.append(item)
+            version = item.get("version")
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise UsageError(f"{name}: the cassette header has no valid format version; record it again.")
+            if version > VERSION:
+                raise UsageError(f"{name} was written by a newer qwen-magic (format {version}); upgrade.")
+            continue
+        if item is None:
+            truncated = "" if line.endswith("\n") else " (the file ends in the middle of it: cut short?)"
+            raise UsageError(f"{name}, line {number}: not valid JSON{truncated}. Record the cassette again.")
+        problem = _exchange_problem(item)
+        if problem is not None:
+            raise UsageError(f"{name}, line {number}: not a recorded exchange ({problem}). Record the cassette again.")
+        exchanges.append(item)
     return exchanges
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_TIME
+
+
+def _exchange_problem(item: Any) -> str | None:
+    """What makes ``item`` not an exchange this module can replay, or None."""
+    if not isinstance(item, dict):
+        return f"a JSON {type(item).__name__} where an object belongs"
+    for field in ("method", "path"):
+        if not isinstance(item.get(field), str) or not item[field]:
+            return f"{field} should be text"
+    status = item.get("status")
+    if status is not None and (not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599):
+        return "status should be an HTTP status code or null"
+    if "at" in item and item["at"] is not None and not _number(item["at"]):
+        return f"at should be a number of seconds from 0 to {MAX_TIME:g}"
+    if item.get("end", "complete") not in ENDS:
+        return f"end should be one of {', '.join(ENDS)}"
+    headers = item.get("headers", {})
+    if headers is not None and not (
+        isinstance(headers, dict)
+        and all(isinstance(v, str) and v.isascii() and v.isprintable() and k.isascii() for k, v in headers.items())
+    ):
+        return "headers should map names to printable ASCII text"
+    error = item.get("error", {})
+    if error is not None and not isinstance(error, dict):
+        return "error should be an object"
+    body = item.get("body")
+    if not isinstance(body, list):
+        return "body should be a list of pieces"
+    for index, piece in enumerate(body):
+        problem = _piece_problem(piece)
+        if problem is not None:
+            return f"body piece {index + 1}: {problem}"
+    return None
+
+
+def _piece_problem(piece: Any) -> str | None:
+    if not isinstance(piece, dict):
+        return f"a JSON {type(piece).__name__} where an object belongs"
+    if "t" in piece and piece["t"] is not None and not _number(piece["t"]):
+        return f"t should be a number of seconds from 0 to {MAX_TIME:g}"
+    kinds = [kind for kind in PIECE_KINDS if kind in piece]
+    if len(kinds) != 1:
+        return f"it should hold one of {', '.join(PIECE_KINDS)}"
+    kind = kinds[0]
+    if kind == "data" and "event" in piece and not isinstance(piece["event"], str):
+        return "event should be text"
+    if kind in ("sse", "text", "base64") and not isinstance(piece[kind], str):
+        return f"{kind} should be text"
+    if kind == "base64":
+        try:
+            base64.b64decode(piece["base64"], validate=True)
+        except ValueError:
+            return "base64 is not valid base64"
+    return None
 
 
 def exchange_count(count: int) -> str:
@@ -549,14 +653,19 @@ class Recorder(httpx2.BaseTransport):
 
     def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
         self.name = str(path)
-        self.path = Path(path).expanduser()
+        self.path = resolve(path)
         self._lock = threading.Lock()
         self._transports: dict[str | None, httpx2.HTTPTransport] = {}
-        if overwrite or not self.path.exists() or not self.path.read_bytes().strip():
+        check_target(self.path, self.name, "demo.jsonl")
+        if overwrite or not self.path.exists() or _blank(self.path):
             self.count = 0
             self._start_file()
         else:
             self.count = len(read(self.path, self.name))
+            try:  # appending must work now, not fail later inside a streaming answer
+                self.path.open("a", encoding="utf-8").close()
+            except OSError as exc:
+                raise write_failed(self.name, self.path, exc) from None
 
     @property
     def footer(self) -> str:
@@ -569,7 +678,7 @@ class Recorder(httpx2.BaseTransport):
         try:
             self.path.write_text(json.dumps(header(), ensure_ascii=False) + "\n", encoding="utf-8")
         except OSError as exc:
-            raise UsageError(f"Cannot write the cassette {self.name}: {exc}") from None
+            raise write_failed(self.name, self.path, exc) from None
 
     def _transport(self, url: httpx2.URL) -> httpx2.HTTPTransport:
         proxy = _proxy_for(url)
@@ -693,7 +802,7 @@ class Player(httpx2.BaseTransport):
 
     def __init__(self, path: str | Path, speed: float = 1.0) -> None:
         self.name = str(path)
-        self.path = Path(path).expanduser()
+        self.path = resolve(path)
         self.speed = speed
         self.exchanges = read(self.path, self.name)
         self._queues: dict[str, list[dict[str, Any]]] = {}
@@ -726,7 +835,14 @@ class Player(httpx2.BaseTransport):
         with self._lock:
             queue = self._queues.get(key)
             if not queue:
-                raise CassetteError(miss_message(self.name, self.exchanges, now))
+                try:
+                    message = miss_message(self.name, self.exchanges, now)
+                except Exception:  # a recorded request of an odd shape: no closest one to name
+                    message = (
+                        f"replay: {self.name} holds no answer for this request. Run the cell as it was recorded, "
+                        f"record it again (`%qwen record {self.name}`, online), or stop replaying (`%qwen replay --stop`)."
+                    )
+                raise CassetteError(message)
             served = self._served.get(key, 0)
             self._served[key] = served + 1
             exchange = queue[min(served, len(queue) - 1)]
@@ -753,14 +869,14 @@ def _piece_bytes(piece: dict[str, Any]) -> bytes:
 
     if "data" in piece:
         event = f"event: {piece['event']}\n" if "event" in piece else ""
-        return f"{event}data: {dump(piece['data'])}\n\n".encode()
+        return f"{event}data: {dump(piece['data'])}\n\n".encode(errors="replace")  # lone surrogates → ?
     if "sse" in piece:
-        return (piece["sse"] + ("" if piece.get("tail") else "\n\n")).encode()
+        return (piece["sse"] + ("" if piece.get("tail") else "\n\n")).encode(errors="replace")
     if "json" in piece:
-        return dump(piece["json"]).encode()
+        return dump(piece["json"]).encode(errors="replace")
     if "base64" in piece:
         return base64.b64decode(piece["base64"])
-    return str(piece.get("text", "")).encode()
+    return str(piece.get("text", "")).encode(errors="replace")
 
 
 class _Replay(httpx2.SyncByteStream):

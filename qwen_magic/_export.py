@@ -12,6 +12,7 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from ._conversation import Conversation, Turn
+from ._files import check_target, resolve, write_failed
 from ._markdown import sanitize
 from ._text import mask_key
 from ._view import footer_text
@@ -23,9 +24,10 @@ def export(chat: Conversation, path: str | Path, *, overwrite: bool = False) -> 
     """Write ``chat`` to ``path`` as a valid notebook; refuse to replace a file unless told to."""
     import nbformat
 
-    target = Path(path).expanduser()
+    target = resolve(path)
     if target.suffix != ".ipynb":
         raise UsageError(f"%qwen export writes a notebook: give a file name ending in .ipynb, not {str(path)!r}.")
+    check_target(target, str(path), f"{chat.name}.ipynb")
     if target.exists() and not overwrite:
         raise UsageError(f"{target} already exists; add --force to replace it.")
     if not chat.turns:
@@ -41,8 +43,10 @@ def export(chat: Conversation, path: str | Path, *, overwrite: bool = False) -> 
     for number, turn in enumerate(chat.turns, 1):
         nb.cells.append(_turn_cell(nbformat, turn, number))
     nbformat.validate(nb)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(target))
+    try:
+        nbformat.write(nb, str(target))
+    except OSError as exc:
+        raise write_failed(str(path), target, exc) from None
     return target
 
 

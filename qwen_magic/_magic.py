@@ -5,8 +5,10 @@ from __future__ import annotations
 import html
 import keyword
 import os
+import re
 import shlex
 import sys
+import unicodedata
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -455,9 +457,20 @@ class QwenMagics(Magics):
         return "\n".join(rows)
 
 
+# Names IPython keeps for itself: a value stored there is overwritten, or breaks the shell.
+_IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_i", "_ii", "_iii", "_ih", "_oh", "_dh"})
+
+
 def _check_output_name(name: str | None) -> None:
-    if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
+    """A ``UsageError`` unless ``-o NAME`` names a variable the answer can be stored in and read back."""
+    if name is None:
+        return
+    if not name.isidentifier() or keyword.iskeyword(name) or name in ("True", "False", "None"):
         raise UsageError(f"-o/--output needs a Python variable name, not {name!r}.")
+    if unicodedata.normalize("NFKC", name) != name:  # Python reads the name in its NFKC form
+        raise UsageError(f"-o/--output: write {name!r} as {unicodedata.normalize('NFKC', name)!r}.")
+    if (name.startswith("__") and name.endswith("__")) or name in _IPYTHON_NAMES or re.fullmatch(r"_i?\d+", name):
+        raise UsageError(f"-o/--output: {name!r} is a name Python or IPython keeps for itself; choose another.")
 
 
 def _masked_note(where: list[str]) -> None:

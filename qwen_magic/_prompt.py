@@ -125,9 +125,18 @@ def _data_value(value: Any, label: str) -> list[Block] | None:
 
 def _text_value(value: Any, label: str) -> list[Block]:
     """A string as itself; anything else as its repr, cut at 2,000 characters."""
-    from ._analysis import short_repr
+    from ._analysis import REPR_LIMIT, _cut
 
-    return [_text(value if isinstance(value, str) else short_repr(value))]
+    if isinstance(value, str):
+        return [_text(str.__str__(value))]  # a str subclass's own methods are not run
+    try:
+        text = repr(value)
+    except Exception as exc:  # raised, or returned a non-string (repr raises TypeError then)
+        raise UsageError(
+            f"{label}: repr() of this {_type_name(value)} value failed ({_failure(exc)}). Fix its __repr__, "
+            "or store the text you mean in a variable and write that name, or put it in backticks to send it as typed."
+        ) from None
+    return [_text(_cut(text, REPR_LIMIT))]
 
 
 # Tried in order; the first that returns blocks wins. Add converters before the last,
@@ -136,12 +145,33 @@ CONVERTERS: list[Converter] = [_image_value, _image_list, _path_value, _data_val
 
 
 def value_blocks(value: Any, label: str) -> list[Block]:
-    """The blocks a ``{name}`` value becomes."""
+    """The blocks a ``{name}`` value becomes; a value that breaks every converter is a ``UsageError``."""
     for convert in CONVERTERS:
-        blocks = convert(value, label)
+        try:
+            blocks = convert(value, label)
+        except UsageError:
+            raise
+        except Exception as exc:  # the user's object misbehaved (a property, __len__, savefig …)
+            raise UsageError(
+                f"{label}: this {_type_name(value)} value could not be sent ({_failure(exc)}). Store the text "
+                "you mean in a variable and write that name, or put it in backticks to send it as typed."
+            ) from None
         if blocks is not None:
             return blocks
     raise AssertionError("the last converter takes any value")  # pragma: no cover
+
+
+def _type_name(value: Any) -> str:
+    name = getattr(type(value), "__name__", None)
+    return name if isinstance(name, str) else "object"
+
+
+def _failure(exc: BaseException) -> str:
+    """``TypeError: what it said``, for any exception, also one that cannot be printed."""
+    from ._files import safe_text
+
+    text = safe_text(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 _NOT_A_KEY = object()
@@ -196,7 +226,7 @@ def _resolve(expr: str, namespace: dict[str, Any]) -> tuple[bool, Any]:
             value = getattr(value, key) if how == "attr" else value[key]
     except Exception as exc:
         raise UsageError(
-            f"{{{expr}}}: {type(exc).__name__}: {exc}. Fix the name, or put it in backticks to send it as typed."
+            f"{{{expr}}}: {_failure(exc)}. Fix the name, or put it in backticks to send it as typed."
         ) from None
     return True, value
 

@@ -67,3 +67,136 @@ def test_an_answer_echoing_the_key_is_masked_in_history_and_export(fresh, tmp_pa
     fresh.run(f"%qwen export {path}")
     written = path.read_text()
     assert key not in written and "sk-…agic" in written
+
+
+# -- files, paths and cassettes -------------------------------------------------------------------
+
+
+def assert_usage_error(run, *needles: str) -> str:
+    """One short UsageError on stderr, no traceback, naming what it should."""
+    text = run.stderr + run.error_text
+    assert "UsageError" in text, text
+    assert "Traceback" not in text and 'File "' not in text, text
+    assert len(text) < 700, text
+    for needle in needles:
+        assert needle in text, (needle, text)
+    return text
+
+
+@pytest.fixture
+def odd_files(tmp_path):
+    import os
+    import socket
+
+    (tmp_path / "folder.png").mkdir()
+    os.mkfifo(tmp_path / "pipe.png")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock.png"))
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    (tmp_path / "stdin.mp4").symlink_to("/dev/stdin")
+    (tmp_path / "plain.txt").write_text("x")
+    yield tmp_path
+    sock.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("folder.png", "is a folder"),
+        ("pipe.png", "pipe (FIFO)"),
+        ("sock.png", "socket"),
+        ("zero.png", "character device"),
+        ("stdin.mp4", "not a regular file"),
+    ],
+)
+def test_media_paths_that_are_not_regular_files_are_short_errors(fresh, odd_files, name, needle):
+    before = len(fresh.server.requests)
+    run = fresh.run(f"%%qwen\nLook at {odd_files / name}", timeout=15)
+    text = assert_usage_error(run, name)
+    assert needle in text or "not a regular file" in text, text
+    assert len(fresh.server.requests) == before
+
+
+def test_path_values_naming_devices_are_short_errors(fresh, odd_files):
+    fresh.run(f"from pathlib import Path\nzero, stdin = Path({str(odd_files / 'zero.png')!r}), Path({str(odd_files / 'stdin.mp4')!r})")
+    assert_usage_error(fresh.run("%%qwen\nLook at {zero}", timeout=15), "character device")
+    assert_usage_error(fresh.run("%%qwen\nLook at {stdin}", timeout=15), "not a regular file")
+
+
+@pytest.mark.parametrize(
+    ("target", "needles"),
+    [
+        ("{dir}", ["is a folder", "give a file name"]),
+        ("{dir}/missing/sub/x.ipynb", ["does not exist", "mkdir -p"]),
+        ("{dir}/plain.txt/x.ipynb", ["is not a folder"]),
+        ("/proc/qwen-test.ipynb", ["Cannot write", "Choose a place"]),
+    ],
+)
+def test_export_to_a_bad_place_is_a_short_error(fresh, odd_files, target, needles):
+    fresh.run("%%qwen\nHi")
+    path = target.format(dir=odd_files)
+    if path == str(odd_files):
+        path = str(odd_files / "folder.png") + ".ipynb"
+        (odd_files / "folder.png.ipynb").mkdir()
+    run = fresh.run(f"%qwen export {path} --force")
+    assert_usage_error(run, *needles)
+
+
+@pytest.mark.parametrize(
+    ("target", "needles"),
+    [
+        ("{dir}", ["is a folder", "demo.jsonl"]),
+        ("{dir}/pipe.png", ["pipe (FIFO)"]),
+        ("{dir}/zero.png", ["character device"]),
+        ("{dir}/missing/x.jsonl", ["does not exist"]),
+        ("/proc/qwen-test.jsonl", ["Cannot write", "Choose a place"]),
+    ],
+)
+def test_record_to_a_bad_place_is_a_short_error(fresh, odd_files, target, needles):
+    run = fresh.run(f"%qwen record {target.format(dir=odd_files)}", timeout=15)
+    assert_usage_error(run, *needles)
+    assert fresh.run("%qwen record").status == "ok"
+    assert "No cassette" in notes(fresh.run("%qwen record"))
+
+
+@pytest.mark.parametrize(
+    ("target", "needles"),
+    [
+        ("{dir}", ["is a folder"]),
+        ("{dir}/pipe.png", ["pipe (FIFO)"]),
+        ("{dir}/zero.png", ["character device"]),
+        ("{dir}/stdin.mp4", ["not a regular file"]),
+        ("{dir}/plain.txt", ["not a qwen-magic cassette"]),
+    ],
+)
+def test_replay_from_a_bad_place_is_a_short_error(fresh, odd_files, target, needles):
+    run = fresh.run(f"%qwen replay {target.format(dir=odd_files)}", timeout=15)
+    assert_usage_error(run, *needles)
+
+
+@pytest.mark.parametrize("name", ["__builtins__", "__name__", "class", "None", "In", "Out", "_", "_i3", "_12", "get_ipython", "2x", "a-b", "ﬁle"])
+def test_output_names_that_cannot_be_assigned_are_refused(fresh, name):
+    before = len(fresh.server.requests)
+    run = fresh.run(f"%%qwen -o {name}\nHi")
+    assert_usage_error(run, "-o/--output")
+    assert len(fresh.server.requests) == before
+    assert fresh.run("print(type(__builtins__).__name__ in ('module', 'dict'))").stdout.strip() == "True"
+
+
+def test_ordinary_output_names_still_work(fresh):
+    for name in ("answer", "match", "résumé", "_private"):
+        fresh.run(f"%%qwen -o {name}\nHi")
+        assert fresh.run(f"print({name}.startswith('Echo'))\ndel {name}").stdout.strip() == "True", name
+
+
+def test_values_whose_repr_breaks_are_short_errors(fresh):
+    fresh.run(
+        "class Loud(Exception):\n"
+        "    def __str__(self): raise RuntimeError('no')\n"
+        "class A:\n    def __repr__(self): raise ValueError('broken')\n"
+        "class B:\n    def __repr__(self): return 3\n"
+        "class C:\n    def __repr__(self): raise Loud()\n"
+        "a, b, c = A(), B(), C()\n"
+    )
+    for name, needle in (("a", "ValueError: broken"), ("b", "non-string"), ("c", "Loud")):
+        assert_usage_error(fresh.run(f"%%qwen\nWhat is {{{name}}}?"), f"{{{name}}}", needle)
