@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from fake_dashscope import Stream
@@ -200,3 +201,34 @@ def test_values_whose_repr_breaks_are_short_errors(fresh):
     )
     for name, needle in (("a", "ValueError: broken"), ("b", "non-string"), ("c", "Loud")):
         assert_usage_error(fresh.run(f"%%qwen\nWhat is {{{name}}}?"), f"{{{name}}}", needle)
+
+
+HOSTILE = 'Hi <img src=x onerror="alert(1)"> [a](javascript:alert(2)) <script>alert(3)</script>'
+
+
+def test_a_replayed_hostile_answer_is_shown_exactly_as_the_live_one(fresh, tmp_path):
+    cassette = tmp_path / "hostile.jsonl"
+    fresh.run(f"%qwen record {cassette}")
+    fresh.server.queue(Stream(text=HOSTILE, chunk=4))
+    live = fresh.run("%%qwen\nSay something hostile")
+    fresh.run("%qwen record --stop")
+    fresh.run("%qwen reset")
+    fresh.run(f"%qwen replay {cassette} --speed 0")
+    replayed = fresh.run("%%qwen\nSay something hostile")
+    fresh.run("%qwen replay --stop")
+    assert replayed.status == "ok", replayed.error_text
+    assert replayed.markdown == live.markdown  # the same sanitizing path as a live answer
+    assert "Hi" in live.markdown and not re.search(r"<img[^>]*onerror|<script", live.markdown)
+
+
+def test_replaying_a_damaged_cassette_is_a_short_error(fresh, tmp_path):
+    cassette = tmp_path / "cut.jsonl"
+    fresh.run(f"%qwen record {cassette}")
+    fresh.run("%%qwen\nHello")
+    fresh.run("%qwen record --stop")
+    data = cassette.read_bytes()
+    cassette.write_bytes(data[: len(data) - 40])
+    assert_usage_error(fresh.run(f"%qwen replay {cassette}"), "line 2", "cut short", "Record the cassette again")
+    cassette.write_bytes(data.replace(b'"body":[', b'"body":{"x":[', 1).replace(b']}\n', b']}}\n'))
+    text = assert_usage_error(fresh.run(f"%qwen replay {cassette}"), "line 2")
+    assert "body" in text
