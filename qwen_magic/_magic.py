@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import keyword
+import math
 import os
 import re
 import shlex
@@ -42,6 +43,20 @@ KNOWN_MODELS = (
 )
 
 
+class FiniteFloat(Float):  # type: ignore[type-arg]
+    """A float setting that refuses NaN and infinities; ``inf_means`` names what +inf means where it is allowed."""
+
+    def __init__(self, *args: Any, inf_means: str | None = None, **kwargs: Any) -> None:
+        self.inf_means = inf_means
+        super().__init__(*args, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> float:
+        if isinstance(value, float) and (math.isnan(value) or (math.isinf(value) and not (self.inf_means and value > 0))):
+            allowed = f"a number, or inf for {self.inf_means}" if self.inf_means else "a finite number"
+            raise TraitError(f"{self.name} must be {allowed}, not {value!r}")
+        return float(super().validate(obj, value))
+
+
 @magics_class
 class QwenMagics(Magics):
     """Ask Qwen models from notebook cells. Settings: ``%config QwenMagics.<name> = …``."""
@@ -56,7 +71,7 @@ class QwenMagics(Magics):
     max_tokens = Int(4096, min=1, help="Most tokens an answer may have (thinking not included).").tag(config=True)
     thinking = Bool(False, help="Let the model think before answering.").tag(config=True)
     thinking_budget = Int(4096, min=1, help="Most tokens the model may spend thinking.").tag(config=True)
-    timeout = Float(120.0, help="Seconds to wait for the service before giving up.").tag(config=True)
+    timeout = FiniteFloat(120.0, help="Seconds to wait for the service before giving up.").tag(config=True)
     cache = Enum(
         list(MODES),
         default_value="auto",
@@ -79,7 +94,7 @@ class QwenMagics(Magics):
         default_value="off",
         help="off; record: every request and its answer also go to the cassette; replay: answers come from it, no network.",
     ).tag(config=True)
-    replay_speed = Float(1.0, min=0.0, help="Replay pace: 1 as recorded, 10 ten times faster, 0 or inf no waiting.").tag(
+    replay_speed = FiniteFloat(1.0, min=0.0, inf_means="no waiting", help="Replay pace: 1 as recorded, 10 ten times faster, 0 or inf no waiting.").tag(
         config=True
     )
 

@@ -232,3 +232,54 @@ def test_replaying_a_damaged_cassette_is_a_short_error(fresh, tmp_path):
     cassette.write_bytes(data.replace(b'"body":[', b'"body":{"x":[', 1).replace(b']}\n', b']}}\n'))
     text = assert_usage_error(fresh.run(f"%qwen replay {cassette}"), "line 2")
     assert "body" in text
+
+
+# -- bad settings --------------------------------------------------------------------------------
+
+
+def float_settings(kernel) -> list[str]:
+    code = (
+        "from traitlets import Float\n"
+        "print(' '.join(n for n, t in _qm.traits(config=True).items() if isinstance(t, Float)))"
+    )
+    return kernel.run(code).stdout.split()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "Infinity"])
+def test_config_refuses_nan_and_infinities_for_every_float_setting(fresh, value):
+    names = float_settings(fresh)
+    assert {"timeout", "replay_speed"} <= set(names)
+    for name in names:
+        before = fresh.run(f"print(repr(_qm.{name}))").stdout
+        run = fresh.run(f"%qwen config {name}={value}")
+        if name == "replay_speed" and value in ("inf", "Infinity"):
+            assert run.status == "ok", run.error_text  # documented: inf = no waiting
+            fresh.run(f"_qm.{name} = {before}")
+            continue
+        assert_usage_error(run, name, "must be")
+        assert fresh.run(f"print(repr(_qm.{name}))").stdout == before
+
+
+@pytest.mark.parametrize("value", ["float('nan')", "float('inf')", "-float('inf')"])
+def test_percent_config_refuses_nan_and_infinities(fresh, value):
+    for name in float_settings(fresh):
+        before = fresh.run(f"print(repr(_qm.{name}))").stdout
+        run = fresh.run(f"%config QwenMagics.{name} = {value}")
+        if name == "replay_speed" and value == "float('inf')":
+            fresh.run(f"_qm.{name} = {before}")
+            continue
+        assert run.status == "error" or "must be" in run.stderr, (name, value)
+        assert "must be" in run.error_text + run.stderr, (name, value)
+        assert fresh.run(f"print(repr(_qm.{name}))").stdout == before
+
+
+@pytest.mark.parametrize("flag", ["--temperature nan", "--temperature inf", "--temperature -inf"])
+def test_cell_flags_refuse_nan_and_infinities(fresh, flag):
+    before = len(fresh.server.requests)
+    assert_usage_error(fresh.run(f"%%qwen {flag}\nHi"), "--temperature")
+    assert len(fresh.server.requests) == before
+
+
+@pytest.mark.parametrize("speed", ["nan", "-inf", "-1"])
+def test_replay_speed_flag_refuses_nan(fresh, speed):
+    assert "--speed" in fresh.run(f"%qwen replay --speed {speed}").stderr
