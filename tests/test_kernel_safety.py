@@ -283,3 +283,15 @@ def test_cell_flags_refuse_nan_and_infinities(fresh, flag):
 @pytest.mark.parametrize("speed", ["nan", "-inf", "-1"])
 def test_replay_speed_flag_refuses_nan(fresh, speed):
     assert "--speed" in fresh.run(f"%qwen replay --speed {speed}").stderr
+
+
+def test_the_404_message_never_suggests_the_model_that_failed(fresh):
+    from fake_dashscope import Status
+
+    fresh.run("%qwen config max_retries=0")
+    for model in ("qwen3.6-plus", "qwen3.7-plus"):
+        fresh.server.queue(Status(404, "not_found_error", f"The model `{model}` does not exist."))
+        run = fresh.run(f"%%qwen -m {model}\nHi")
+        text = run.error_text + run.stderr
+        assert "404" in text and f"model={model}`" not in text and f"-m {model}`" not in text, text
+        assert "%qwen config model=" in text
