@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from fake_dashscope import Stream
+from fake_dashscope import Stream, ToolCall
 
 pytestmark = pytest.mark.kernel
 
@@ -295,3 +295,80 @@ def test_the_404_message_never_suggests_the_model_that_failed(fresh):
         text = run.error_text + run.stderr
         assert "404" in text and f"model={model}`" not in text and f"-m {model}`" not in text, text
         assert "%qwen config model=" in text
+
+
+# -- odd tool calls ---------------------------------------------------------------------------------
+
+TOOL_DEFINITIONS = '''
+import json
+calls = []
+
+def add(a: int, b: int) -> int:
+    """Add two whole numbers."""
+    calls.append(["add", a, b])
+    return a + b
+'''
+
+ODD_CALLS = [
+    ("bad name", ToolCall("get weather!", {"a": 1, "b": 2}), "no tool named 'get weather!'"),
+    ("long name", ToolCall("x" * 65, {"a": 1, "b": 2}), "no tool named"),
+    ("empty name", ToolCall("", {}), "no tool named ''"),
+    ("unicode name", ToolCall("天气", {}), "no tool named '天气'"),
+    ("string input", ToolCall("add", "a=1, b=2"), "must be one JSON object"),
+    ("list input", ToolCall("add", [1, 2]), "must be one JSON object"),
+    ("number input", ToolCall("add", 12), "must be one JSON object"),
+    ("truncated JSON", ToolCall("add", None, raw='{"a": 1, "b": '), "must be one JSON object"),
+    ("not JSON", ToolCall("add", None, raw="{a: 1, b: 2}"), "must be one JSON object"),
+    ("words", ToolCall("add", None, raw="add one and two"), "must be one JSON object"),
+    ("trailing garbage", ToolCall("add", None, raw='{"a": 1, "b": 2}}'), "must be one JSON object"),
+    ("NaN", ToolCall("add", None, raw='{"a": NaN, "b": 2}'), "must be one JSON object"),
+    ("JSON list", ToolCall("add", None, raw="[1, 2]"), "must be one JSON object"),
+    ("JSON string", ToolCall("add", None, raw='"a and b"'), "must be one JSON object"),
+]
+
+
+@pytest.fixture
+def adder(fresh):
+    run = fresh.run(TOOL_DEFINITIONS)
+    assert run.status == "ok", run.error_text
+    return fresh
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+@pytest.mark.parametrize(("label", "call", "needle"), ODD_CALLS, ids=[c[0] for c in ODD_CALLS])
+def test_an_odd_tool_call_is_answered_with_an_error_and_the_next_cells_are_accepted(adder, stream, label, call, needle):
+    call.id = "odd1"
+    adder.server.queue(Stream(tool_calls=[call, ToolCall("add", {"a": 2, "b": 3}, id="good")]), Stream(text="Done."))
+    flag = "" if stream else " --no-stream"
+    run = adder.run(f"%%qwen --tools add{flag}\nAdd things")
+    assert run.status == "ok", run.error_text + run.stderr
+    assert "Traceback" not in run.stderr and "Warning" not in run.stderr, run.stderr
+    assert json.loads(adder.run("print(json.dumps(calls))").stdout) == [["add", 2, 3]]
+    follow_up = adder.server.requests[-1]
+    assert follow_up.status == 200
+    results = {b["tool_use_id"]: b["content"] for b in follow_up.body["messages"][2]["content"]}
+    assert needle in results["odd1"] and results["good"] == "5"
+    assert "Done." in run.markdown
+    for cell in ("%%qwen\nAnd now?", "%%qwen --tools add\nAgain?", f"%%qwen{flag}\nOnce more"):
+        adder.server.queue(Stream(text="Fine."))
+        after = adder.run(cell)
+        assert after.status == "ok", (cell, after.error_text + after.stderr)
+        assert adder.server.requests[-1].status == 200
+    history = adder.server.requests[-1].body["messages"]
+    recorded = next(b for m in history for b in m["content"] if isinstance(b, dict) and b.get("id") == "odd1")
+    assert isinstance(recorded["input"], dict) and re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", recorded["name"])
+
+
+def test_the_fake_service_refuses_invalid_names_and_inputs_in_history(server):
+    import anthropic
+
+    client = anthropic.Anthropic(api_key=server.api_key, base_url=server.url, max_retries=0)
+    for name, arguments in (("get weather!", {}), ("add", "text"), ("add", [1])):
+        messages = [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": name, "input": arguments}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "x"}]},
+        ]
+        tools = [{"name": "add", "input_schema": {"type": "object"}}]
+        with pytest.raises(anthropic.BadRequestError):
+            client.messages.create(model="qwen3.6-plus", max_tokens=10, messages=messages, tools=tools)
