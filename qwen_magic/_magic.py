@@ -188,6 +188,7 @@ class QwenMagics(Magics):
         if args.cache:
             prompt = mark(prompt)
         cell_id, source = self._cell if self._cell[1] is not None else (None, f"%%qwen {line}\n{cell}")
+        source = _same_cell_text(source)
         if self._asked_in_cell:  # a cell that asks several times (run_cell_magic in a loop) re-runs nothing
             cell_id, source = None, None
         self._asked_in_cell = True
@@ -486,6 +487,16 @@ def _check_output_name(name: str | None) -> None:
         raise UsageError(f"-o/--output: write {name!r} as {unicodedata.normalize('NFKC', name)!r}.")
     if (name.startswith("__") and name.endswith("__")) or name in _IPYTHON_NAMES or re.fullmatch(r"_i?\d+", name):
         raise UsageError(f"-o/--output: {name!r} is a name Python or IPython keeps for itself; choose another.")
+
+
+def _same_cell_text(source: str | None) -> str | None:
+    """A cell's text as it identifies the cell: blank lines at its ends and spaces at line ends do not count.
+
+    Terminal IPython recalls a cell (Up, then Esc-Enter) without the blank line that ran it.
+    """
+    if source is None:
+        return None
+    return "\n".join(line.rstrip() for line in source.splitlines()).strip("\n")
 
 
 def _masked_note(where: list[str]) -> None:

@@ -372,3 +372,16 @@ def test_the_fake_service_refuses_invalid_names_and_inputs_in_history(server):
         tools = [{"name": "add", "input_schema": {"type": "object"}}]
         with pytest.raises(anthropic.BadRequestError):
             client.messages.create(model="qwen3.6-plus", max_tokens=10, messages=messages, tools=tools)
+
+
+# -- terminal reruns ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("again", ["%%qwen\nSame\n", "%%qwen\nSame\n\n\n", "\n%%qwen\nSame  \n \n", "%%qwen \nSame"])
+def test_a_recalled_cell_with_other_trailing_blank_lines_is_a_rerun(fresh, again):
+    fresh.run("%%qwen\nFirst")
+    fresh.run("%%qwen\nSame")
+    fresh.run(again)  # no cell id, as in terminal IPython
+    assert [m["role"] for m in fresh.server.requests[-1].body["messages"]] == ["user", "assistant", "user"]
+    fresh.run("%%qwen\nSame, edited")
+    assert len(fresh.server.requests[-1].body["messages"]) == 5
