@@ -728,10 +728,16 @@ class Recorder(httpx2.BaseTransport):
                 f"record: this exchange would have put the API key in {self.name}, so it was not recorded."
             )
         with self._lock:
-            if not self.path.exists() or not self.path.stat().st_size:
-                self._start_file()
-            with self.path.open("a", encoding="utf-8") as file:
-                file.write(line + "\n")
+            try:
+                if not self.path.exists() or not self.path.stat().st_size:
+                    self._start_file()
+                with self.path.open("a", encoding="utf-8") as file:
+                    file.write(line + "\n")
+            except (OSError, UsageError) as exc:  # a full disk, a file made read-only meanwhile
+                raise CassetteError(
+                    f"record: this exchange could not be written to {self.name} ({safe_text(exc)}); "
+                    "the answer stays on screen, but the cassette lacks it. Free space or fix the file, then re-run."
+                ) from None
             self.count += 1
 
     def close(self) -> None:

@@ -30,3 +30,67 @@ def test_the_404_message_suggests_a_listed_model_that_differs(model):
 def test_a_misspelt_model_gets_the_closest_listed_one():
     text = str(translate(not_found("qwen3.6-plsu"), model="qwen3.6-plsu", base_url="http://h"))
     assert "model=qwen3.6-plus`" in text
+
+
+def test_a_cassette_write_that_fails_is_a_short_cassette_error(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from qwen_magic._cassette import CassetteError, Recorder
+
+    recorder = Recorder(tmp_path / "c.jsonl")
+
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "open", full)
+    with pytest.raises(CassetteError, match=r"could not be written to .*c\.jsonl \(\[Errno 28\] No space left on device\)"):
+        recorder.write({"method": "POST", "path": "/v1/messages", "body": []}, set())
+
+
+@pytest.mark.parametrize(
+    ("text", "broken"),
+    [
+        ("", False), ("  ", False), ("{}", False), ('{"a": [1, {"b": null}]}', False), ('{"s": "line\nbreak"}', False),
+        ('"text"', True), ("[1, 2]", True), ("12", True), ("null", True), ('{"a": 1', True), ('{"a": 1}}', True),
+        ("{a: 1}", True), ('{"a": NaN}', True), ('{"a": Infinity}', True), ("[" * 10_000, True),
+    ],
+)
+def test_argument_text_must_be_one_json_object(text, broken):
+    from qwen_magic._tools import _arguments_problem
+
+    assert _arguments_problem(text) is broken
+
+
+@pytest.mark.parametrize(
+    ("call", "broken", "expected"),
+    [
+        ({"id": "t", "name": "ok_name-1", "input": {"a": 1}}, {}, {"name": "ok_name-1", "input": {"a": 1}}),
+        ({"id": "t", "name": "bad name", "input": {"a": 1}}, {}, {"name": "invalid_tool_name", "input": {"a": 1}}),
+        ({"id": "t", "name": "x" * 65, "input": "s"}, {}, {"name": "invalid_tool_name", "input": {}}),
+        ({"id": "t", "name": None, "input": [1]}, {}, {"name": "invalid_tool_name", "input": {}}),
+        ({"id": "t", "name": "f", "input": {"a": 1}}, {"t": '{"a": 1'}, {"name": "f", "input": {}}),
+    ],
+)
+def test_history_keeps_only_names_and_inputs_the_service_accepts(call, broken, expected):
+    from qwen_magic._tools import _make_acceptable
+
+    _make_acceptable(call, broken)
+    assert {"name": call["name"], "input": call["input"]} == expected and call["id"] == "t"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_float_settings_refuse_nan_and_infinities(value):
+    from traitlets import TraitError
+
+    from qwen_magic._magic import QwenMagics
+
+    magics = QwenMagics()
+    with pytest.raises(TraitError, match="timeout must be a finite number"):
+        magics.timeout = value
+    if value == float("inf"):
+        magics.replay_speed = value  # documented: no waiting
+    else:
+        with pytest.raises(TraitError, match="replay_speed must be"):
+            magics.replay_speed = value
+    magics.timeout, magics.replay_speed = 5, 0
+    assert (magics.timeout, magics.replay_speed) == (5.0, 0.0)
