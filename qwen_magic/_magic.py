@@ -250,6 +250,10 @@ class QwenMagics(Magics):
                 _note("The answer has no code block, so no cell was added.")
             else:
                 text = code
+                if mask_key(code) != code:  # a new cell is saved with the notebook: the key stays out of it
+                    code = mask_key(code)
+                    _note("The answer's code held the API key; it is masked in the new cell: "
+                          "read the key from os.environ['DASHSCOPE_API_KEY'] instead.")
                 # A new cell below in a notebook, the next prompt prefilled in a terminal; never run.
                 self.shell.set_next_input(code, replace=False)
                 _note(f"The answer's code ({len(code.splitlines())} lines) was put in a new cell below; "
@@ -276,7 +280,8 @@ class QwenMagics(Magics):
         _note(f"Explaining {etype.__name__ if etype else 'the last error'}…")
         chat = self.chats[args.chat]
         question = explain_prompt(traceback_text, source)
-        sent = mask_key(question)
+        sent = mask_key(question).encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates: escaped
+        question = question.encode("utf-8", "backslashreplace").decode("utf-8")
         if sent != question:
             _masked_note(["the traceback or the cell"])
         prompt = [{"type": "text", "text": sent}]

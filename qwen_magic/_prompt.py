@@ -273,7 +273,8 @@ def _scan(text: str, namespace: dict[str, Any], masked: list[str] | None = None)
         elif match.group("name") and _substitutable(text, match.start(), match.end()):
             found, value = _resolve(match.group("expr"), namespace)
             if found:
-                blocks = _without_key(value_blocks(value, match.group("name")), match.group("name"), masked)
+                label = match.group("name")
+                blocks = _without_key(_encodable(value_blocks(value, label), label), label, masked)
                 replacements.append((*match.span(), blocks))
     for token in _TOKEN.finditer(text):
         start, end = token.span()
@@ -290,6 +291,22 @@ def _scan(text: str, namespace: dict[str, Any], masked: list[str] | None = None)
         position = end
     parts.append(_text(text[position:]))
     return parts
+
+
+def _encodable(blocks: list[Block], label: str) -> list[Block]:
+    """``blocks``, or a ``UsageError`` when their text cannot be encoded to be sent (lone surrogates)."""
+    for block in blocks:
+        if block.get("type") == "text":
+            try:
+                block["text"].encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = block["text"][exc.start : exc.end]
+                raise UsageError(
+                    f"{label}: its text holds {bad!r}, half of a character (a lone surrogate, e.g. from a file "
+                    "name read with errors='surrogateescape'), which cannot be sent. Clean it first, e.g. "
+                    "text.encode('utf-8', 'replace').decode(), and send that."
+                ) from None
+    return blocks
 
 
 def _without_key(blocks: list[Block], label: str, masked: list[str] | None) -> list[Block]:

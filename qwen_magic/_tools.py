@@ -613,6 +613,7 @@ def _run_calls(
             painters[current["id"]] = view.show(call_bundle(current, None))
             bad_arguments = (broken or {}).get(current["id"])
             outcome = Outcome(refusal, ok=False) if refusal else call_tool(tools, current, bad_arguments)
+            outcome.text = sendable(outcome.text)
             outcomes[current["id"]] = outcome
             painters[current["id"]](call_bundle(current, outcome))
     except KeyboardInterrupt:
@@ -648,6 +649,17 @@ def _placeholders(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # -- calls the service would not take back ------------------------------------------------------
+
+
+def sendable(text: str) -> str:
+    """A result's text as it may be sent: the API key masked, lone surrogates as ``\\udcff`` escapes.
+
+    A tool that returns the environment must not send the key; text decoded with
+    ``surrogateescape`` (file names) cannot be encoded as UTF-8 for the request.
+    """
+    from ._text import mask_key
+
+    return mask_key(text).encode("utf-8", "backslashreplace").decode("utf-8")
 
 INVALID_NAME = "invalid_tool_name"  # stands in history for a called name the service would refuse
 

@@ -385,3 +385,40 @@ def test_a_recalled_cell_with_other_trailing_blank_lines_is_a_rerun(fresh, again
     assert [m["role"] for m in fresh.server.requests[-1].body["messages"]] == ["user", "assistant", "user"]
     fresh.run("%%qwen\nSame, edited")
     assert len(fresh.server.requests[-1].body["messages"]) == 5
+
+
+def test_code_holding_the_key_goes_masked_into_the_new_cell(fresh):
+    key = fresh.server.api_key
+    fresh.server.queue(Stream(text=f"```python\nclient = make('{key}')\n```\n"))
+    run = fresh.run("%%qwen --code\nWrite the client")
+    (payload,) = run.reply["payload"]
+    assert key not in payload["text"] and "make('sk-…agic')" in payload["text"]
+    assert "masked in the new cell" in notes(run)
+
+
+def test_a_value_with_a_lone_surrogate_is_a_short_error_saying_why(fresh):
+    fresh.run("odd = 'report\\udcff.txt'")
+    before = len(fresh.server.requests)
+    assert_usage_error(fresh.run("%%qwen\nWhat is {odd}?"), "{odd}", "lone surrogate")
+    assert len(fresh.server.requests) == before
+
+
+def test_tool_results_go_out_without_the_key_and_encodable(fresh):
+    fresh.run(
+        "import os\n"
+        "def env() -> str:\n    \"\"\"The environment.\"\"\"\n    return 'key=' + os.environ['DASHSCOPE_API_KEY'] + ' name=a\\udcffb'\n"
+    )
+    fresh.server.queue(Stream(tool_calls=[ToolCall("env", {}, id="e1")]), Stream(text="Seen."))
+    run = fresh.run("%%qwen --tools env\nLook")
+    assert run.status == "ok", run.error_text + run.stderr
+    result = fresh.server.requests[-1].body["messages"][2]["content"][0]["content"]
+    assert result == "key=sk-…agic name=a\\udcffb"
+    assert fresh.server.api_key not in json.dumps(run.outputs, ensure_ascii=False)
+
+
+def test_explain_sends_a_traceback_with_a_lone_surrogate(fresh):
+    assert fresh.run("raise ValueError('bad \\udcff byte')").status == "error"
+    fresh.server.queue(Stream(text="Decode it."))
+    run = fresh.run("%qwen explain")
+    assert run.status == "ok", run.error_text + run.stderr
+    assert "ValueError: bad \\\\udcff byte" in sent_text(fresh)
