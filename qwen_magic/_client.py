@@ -116,7 +116,9 @@ def translate(exc: BaseException, *, model: str, base_url: str) -> QwenError:
     error = _translate(exc, model=model, base_url=base_url)
     key = os.environ.get(KEY_VARIABLE, "").strip()
     if key and key in str(error):  # a service that echoes the key must not put it on screen
-        error.args = (str(error).replace(key, "sk-***"),)
+        from ._text import masked
+
+        error.args = (str(error).replace(key, masked(key)),)
     return error
 
 

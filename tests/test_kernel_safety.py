@@ -422,3 +422,13 @@ def test_explain_sends_a_traceback_with_a_lone_surrogate(fresh):
     run = fresh.run("%qwen explain")
     assert run.status == "ok", run.error_text + run.stderr
     assert "ValueError: bad \\\\udcff byte" in sent_text(fresh)
+
+
+def test_a_service_error_echoing_the_key_shows_it_masked(fresh):
+    from fake_dashscope import Status
+
+    fresh.run("%qwen config max_retries=0")
+    fresh.server.queue(Status(400, "invalid_request_error", f"Bad key {fresh.server.api_key} here"))
+    run = fresh.run("%%qwen\nHi")
+    text = run.error_text + run.stderr
+    assert fresh.server.api_key not in text and "Bad key sk-…agic here" in text
