@@ -832,7 +832,7 @@ class Player(httpx2.BaseTransport):
             return
         delay = started + t / speed - time.monotonic()
         if delay > 0:
-            time.sleep(delay)
+            time.sleep(min(delay, MAX_TIME))  # a tiny speed must not overflow sleep(); Ctrl-C still stops it
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         started = time.monotonic()

@@ -94,3 +94,17 @@ def test_float_settings_refuse_nan_and_infinities(value):
             magics.replay_speed = value
     magics.timeout, magics.replay_speed = 5, 0
     assert (magics.timeout, magics.replay_speed) == (5.0, 0.0)
+
+
+def test_a_tiny_replay_speed_cannot_overflow_the_wait(tmp_path, monkeypatch):
+    import time
+
+    from qwen_magic._cassette import MAX_TIME, Player
+
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"cassette": "qwen-magic", "version": 1}\n')
+    slept: list[float] = []
+    monkeypatch.setattr("qwen_magic._cassette.time.sleep", slept.append)
+    player = Player(path, speed=1e-300)
+    player.wait(time.monotonic(), 1.0)
+    assert slept == [MAX_TIME]
