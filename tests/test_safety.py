@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import anthropic
 import httpx2
@@ -108,3 +109,27 @@ def test_a_tiny_replay_speed_cannot_overflow_the_wait(tmp_path, monkeypatch):
     player = Player(path, speed=1e-300)
     player.wait(time.monotonic(), 1.0)
     assert slept == [MAX_TIME]
+
+
+def test_open_regular_refuses_what_is_not_a_regular_file_without_blocking(tmp_path):
+    import os
+
+    from IPython.core.error import UsageError
+
+    from qwen_magic._files import check_target, open_regular
+
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_bytes(b"abc")
+    for name, needle in (("pipe", "pipe (FIFO)"), ("dir", "is a folder"), ("missing", "No such file")):
+        with pytest.raises(UsageError, match=re.escape(needle)):
+            open_regular(tmp_path / name, name)
+    with pytest.raises(UsageError, match="character device"):
+        open_regular(Path("/dev/zero"), "/dev/zero")
+    file, size = open_regular(tmp_path / "file", "file")
+    with file:
+        assert (size, file.read(size + 1)) == (3, b"abc")
+    check_target(tmp_path / "new.ipynb", "new.ipynb", "x.ipynb")
+    for target, needle in (("dir", "is a folder"), ("pipe", "pipe"), ("no/x.ipynb", "does not exist"), ("file/x", "is not a folder")):
+        with pytest.raises(UsageError, match=re.escape(needle)):
+            check_target(tmp_path / target, target, "x.ipynb")
