@@ -400,6 +400,9 @@ def test_files_that_are_not_cassettes(tmp_path):
 
 def paced_cassette(path: Path) -> Path:
     events = [{"t": 0.1 * i, "event": "ping", "data": {"type": "ping"}} for i in range(1, 6)]
+    message = {"id": "m", "type": "message", "role": "assistant", "model": "qwen3.6-plus", "content": [],
+               "stop_reason": None, "usage": {"input_tokens": 1, "output_tokens": 0}}
+    events[0] = {"t": 0.1, "event": "message_start", "data": {"type": "message_start", "message": message}}
     exchange = {
         "method": "POST",
         "path": "/v1/messages",

@@ -19,12 +19,15 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
+from anthropic.lib.streaming import MessageStream
+from anthropic.types import Message, RawMessageStreamEvent
 from fake_dashscope import FakeDashScope, Status, Stream, ToolCall
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
 
 from qwen_magic._cassette import MAX_TIME, CassetteError, Player, Recorder
+from qwen_magic._tools import _CheckedEvents
 
 REQUEST = {"model": "qwen3.6-plus", "max_tokens": 100, "messages": [{"role": "user", "content": "Hi"}]}
 TOOLS = [{"name": "f", "description": "A tool.", "input_schema": {"type": "object"}}]
@@ -89,6 +92,41 @@ def load_and_replay(path: Path) -> None:
         except (CassetteError, httpx2.TransportError) as error:
             assert len(str(error)) < 2000
         assert time.monotonic() - started < 2, "replay waited"
+        through_the_sdk(player, exchange)
+
+
+def through_the_sdk(player: Player, exchange: dict[str, Any]) -> None:
+    """Replay ``exchange`` as the cell does (the SDK's stream accumulator, then the final message's parts).
+
+    Allowed: the SDK's own errors (a recorded error status, a recorded broken connection) and
+    the cassette's; not a ``TypeError``/``AttributeError``/``AssertionError`` from a damaged event.
+    """
+    client = anthropic.Anthropic(
+        api_key="sk-replay", base_url="http://127.0.0.1:9/apps/anthropic", max_retries=0,
+        http_client=anthropic.DefaultHttpxClient(transport=player),
+    )
+    body = exchange.get("request")
+    streamed = isinstance(body, dict) and body.get("stream") is True
+    try:
+        if streamed:
+            raw = client.post(
+                exchange["path"], body=body, cast_to=Message, stream=True, stream_cls=anthropic.Stream[RawMessageStreamEvent]
+            )
+            if "tools" in body:  # as the tool loop reads it: arguments checked before the accumulator
+                raw = _CheckedEvents(raw, {})
+            with MessageStream(raw, output_format=anthropic.NOT_GIVEN) as events:
+                for _ in events:
+                    pass
+                message = events.get_final_message()
+        else:
+            message = client.post(exchange["path"], body=body, cast_to=Message)
+        for block in message.content:
+            block.model_dump(exclude_none=True)
+        assert message.usage is not None
+    except anthropic.AnthropicError:  # CassetteError is one too
+        pass
+    except UnicodeEncodeError:  # a body the client cannot send: nothing can ask for it
+        pass
 
 
 def mutations(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -118,6 +156,9 @@ def mutate(line: Any, path: tuple[Any, ...], replacement: Any) -> Any:
     else:
         parent[path[-1]] = replacement
     return copied
+
+
+pytestmark = pytest.mark.filterwarnings("error::UserWarning")  # a damaged event must not reach the SDK's serializer either
 
 
 def test_every_truncation_is_a_short_error_or_a_shorter_cassette(recorded, tmp_path):
@@ -199,3 +240,15 @@ def test_any_json_line_is_an_exchange_or_a_short_error(tmp_path, line):
     path = tmp_path / "any.jsonl"
     path.write_text('{"cassette": "qwen-magic", "version": 1}\n' + json.dumps(line) + "\n")
     load_and_replay(path)
+
+
+def test_the_real_recording_replays_whole(recorded, tmp_path):
+    """The checks refuse damage only: every exchange of the real recording passes them and replays."""
+    from qwen_magic._cassette import _stream_problem
+
+    path = tmp_path / "real.jsonl"
+    path.write_bytes(recorded)
+    player = Player(path, speed=0)
+    assert [_stream_problem(e) for e in player.exchanges if e["status"] == 200] == [None, None, None]
+    for exchange in player.exchanges:
+        through_the_sdk(player, exchange)

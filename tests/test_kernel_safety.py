@@ -432,3 +432,31 @@ def test_a_service_error_echoing_the_key_shows_it_masked(fresh):
     run = fresh.run("%%qwen\nHi")
     text = run.error_text + run.stderr
     assert fresh.server.api_key not in text and "Bad key sk-…agic here" in text
+
+
+def test_replaying_damaged_events_says_which_and_what(fresh, tmp_path):
+    cassette = tmp_path / "events.jsonl"
+    fresh.run(f"%qwen record {cassette}")
+    fresh.server.queue(Stream(text="Hello there", chunk=3))
+    fresh.run("%%qwen\nHi")
+    fresh.run("%qwen record --stop")
+    head, line = cassette.read_text().splitlines()
+    damages = {
+        "text int": lambda e: [p["data"]["delta"].__setitem__("text", 5) for p in e["body"] if p.get("event") == "content_block_delta"],
+        "start list": lambda e: e["body"][0].__setitem__("data", [1, 2]),
+        "no start": lambda e: e.__setitem__("body", [p for p in e["body"] if p.get("event") != "message_start"]),
+        "bad index": lambda e: [p["data"].__setitem__("index", 9) for p in e["body"] if p.get("event") == "content_block_stop"],
+        "usage text": lambda e: [p["data"]["usage"].__setitem__("output_tokens", "many") for p in e["body"] if p.get("event") == "message_delta"],
+    }
+    for name, damage in damages.items():
+        exchange = json.loads(line)
+        damage(exchange)
+        cassette.write_text(head + "\n" + json.dumps(exchange) + "\n")
+        fresh.run("%qwen reset")
+        fresh.run(f"%qwen replay {cassette} --speed 0")
+        run = fresh.run("%%qwen\nHi")
+        fresh.run("%qwen replay --stop")
+        text = run.error_text + run.stderr
+        assert run.status == "error" and "Traceback" not in text and len(text) < 600, (name, text)
+        assert "line 2: the recorded answer is damaged at" in text and "Record the cassette again" in text, (name, text)
+    assert fresh.run("%%qwen\nStill there?").status == "ok"
