@@ -41,6 +41,13 @@ that waits for one JSON document). A request recorded several times replays its 
 in the order they were recorded, then the last one again. A request the cassette does not
 hold fails with a message naming the closest recorded request and what differs.
 
+A cassette is a file anyone may edit, so it is read as untrusted input: only a regular
+file, line by line with a bound, each exchange checked for the shape replay relies on
+when the file is opened, and each recorded answer checked for what the SDK could not take
+(wrong types, events out of order) before it is served. Anything else is a short
+``UsageError`` or ``CassetteError`` naming the line; a replayed answer reaches the notebook
+through the SDK and the same painting (and sanitizing) as a live one.
+
 This module imports the SDK and ``httpx2``: it is imported only once a cassette is used.
 """
 
