@@ -10,7 +10,11 @@ The loop (``converse``): while an answer asks for tools, each call is validated 
 its schema and run in the kernel, in order, shown as a collapsible part of the output, and
 its result is sent back as a ``tool_result``; the next answer streams on in the same cell.
 Only functions offered in the cell can run; nothing else the model writes is executed.
-Failures go back as the result's text (DashScope has no ``is_error``). Every ``tool_use``
+Failures go back as the result's text (DashScope has no ``is_error``), also for a call
+the model got wrong: a name that is not a tool's, or arguments that are not one JSON
+object (checked as they stream, before the SDK's parser can fail the whole answer). Such a
+call stays in history with a valid name and ``{}`` arguments, so the next request is accepted.
+Results go out with the API key masked. Every ``tool_use``
 gets its ``tool_result`` before any later request, also when the round limit stops the
 loop or the user interrupts a tool.
 
@@ -660,6 +664,7 @@ def sendable(text: str) -> str:
     from ._text import mask_key
 
     return mask_key(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 INVALID_NAME = "invalid_tool_name"  # stands in history for a called name the service would refuse
 
