@@ -673,7 +673,12 @@ class Recorder(httpx2.BaseTransport):
             self.count = 0
             self._start_file()
         else:
-            self.count = len(read(self.path, self.name))
+            try:
+                self.count = len(read(self.path, self.name))
+            except UsageError as error:  # never append to what is not a sound cassette
+                raise UsageError(
+                    f"{error} To record into it anyway, starting afresh: `%qwen record {self.name} --overwrite`."
+                ) from None
             try:  # appending must work now, not fail later inside a streaming answer
                 self.path.open("a", encoding="utf-8").close()
             except OSError as exc:

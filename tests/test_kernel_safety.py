@@ -460,3 +460,14 @@ def test_replaying_damaged_events_says_which_and_what(fresh, tmp_path):
         assert run.status == "error" and "Traceback" not in text and len(text) < 600, (name, text)
         assert "line 2: the recorded answer is damaged at" in text and "Record the cassette again" in text, (name, text)
     assert fresh.run("%%qwen\nStill there?").status == "ok"
+
+
+def test_recording_onto_a_damaged_cassette_says_how_to_start_afresh(fresh, tmp_path):
+    cassette = tmp_path / "cut.jsonl"
+    fresh.run(f"%qwen record {cassette}")
+    fresh.run("%%qwen\nHello")
+    fresh.run("%qwen record --stop")
+    cassette.write_bytes(cassette.read_bytes()[:-30])
+    assert_usage_error(fresh.run(f"%qwen record {cassette}"), "line 2", "--overwrite")
+    assert fresh.run(f"%qwen record {cassette} --overwrite").status == "ok"
+    fresh.run("%qwen record --stop")
