@@ -67,7 +67,7 @@ def build_prompt(
     blocks = _tidy(parts)
     if not blocks:
         raise UsageError("Nothing to send: the cell's text and values are all empty.")
-    return blocks
+    return _encodable(blocks, "The cell")
 
 
 def prompt_text(blocks: list[Block]) -> str:

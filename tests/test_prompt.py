@@ -611,3 +611,10 @@ def test_a_str_subclass_is_sent_as_its_text():
             raise RuntimeError("never called")
 
     assert build_prompt("Read {s}", {"s": Sneaky("plain words")})[0]["text"] == "Read plain words"
+
+
+def test_text_that_cannot_be_encoded_is_a_usage_error_before_sending():
+    with pytest.raises(UsageError, match=r"The cell: its text holds '\\udcff'.*lone surrogate"):
+        build_prompt("What is caf\udcff?")
+    with pytest.raises(UsageError, match=r"\{name\}: its text holds"):
+        build_prompt("What is {name}?", {"name": "caf\udcff"})
