@@ -724,8 +724,10 @@ class _CheckedMessages:
         return getattr(self._messages, name)
 
     def create(self, **request: Any) -> Any:
-        """A whole answer: non-object inputs are noted and replaced."""
+        """A whole answer: non-object inputs are noted and replaced (raw events: checked as they stream)."""
         message = self._messages.create(**request)
+        if request.get("stream"):
+            return _CheckedEvents(message, self._broken)
         for block in getattr(message, "content", None) or []:
             if getattr(block, "type", None) == "tool_use" and not isinstance(block.input, dict):
                 self._broken[block.id] = json.dumps(block.input, ensure_ascii=False, default=repr)
@@ -748,7 +750,7 @@ class _CheckedStream:
         from anthropic.lib.streaming import MessageStream
 
         raw = self._messages.create(**self._request, stream=True)
-        self._stream = MessageStream(_CheckedEvents(raw, self._broken), output_format=NOT_GIVEN)
+        self._stream = MessageStream(_CheckedEvents(raw, self._broken), output_format=NOT_GIVEN)  # type: ignore[arg-type]
         return self._stream
 
     def __exit__(self, *exc: object) -> None:
@@ -764,6 +766,12 @@ class _CheckedEvents:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)
+
+    def __enter__(self) -> _CheckedEvents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._raw.close()
 
     def __iter__(self) -> Any:
         from anthropic.types import InputJSONDelta, RawContentBlockDeltaEvent

@@ -133,3 +133,32 @@ def test_open_regular_refuses_what_is_not_a_regular_file_without_blocking(tmp_pa
     for target, needle in (("dir", "is a folder"), ("pipe", "pipe"), ("no/x.ipynb", "does not exist"), ("file/x", "is not a folder")):
         with pytest.raises(UsageError, match=re.escape(needle)):
             check_target(tmp_path / target, target, "x.ipynb")
+
+
+@pytest.mark.parametrize("how", ["stream", "raw events", "whole"])
+def test_the_checked_client_never_lets_broken_arguments_reach_the_sdk(server, how):
+    from fake_dashscope import Stream, ToolCall
+
+    from qwen_magic._tools import _CheckedClient
+
+    client = anthropic.Anthropic(api_key=server.api_key, base_url=server.url, max_retries=0)
+    broken: dict[str, str] = {}
+    checked = _CheckedClient(client, broken)
+    server.queue(Stream(tool_calls=[ToolCall("f", None, id="bad", raw="{a: 1"), ToolCall("f", {"x": 1}, id="good")]))
+    request = {"model": "qwen3.6-plus", "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}],
+               "tools": [{"name": "f", "input_schema": {"type": "object"}}]}
+    if how == "stream":
+        with checked.messages.stream(**request) as events:
+            message = events.get_final_message()
+        inputs = {b.id: b.input for b in message.content if b.type == "tool_use"}
+    elif how == "raw events":
+        with checked.messages.create(**request, stream=True) as events:
+            kinds = [event.type for event in events]
+        assert kinds.count("content_block_stop") == 2
+        inputs = {"good": {"x": 1}, "bad": {}}
+    else:
+        message = checked.messages.create(**request)
+        inputs = {b.id: b.input for b in message.content if b.type == "tool_use"}
+    sent = '"{a: 1"' if how == "whole" else "{a: 1"  # a whole answer carries it as a JSON string
+    assert broken == {"bad": sent} and inputs == {"bad": {}, "good": {"x": 1}}
+    assert checked.base_url == client.base_url  # everything else is the client's own
