@@ -15,7 +15,8 @@ seconds from the request. A piece is an SSE event (``event`` and its JSON ``data
 client stopped reading, i.e. an interrupt); or ``error`` (the connection failed: ``error``
 holds the exception's type and message; ``status`` is null when no response came at all).
 Only headers that steer the SDK are kept (content type, retry hints, request id): never
-auth, cookies or the key, and a last check refuses to write a line holding the key.
+auth or cookies. The key is masked (``sk-…abcd``) wherever it stands, also in model text
+split across stream deltas; a last check refuses to write a line that still holds it.
 
 Both ends are ``httpx2`` transports under the SDK (``http_client=httpx2.Client(transport=…)``),
 so its retries, errors and streaming helpers work as they do live. ``Recorder`` tees the
@@ -39,6 +40,13 @@ smaller limit may cut the answer) and ``stream`` (a streamed body cannot answer 
 that waits for one JSON document). A request recorded several times replays its answers
 in the order they were recorded, then the last one again. A request the cassette does not
 hold fails with a message naming the closest recorded request and what differs.
+
+A cassette is a file anyone may edit, so it is read as untrusted input: only a regular
+file, line by line with a bound, each exchange checked for the shape replay relies on
+when the file is opened, and each recorded answer checked for what the SDK could not take
+(wrong types, events out of order) before it is served. Anything else is a short
+``UsageError`` or ``CassetteError`` naming the line; a replayed answer reaches the notebook
+through the SDK and the same painting (and sanitizing) as a live one.
 
 This module imports the SDK and ``httpx2``: it is imported only once a cassette is used.
 """
@@ -67,6 +75,8 @@ from IPython.core.error import UsageError
 
 from ._client import KEY_VARIABLE
 from ._errors import QwenError
+from ._files import check_target, open_regular, resolve, safe_text, write_failed
+from ._text import masked
 
 FORMAT = "qwen-magic"
 VERSION = 1
@@ -345,32 +355,140 @@ def header() -> dict[str, Any]:
     return {"cassette": FORMAT, "version": VERSION, "created": created, "qwen_magic": __version__}
 
 
+MAX_LINE = 64 * 1024 * 1024  # bytes of one cassette line (an exchange); this version writes far less
+MAX_FILE = 1024 * 1024 * 1024  # bytes of a whole cassette
+MAX_TIME = 3600.0  # recorded seconds from a request to a piece of its answer
+ENDS = ("complete", "closed", "error")
+PIECE_KINDS = ("data", "sse", "json", "base64", "text")
+
+
+def _blank(path: Path) -> bool:
+    size = path.stat().st_size
+    return size == 0 or (size < 64 and not path.read_bytes().strip())
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _lines(path: Path, name: str) -> Iterator[tuple[int, str]]:
+    """The cassette's lines, numbered, each read with a bound; a ``UsageError`` for a file that is not one."""
+    if not path.exists():
+        raise UsageError(f"No cassette at {name}: record one first with `%qwen record {name}` (online).")
+    file, size = open_regular(path, name)
+    with file:
+        if size > MAX_FILE:
+            raise UsageError(f"{name} is over {MAX_FILE >> 30} GB: not a cassette qwen-magic wrote.")
+        number = 0
+        while True:
+            try:
+                raw = file.readline(MAX_LINE + 1)
+            except OSError as exc:
+                raise UsageError(f"Cannot read the cassette {name}: {safe_text(exc)}.") from None
+            if not raw:
+                return
+            number += 1
+            if len(raw) > MAX_LINE:
+                raise UsageError(
+                    f"{name}, line {number}: over {MAX_LINE >> 20} MB, longer than any exchange qwen-magic "
+                    "records; the file is damaged or not a cassette. Record it again."
+                )
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UsageError(f"{name}, line {number}: not UTF-8 text, so not a cassette line. Record it again.") from None
+
+
 def read(path: Path, name: str) -> list[dict[str, Any]]:
-    """The exchanges of a cassette file; a ``UsageError`` if it is missing or not a cassette."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"No cassette at {name}: record one first with `%qwen record {name}` (online).") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"Cannot read the cassette {name}: {exc}") from None
-    exchanges: list[dict[str, Any]] = []
-    for number, line in enumerate(lines, 1):
+    """The exchanges of a cassette file; a ``UsageError`` saying what is wrong if it will not do."""
+    return [exchange for _, exchange in _read_numbered(path, name)]
+
+
+def _read_numbered(path: Path, name: str) -> list[tuple[int, dict[str, Any]]]:
+    """``read``, each exchange with its line number."""
+    exchanges: list[tuple[int, dict[str, Any]]] = []
+    for number, line in _lines(path, name):
         if number > 1 and not line.strip():
             continue
         try:
-            item = json.loads(line)
-        except ValueError:
+            item = json.loads(line, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
             item = None
         if number == 1:
             if not isinstance(item, dict) or item.get("cassette") != FORMAT:
                 raise UsageError(f"{name} is not a qwen-magic cassette (its first line is not a cassette header).")
-            if not isinstance(item.get("version"), int) or item["version"] > VERSION:
-                raise UsageError(f"{name} was written by a newer qwen-magic (format {item.get('version')}); upgrade.")
-        elif not isinstance(item, dict) or not {"method", "path", "body"} <= set(item):
-            raise UsageError(f"{name}, line {number}: not a recorded exchange.")
-        else:
-            exchanges.append(item)
+            version = item.get("version")
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise UsageError(f"{name}: the cassette header has no valid format version; record it again.")
+            if version > VERSION:
+                raise UsageError(f"{name} was written by a newer qwen-magic (format {version}); upgrade.")
+            continue
+        if item is None:
+            truncated = "" if line.endswith("\n") else " (the file ends in the middle of it: cut short?)"
+            raise UsageError(f"{name}, line {number}: not valid JSON{truncated}. Record the cassette again.")
+        problem = _exchange_problem(item)
+        if problem is not None:
+            raise UsageError(f"{name}, line {number}: not a recorded exchange ({problem}). Record the cassette again.")
+        exchanges.append((number, item))
     return exchanges
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_TIME
+
+
+def _exchange_problem(item: Any) -> str | None:
+    """What makes ``item`` not an exchange this module can replay, or None."""
+    if not isinstance(item, dict):
+        return f"a JSON {type(item).__name__} where an object belongs"
+    for field in ("method", "path"):
+        if not isinstance(item.get(field), str) or not item[field]:
+            return f"{field} should be text"
+    status = item.get("status")
+    if status is not None and (not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599):
+        return "status should be an HTTP status code or null"
+    if "at" in item and item["at"] is not None and not _number(item["at"]):
+        return f"at should be a number of seconds from 0 to {MAX_TIME:g}"
+    if item.get("end", "complete") not in ENDS:
+        return f"end should be one of {', '.join(ENDS)}"
+    headers = item.get("headers", {})
+    if headers is not None and not (
+        isinstance(headers, dict)
+        and all(isinstance(v, str) and v.isascii() and v.isprintable() and k.isascii() for k, v in headers.items())
+    ):
+        return "headers should map names to printable ASCII text"
+    error = item.get("error", {})
+    if error is not None and not isinstance(error, dict):
+        return "error should be an object"
+    body = item.get("body")
+    if not isinstance(body, list):
+        return "body should be a list of pieces"
+    for index, piece in enumerate(body):
+        problem = _piece_problem(piece)
+        if problem is not None:
+            return f"body piece {index + 1}: {problem}"
+    return None
+
+
+def _piece_problem(piece: Any) -> str | None:
+    if not isinstance(piece, dict):
+        return f"a JSON {type(piece).__name__} where an object belongs"
+    if "t" in piece and piece["t"] is not None and not _number(piece["t"]):
+        return f"t should be a number of seconds from 0 to {MAX_TIME:g}"
+    kinds = [kind for kind in PIECE_KINDS if kind in piece]
+    if len(kinds) != 1:
+        return f"it should hold one of {', '.join(PIECE_KINDS)}"
+    kind = kinds[0]
+    if kind == "data" and "event" in piece and not isinstance(piece["event"], str):
+        return "event should be text"
+    if kind in ("sse", "text", "base64") and not isinstance(piece[kind], str):
+        return f"{kind} should be text"
+    if kind == "base64":
+        try:
+            base64.b64decode(piece["base64"], validate=True)
+        except ValueError:
+            return "base64 is not valid base64"
+    return None
 
 
 def exchange_count(count: int) -> str:
@@ -400,14 +518,57 @@ def _secrets(request: httpx2.Request) -> set[str]:
 
 def _redact(value: Any, secrets: set[str]) -> Any:
     if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "sk-***")
+        for secret in sorted(secrets, key=len, reverse=True):  # "Bearer sk-…" before "sk-…"
+            value = value.replace(secret, masked(secret))
         return value
     if isinstance(value, list):
         return [_redact(v, secrets) for v in value]
     if isinstance(value, dict):
         return {k: _redact(v, secrets) for k, v in value.items()}
     return value
+
+
+_DELTA_FIELDS = ("text", "thinking", "partial_json")
+
+
+def _mask_deltas(pieces: Any, secrets: set[str]) -> None:
+    """Mask each secret in streamed model text, also where it is split across deltas (in place).
+
+    The deltas of one content block are joined, each occurrence found, and the masked form
+    put in the delta where the secret begins; the rest of the secret's characters go.
+    """
+    streams: dict[tuple[Any, str], list[dict[str, Any]]] = {}
+    for piece in pieces if isinstance(pieces, list) else []:
+        data = piece.get("data") if isinstance(piece, dict) else None
+        if not isinstance(data, dict) or data.get("type") != "content_block_delta":
+            continue
+        delta = data.get("delta")
+        for name in _DELTA_FIELDS:
+            if isinstance(delta, dict) and isinstance(delta.get(name), str):
+                streams.setdefault((repr(data.get("index")), name), []).append(delta)
+    for (_, name), deltas in streams.items():
+        for secret in sorted(secrets, key=len, reverse=True):
+            joined = "".join(d[name] for d in deltas)
+            if secret in joined:
+                _cut_out(deltas, name, joined, secret)
+
+
+def _cut_out(deltas: list[dict[str, Any]], name: str, joined: str, secret: str) -> None:
+    starts, at = [], joined.find(secret)
+    while at != -1:
+        starts.append(at)
+        at = joined.find(secret, at + len(secret))
+    offset = 0
+    for delta in deltas:
+        text, out = delta[name], []
+        for position in range(offset, offset + len(text)):
+            inside = next((s for s in starts if s <= position < s + len(secret)), None)
+            if inside is None:
+                out.append(text[position - offset])
+            elif inside == position:
+                out.append(masked(secret))
+        offset += len(text)
+        delta[name] = "".join(out)
 
 
 def _error_of(exc: BaseException) -> dict[str, str]:
@@ -504,14 +665,24 @@ class Recorder(httpx2.BaseTransport):
 
     def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
         self.name = str(path)
-        self.path = Path(path).expanduser()
+        self.path = resolve(path)
         self._lock = threading.Lock()
         self._transports: dict[str | None, httpx2.HTTPTransport] = {}
-        if overwrite or not self.path.exists() or not self.path.read_bytes().strip():
+        check_target(self.path, self.name, "demo.jsonl")
+        if overwrite or not self.path.exists() or _blank(self.path):
             self.count = 0
             self._start_file()
         else:
-            self.count = len(read(self.path, self.name))
+            try:
+                self.count = len(read(self.path, self.name))
+            except UsageError as error:  # never append to what is not a sound cassette
+                raise UsageError(
+                    f"{error} To record into it anyway, starting afresh: `%qwen record {self.name} --overwrite`."
+                ) from None
+            try:  # appending must work now, not fail later inside a streaming answer
+                self.path.open("a", encoding="utf-8").close()
+            except OSError as exc:
+                raise write_failed(self.name, self.path, exc) from None
 
     @property
     def footer(self) -> str:
@@ -524,7 +695,7 @@ class Recorder(httpx2.BaseTransport):
         try:
             self.path.write_text(json.dumps(header(), ensure_ascii=False) + "\n", encoding="utf-8")
         except OSError as exc:
-            raise UsageError(f"Cannot write the cassette {self.name}: {exc}") from None
+            raise write_failed(self.name, self.path, exc) from None
 
     def _transport(self, url: httpx2.URL) -> httpx2.HTTPTransport:
         proxy = _proxy_for(url)
@@ -564,18 +735,26 @@ class Recorder(httpx2.BaseTransport):
         )
 
     def write(self, exchange: dict[str, Any], secrets: set[str]) -> None:
-        """Append one exchange; refuse (and write nothing) if the line would hold the key."""
-        line = json.dumps(_redact(exchange, secrets), ensure_ascii=False, separators=(",", ":"))
+        """Append one exchange with the key masked; refuse (and write nothing) if a line still held it."""
         secrets = secrets | {s for s in [os.environ.get(KEY_VARIABLE, "").strip()] if len(s) >= 8}
+        exchange = _redact(exchange, secrets)
+        _mask_deltas(exchange.get("body"), secrets)
+        line = json.dumps(exchange, ensure_ascii=False, separators=(",", ":"))
         if any(secret in line for secret in secrets):
             raise CassetteError(
                 f"record: this exchange would have put the API key in {self.name}, so it was not recorded."
             )
         with self._lock:
-            if not self.path.exists() or not self.path.stat().st_size:
-                self._start_file()
-            with self.path.open("a", encoding="utf-8") as file:
-                file.write(line + "\n")
+            try:
+                if not self.path.exists() or not self.path.stat().st_size:
+                    self._start_file()
+                with self.path.open("a", encoding="utf-8") as file:
+                    file.write(line + "\n")
+            except (OSError, UsageError) as exc:  # a full disk, a file made read-only meanwhile
+                raise CassetteError(
+                    f"record: this exchange could not be written to {self.name} ({safe_text(exc)}); "
+                    "the answer stays on screen, but the cassette lacks it. Free space or fix the file, then re-run."
+                ) from None
             self.count += 1
 
     def close(self) -> None:
@@ -646,9 +825,11 @@ class Player(httpx2.BaseTransport):
 
     def __init__(self, path: str | Path, speed: float = 1.0) -> None:
         self.name = str(path)
-        self.path = Path(path).expanduser()
+        self.path = resolve(path)
         self.speed = speed
-        self.exchanges = read(self.path, self.name)
+        numbered = _read_numbered(self.path, self.name)
+        self.exchanges = [exchange for _, exchange in numbered]
+        self._lines = {id(exchange): number for number, exchange in numbered}
         self._queues: dict[str, list[dict[str, Any]]] = {}
         for exchange in self.exchanges:
             key = request_key(exchange["method"], exchange["path"], exchange.get("request"))
@@ -670,7 +851,7 @@ class Player(httpx2.BaseTransport):
             return
         delay = started + t / speed - time.monotonic()
         if delay > 0:
-            time.sleep(delay)
+            time.sleep(min(delay, MAX_TIME))  # a tiny speed must not overflow sleep(); Ctrl-C still stops it
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         started = time.monotonic()
@@ -679,16 +860,194 @@ class Player(httpx2.BaseTransport):
         with self._lock:
             queue = self._queues.get(key)
             if not queue:
-                raise CassetteError(miss_message(self.name, self.exchanges, now))
+                try:
+                    message = miss_message(self.name, self.exchanges, now)
+                except Exception:  # a recorded request of an odd shape: no closest one to name
+                    message = (
+                        f"replay: {self.name} holds no answer for this request. Run the cell as it was recorded, "
+                        f"record it again (`%qwen record {self.name}`, online), or stop replaying (`%qwen replay --stop`)."
+                    )
+                raise CassetteError(message)
             served = self._served.get(key, 0)
             self._served[key] = served + 1
             exchange = queue[min(served, len(queue) - 1)]
+        damage = _stream_problem(exchange) if exchange.get("status") == 200 else None
+        if damage is not None:
+            raise CassetteError(
+                f"replay: {self.name}, line {self._lines.get(id(exchange), '?')}: the recorded answer is damaged "
+                f"at {damage}. Record the cassette again (`%qwen record {self.name} --overwrite`, online)."
+            )
         self.wait(started, exchange.get("at") or 0.0)
         if exchange.get("status") is None:
             raise _replayed_error(exchange, request)
-        return httpx2.Response(
-            exchange["status"], headers=exchange.get("headers") or {}, stream=_Replay(self, exchange, started, request)
-        )
+        # Only the headers a recording keeps: an edited cassette cannot make the SDK misread the body.
+        headers = {
+            name: value
+            for name, value in (exchange.get("headers") or {}).items()
+            if name.lower() in (*KEPT_HEADERS, "content-encoding")
+        }
+        return httpx2.Response(exchange["status"], headers=headers, stream=_Replay(self, exchange, started, request))
+
+
+_DELTA_TEXT = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json",
+               "signature_delta": "signature"}
+_BLOCK_TEXT = {"text": "text", "thinking": "thinking"}
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_TOLERATED = ("missing", "literal_error", "union_tag_invalid", "union_tag_not_found")  # checked by hand, or harmless
+
+
+def _typed_problem(kind: str, data: Any) -> str | None:
+    """A value of the wrong type anywhere in ``data``, by the SDK's own model of a ``kind`` event or message.
+
+    The SDK builds its objects without checking them; a field of the wrong type then breaks
+    it later (or floods the cell with serializer warnings). Missing fields and values outside
+    a documented set are left to the checks by hand: the service may omit or extend them.
+    """
+    import pydantic
+    from anthropic import types
+
+    model = {
+        "message": types.Message,
+        "message_start": types.RawMessageStartEvent,
+        "message_delta": types.RawMessageDeltaEvent,
+        "content_block_start": types.RawContentBlockStartEvent,
+        "content_block_delta": types.RawContentBlockDeltaEvent,
+        "content_block_stop": types.RawContentBlockStopEvent,
+    }.get(kind)
+    if model is None:
+        return None
+    try:
+        model.model_validate(data)
+    except pydantic.ValidationError as error:
+        for item in error.errors(include_url=False):
+            if item["type"] not in _TOLERATED:
+                where = ".".join(str(part) for part in item["loc"] if not str(part)[:1].isupper())
+                return f"its {where or 'value'} is wrong ({item['msg']})"
+    return None
+
+
+def _event_problem(data: Any, blocks: int, started: bool) -> str | None:
+    """What in one recorded stream event the SDK could not take, given the blocks started before it."""
+    if not isinstance(data, dict):
+        return "it is not an object"
+    kind = data.get("type")
+    typed = _typed_problem(str(kind), data)
+    if typed is not None:
+        return typed
+    if kind == "message_start":
+        message = data.get("message")
+        problem = _message_problem(message)
+        return None if problem is None else f"its message {problem}"
+    if kind not in ("content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"):
+        return f"its type {_short(kind, 40)} is not a Messages stream event"
+    if not started:
+        return "it comes before message_start"
+    if kind == "message_delta":
+        delta = data.get("delta")
+        if not isinstance(delta, dict) or not (delta.get("stop_reason") is None or isinstance(delta["stop_reason"], str)):
+            return "it has no delta, or a stop_reason that is not a string"
+        if _usage_problem(data.get("usage")) is not None or not _integer(data["usage"].get("output_tokens")):
+            return "its usage has no whole-number output_tokens"
+    elif kind == "content_block_start":
+        block = data.get("content_block")
+        if data.get("index") != blocks or not _integer(data.get("index")):
+            return f"its index is not {blocks}, the next block"
+        problem = _block_problem(block)
+        if problem is not None:
+            return f"its content_block {problem}"
+    elif kind in ("content_block_delta", "content_block_stop"):
+        index = data.get("index")
+        if not (_integer(index) and 0 <= index < blocks):
+            return "its index names no block started before it"
+        delta = data.get("delta")
+        if kind == "content_block_delta":
+            if not (isinstance(delta, dict) and isinstance(delta.get("type"), str)):
+                return "its delta has no type"
+            field = _DELTA_TEXT.get(delta["type"])
+            if field is not None and not isinstance(delta.get(field), str):
+                return f"its {field} is not a string"
+    return None
+
+
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def _usage_problem(usage: Any) -> str | None:
+    if not isinstance(usage, dict):
+        return "has no usage"
+    if any(not (usage.get(name) is None or _integer(usage[name])) for name in _USAGE_FIELDS):
+        return "has token counts that are not whole numbers"
+    return None
+
+
+def _message_problem(message: Any) -> str | None:
+    """What in a recorded whole answer (``--no-stream``) the SDK or the cell could not take; or None."""
+    if not isinstance(message, dict):
+        return "is not an object"
+    content = message.get("content")
+    if not isinstance(content, list):
+        return "has no content list"
+    if any(not isinstance(message.get(name, ""), str) for name in ("id", "model", "role", "type")):
+        return "has an id, model, role or type that is not a string"
+    if not (message.get("stop_reason") is None or isinstance(message["stop_reason"], str)):
+        return "has a stop_reason that is not a string"
+    problem = _usage_problem(message.get("usage")) or _typed_problem("message", message)
+    if problem is not None:
+        return problem
+    for number, block in enumerate(content, 1):
+        problem = _block_problem(block)
+        if problem is not None:
+            return f"content block {number} {problem}"
+    return None
+
+
+def _block_problem(block: Any) -> str | None:
+    """What in a content block the SDK or the cell could not take; or None."""
+    if not (isinstance(block, dict) and isinstance(block.get("type"), str)):
+        return "has no type"
+    field = _BLOCK_TEXT.get(block["type"])
+    if field is not None and not isinstance(block.get(field), str):
+        return f"has no {field} string"
+    if block["type"] == "tool_use" and not (isinstance(block.get("id"), str) and isinstance(block.get("name"), str)):
+        return "is a tool call with no id or name"
+    return None
+
+
+def _stream_problem(exchange: dict[str, Any]) -> str | None:
+    """What in a recorded answer (status 200) the SDK or the cell could not take, said in words; or None."""
+    request, pieces = exchange.get("request"), exchange.get("body") or []
+    streamed = isinstance(request, dict) and request.get("stream") is True
+    content_type = str((exchange.get("headers") or {}).get("content-type", "")).lower()
+    if any("data" in p or "sse" in p for p in pieces) and not (streamed and content_type.startswith("text/event-stream")):
+        return "its events, which only a streamed request served as text/event-stream can carry"
+    if any("json" in p for p in pieces) and (streamed or "json" not in content_type):
+        return "its whole JSON answer, which only a --no-stream request served as JSON can carry"
+    complete = exchange.get("end", "complete") == "complete"
+    if not streamed:
+        whole = [p["json"] for p in pieces if "json" in p]
+        if complete and not whole and not any("text" in p or "base64" in p for p in pieces):
+            return "the whole answer: there is none"
+        problem = next((_message_problem(m) for m in whole if _message_problem(m) is not None), None)
+        return None if problem is None else f"the whole answer, which {problem}"
+    blocks, started = 0, False
+    for number, piece in enumerate(pieces, 1):
+        if "data" not in piece or piece.get("event") in (None, "ping", "error"):
+            continue
+        problem = _event_problem(piece["data"], blocks, started)
+        if problem is not None:
+            return f"event {number} ({_short(piece.get('event'), 40)}): {problem}"
+        kind = piece["data"].get("type")
+        if kind == "message_start":
+            started, blocks = True, len(piece["data"]["message"]["content"])
+        blocks += kind == "content_block_start"
+    if complete and not started and not any("sse" in p or "base64" in p or "text" in p for p in pieces):
+        return "its end: no message_start came"
+    return None
 
 
 def _replayed_error(exchange: dict[str, Any], request: httpx2.Request) -> Exception:
@@ -706,14 +1065,14 @@ def _piece_bytes(piece: dict[str, Any]) -> bytes:
 
     if "data" in piece:
         event = f"event: {piece['event']}\n" if "event" in piece else ""
-        return f"{event}data: {dump(piece['data'])}\n\n".encode()
+        return f"{event}data: {dump(piece['data'])}\n\n".encode(errors="replace")  # lone surrogates → ?
     if "sse" in piece:
-        return (piece["sse"] + ("" if piece.get("tail") else "\n\n")).encode()
+        return (piece["sse"] + ("" if piece.get("tail") else "\n\n")).encode(errors="replace")
     if "json" in piece:
-        return dump(piece["json"]).encode()
+        return dump(piece["json"]).encode(errors="replace")
     if "base64" in piece:
         return base64.b64decode(piece["base64"])
-    return str(piece.get("text", "")).encode()
+    return str(piece.get("text", "")).encode(errors="replace")
 
 
 class _Replay(httpx2.SyncByteStream):

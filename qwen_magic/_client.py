@@ -116,7 +116,9 @@ def translate(exc: BaseException, *, model: str, base_url: str) -> QwenError:
     error = _translate(exc, model=model, base_url=base_url)
     key = os.environ.get(KEY_VARIABLE, "").strip()
     if key and key in str(error):  # a service that echoes the key must not put it on screen
-        error.args = (str(error).replace(key, "sk-***"),)
+        from ._text import masked
+
+        error.args = (str(error).replace(key, masked(key)),)
     return error
 
 
@@ -152,9 +154,10 @@ def _translate(exc: BaseException, *, model: str, base_url: str) -> QwenError:
                 "the key belongs to this region (`%qwen config region=cn|intl|us`)."
             )
         elif status == 404:
+            other = _other_model(model)
             text = (
                 f"404: model {model!r} was not found ({detail}). Pick another with "
-                "`%qwen config model=qwen3.6-plus` or `-m`."
+                f"`%qwen config model={other}` or `-m {other}`."
             )
         elif status == 400:
             text = f"400: the service refused the request: {detail}"
@@ -178,6 +181,17 @@ def _translate(exc: BaseException, *, model: str, base_url: str) -> QwenError:
             f"The connection to {base_url} broke before the answer finished ({_cause(exc)}). Run the cell again."
         )
     return QwenError(f"{type(exc).__name__}: {exc}")
+
+
+def _other_model(failed: str) -> str:
+    """A listed model to suggest instead of ``failed``: the closest spelling, never ``failed`` itself."""
+    import difflib
+
+    from ._magic import KNOWN_MODELS
+
+    others = [m for m in KNOWN_MODELS if m.lower() != failed.strip().lower()]
+    close = difflib.get_close_matches(failed.strip().lower(), others, n=1, cutoff=0.75)
+    return close[0] if close else others[0]
 
 
 def _cause(exc: BaseException) -> str:

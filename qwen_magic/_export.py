@@ -12,7 +12,9 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from ._conversation import Conversation, Turn
+from ._files import check_target, resolve, write_failed
 from ._markdown import export_html
+from ._text import mask_key
 from ._view import footer_text
 
 TOOL_PREVIEW = 300  # characters of a tool's input or result shown in the summary
@@ -22,9 +24,10 @@ def export(chat: Conversation, path: str | Path, *, overwrite: bool = False) -> 
     """Write ``chat`` to ``path`` as a valid notebook; refuse to replace a file unless told to."""
     import nbformat
 
-    target = Path(path).expanduser()
+    target = resolve(path)
     if target.suffix != ".ipynb":
         raise UsageError(f"%qwen export writes a notebook: give a file name ending in .ipynb, not {str(path)!r}.")
+    check_target(target, str(path), f"{chat.name}.ipynb")
     if target.exists() and not overwrite:
         raise UsageError(f"{target} already exists; add --force to replace it.")
     if not chat.turns:
@@ -36,12 +39,14 @@ def export(chat: Conversation, path: str | Path, *, overwrite: bool = False) -> 
         header += ["", "**System prompt:**", "", _quote(chat.system)]
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells.append(nbformat.v4.new_markdown_cell(export_html("\n".join(header))))
+    nb.cells.append(nbformat.v4.new_markdown_cell(mask_key(export_html("\n".join(header)))))
     for number, turn in enumerate(chat.turns, 1):
         nb.cells.append(_turn_cell(nbformat, turn, number))
     nbformat.validate(nb)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(target))
+    try:
+        nbformat.write(nb, str(target))
+    except OSError as exc:
+        raise write_failed(str(path), target, exc) from None
     return target
 
 
@@ -80,7 +85,7 @@ def _turn_cell(nbformat: Any, turn: Turn, number: int) -> Any:
     for index, markup in enumerate(fragments):
         placeholder = f"QWENMAGICFRAGMENT{index}END"
         source = source.replace(f"<p>{placeholder}</p>", markup, 1).replace(placeholder, markup, 1)
-    cell = nbformat.v4.new_markdown_cell(source)
+    cell = nbformat.v4.new_markdown_cell(mask_key(source))  # the key never goes into a file
     if attachments:
         cell["attachments"] = attachments
     return cell

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import html
 import keyword
+import math
 import os
+import re
 import shlex
 import sys
+import unicodedata
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -24,6 +27,7 @@ from ._errors import QwenError
 from ._markdown import image_policy
 from ._media import show_preview
 from ._prompt import build_prompt
+from ._text import current_key, mask_key, masked
 from ._tools import Toolbox, converse, describe, offered
 from ._view import view_for
 
@@ -40,6 +44,20 @@ KNOWN_MODELS = (
 )
 
 
+class FiniteFloat(Float):  # type: ignore[type-arg]
+    """A float setting that refuses NaN and infinities; ``inf_means`` names what +inf means where it is allowed."""
+
+    def __init__(self, *args: Any, inf_means: str | None = None, **kwargs: Any) -> None:
+        self.inf_means = inf_means
+        super().__init__(*args, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> float:
+        if isinstance(value, float) and (math.isnan(value) or (math.isinf(value) and not (self.inf_means and value > 0))):
+            allowed = f"a number, or inf for {self.inf_means}" if self.inf_means else "a finite number"
+            raise TraitError(f"{self.name} must be {allowed}, not {value!r}")
+        return float(super().validate(obj, value))
+
+
 @magics_class
 class QwenMagics(Magics):
     """Ask Qwen models from notebook cells. Settings: ``%config QwenMagics.<name> = …``."""
@@ -54,7 +72,7 @@ class QwenMagics(Magics):
     max_tokens = Int(4096, min=1, help="Most tokens an answer may have (thinking not included).").tag(config=True)
     thinking = Bool(False, help="Let the model think before answering.").tag(config=True)
     thinking_budget = Int(4096, min=1, help="Most tokens the model may spend thinking.").tag(config=True)
-    timeout = Float(120.0, help="Seconds to wait for the service before giving up.").tag(config=True)
+    timeout = FiniteFloat(120.0, help="Seconds to wait for the service before giving up.").tag(config=True)
     cache = Enum(
         list(MODES),
         default_value="auto",
@@ -82,7 +100,7 @@ class QwenMagics(Magics):
         default_value="link",
         help="Images in answers: link (only hosts your prompt named load, others show as a link), show (load all).",
     ).tag(config=True)
-    replay_speed = Float(1.0, min=0.0, help="Replay pace: 1 as recorded, 10 ten times faster, 0 or inf no waiting.").tag(
+    replay_speed = FiniteFloat(1.0, min=0.0, inf_means="no waiting", help="Replay pace: 1 as recorded, 10 ten times faster, 0 or inf no waiting.").tag(
         config=True
     )
 
@@ -157,8 +175,10 @@ class QwenMagics(Magics):
         chat = self.chats[args.chat]
         if args.new:
             chat.reset()
+        held_key: list[str] = []  # the {name}s whose values held the API key (masked before sending)
         if args.system:
-            blocks = build_prompt(cell, self.shell.user_ns) if cell.strip() else []
+            blocks = build_prompt(cell, self.shell.user_ns, held_key) if cell.strip() else []
+            _masked_note(held_key)
             if any(block["type"] != "text" for block in blocks):
                 raise UsageError("A system prompt holds text only: put images and video in an ordinary %%qwen cell.")
             chat.system = "\n".join(block["text"] for block in blocks) or None
@@ -169,10 +189,12 @@ class QwenMagics(Magics):
             )
             return None
         _check_output_name(args.output)
-        prompt = build_prompt(cell, self.shell.user_ns)
+        prompt = build_prompt(cell, self.shell.user_ns, held_key)
+        _masked_note(held_key)
         if args.cache:
             prompt = mark(prompt)
         cell_id, source = self._cell if self._cell[1] is not None else (None, f"%%qwen {line}\n{cell}")
+        source = _same_cell_text(source)
         if self._asked_in_cell:  # a cell that asks several times (run_cell_magic in a loop) re-runs nothing
             cell_id, source = None, None
         self._asked_in_cell = True
@@ -235,6 +257,10 @@ class QwenMagics(Magics):
                 _note("The answer has no code block, so no cell was added.")
             else:
                 text = code
+                if mask_key(code) != code:  # a new cell is saved with the notebook: the key stays out of it
+                    code = mask_key(code)
+                    _note("The answer's code held the API key; it is masked in the new cell: "
+                          "read the key from os.environ['DASHSCOPE_API_KEY'] instead.")
                 # A new cell below in a notebook, the next prompt prefilled in a terminal; never run.
                 self.shell.set_next_input(code, replace=False)
                 _note(f"The answer's code ({len(code.splitlines())} lines) was put in a new cell below; "
@@ -260,7 +286,12 @@ class QwenMagics(Magics):
         traceback_text, source = error
         _note(f"Explaining {etype.__name__ if etype else 'the last error'}…")
         chat = self.chats[args.chat]
-        prompt = [{"type": "text", "text": explain_prompt(traceback_text, source)}]
+        question = explain_prompt(traceback_text, source)
+        sent = mask_key(question).encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates: escaped
+        question = question.encode("utf-8", "backslashreplace").decode("utf-8")
+        if sent != question:
+            _masked_note(["the traceback or the cell"])
+        prompt = [{"type": "text", "text": sent}]
         answer = self._ask(chat, prompt, args, None, None)
         self._deliver(answer, args)
 
@@ -382,7 +413,7 @@ class QwenMagics(Magics):
             self._config(args.assignments)
         elif args.command == "history":
             chat = self.chats[args.chat or DEFAULT_CHAT]
-            _markdown_out(chat.transcript())
+            _markdown_out(mask_key(chat.transcript()))
         elif args.command == "reset":
             if args.all:
                 self.chats.clear()
@@ -454,9 +485,37 @@ class QwenMagics(Magics):
         return "\n".join(rows)
 
 
+# Names IPython keeps for itself: a value stored there is overwritten, or breaks the shell.
+_IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_i", "_ii", "_iii", "_ih", "_oh", "_dh"})
+
+
 def _check_output_name(name: str | None) -> None:
-    if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
+    """A ``UsageError`` unless ``-o NAME`` names a variable the answer can be stored in and read back."""
+    if name is None:
+        return
+    if not name.isidentifier() or keyword.iskeyword(name) or name in ("True", "False", "None"):
         raise UsageError(f"-o/--output needs a Python variable name, not {name!r}.")
+    if unicodedata.normalize("NFKC", name) != name:  # Python reads the name in its NFKC form
+        raise UsageError(f"-o/--output: write {name!r} as {unicodedata.normalize('NFKC', name)!r}.")
+    if (name.startswith("__") and name.endswith("__")) or name in _IPYTHON_NAMES or re.fullmatch(r"_i?\d+", name):
+        raise UsageError(f"-o/--output: {name!r} is a name Python or IPython keeps for itself; choose another.")
+
+
+def _same_cell_text(source: str | None) -> str | None:
+    """A cell's text as it identifies the cell: blank lines at its ends and spaces at line ends do not count.
+
+    Terminal IPython recalls a cell (Up, then Esc-Enter) without the blank line that ran it.
+    """
+    if source is None:
+        return None
+    return "\n".join(line.rstrip() for line in source.splitlines()).strip("\n")
+
+
+def _masked_note(where: list[str]) -> None:
+    """Say that the API key was found in what is about to be sent, and masked there."""
+    if where:
+        _note(f"The API key was masked in what was sent ({', '.join(where)} held it): the service sees only "
+              f"{masked(current_key() or '')}.")
 
 
 def _note(text: str) -> None:

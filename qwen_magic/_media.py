@@ -17,11 +17,13 @@ import base64
 import html
 import io
 import sys
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 from IPython.core.error import UsageError
+
+from . import _files
 
 Block = dict[str, Any]
 
@@ -44,6 +46,7 @@ VIDEO_TYPES = {
 INLINE_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 PREVIEW_HEIGHT = 160  # pixels
 SMALL_ENOUGH_TO_SHOW = 256 * 1024  # bytes of an image shown as its own preview without Pillow
+MAX_BMP = 64 * 1024 * 1024  # bytes of a BMP file read to convert it to PNG
 
 
 class MediaBlock(dict[str, Any]):
@@ -146,25 +149,23 @@ def file_block(typed: str, kind: str | None = None) -> Block:
         )
     if kind is not None and told != kind:
         raise UsageError(f"{typed} is {a(told)}, not {a(kind)}: write {told}:{typed}.")
-    path = Path(typed).expanduser()
-    if not path.is_absolute():
-        path = Path.cwd() / path
-    keep_text = f"To mention a file name without sending the file, put it in backticks: `{typed}`"
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise UsageError(f"No such file: {typed} (looked for {path}). {keep_text}.") from None
-    except OSError as exc:
-        raise UsageError(f"Cannot read {typed} ({path}): {exc.strerror or exc}.") from None
-    if path.is_dir():
-        raise UsageError(f"{typed} is a folder, not {a(told)} file.")
+    path = _files.resolve(typed)
+    keep_text = f"To mention a file name without sending the file, put it in backticks: `{typed}`."
     suffix = path.suffix.lower()
-    if suffix != ".bmp":  # a BMP shrinks when it becomes PNG: judge it after converting
-        check_size(told, size, typed)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"Cannot read {typed} ({path}): {exc.strerror or exc}.") from None
+    # A BMP shrinks when it becomes PNG: it is judged after converting, but read only up to MAX_BMP.
+    limit = MAX_BMP if suffix == ".bmp" else MAX_INLINE * 3 // 4
+    file, size = _files.open_regular(path, typed, keep_text)
+    with file:
+        if suffix != ".bmp":
+            check_size(told, size, typed)
+        elif size > limit:
+            raise UsageError(f"{typed} is {human_size(size)}: too large a BMP image; save it as PNG or JPEG first.")
+        try:
+            data = file.read(limit + 1)
+        except OSError as exc:
+            raise UsageError(f"Cannot read {typed} ({path}): {_files.reason(exc)}.") from None
+    if len(data) > limit:  # it grew after the size was checked
+        raise UsageError(f"{typed} grew past {human_size(limit)} while it was read: send it once it is written.")
     if told == "video":
         return inline_block("video", data, VIDEO_TYPES[suffix], typed)
     media_type = sniff_image(data)

@@ -31,6 +31,7 @@ from IPython.core.error import UsageError
 
 from . import _media
 from ._media import Block
+from ._text import current_key, mask_key
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}(?=[^`\n]*$)|~{3,})", re.MULTILINE)
 _INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)", re.DOTALL)
@@ -50,17 +51,23 @@ _F_STRING = re.compile(r"(?<![\w'\"])(?:[rR]?[fF]|[fF][rR])(\"\"\"|'''|\"|')")
 _OPENERS, _CLOSERS = "([<\"'*", ").,;:!?]>\"'*"
 
 
-def build_prompt(text: str, namespace: dict[str, Any] | None = None) -> list[Block]:
-    """Content blocks for the cell text, in the order they stand; an empty cell is a ``UsageError``."""
+def build_prompt(
+    text: str, namespace: dict[str, Any] | None = None, masked: list[str] | None = None
+) -> list[Block]:
+    """Content blocks for the cell text, in the order they stand; an empty cell is a ``UsageError``.
+
+    The API key is never sent as part of a ``{name}`` value: it is masked, and the value's
+    ``{name}`` is added to ``masked`` (when given) so the caller can say so.
+    """
     if not text.strip():
         raise UsageError("The cell is empty: write a question below the %%qwen line.")
     parts: list[Block] = []
     for chunk, code in _chunks(text):
-        parts.extend([_text(chunk)] if code else _scan(chunk, namespace or {}))
+        parts.extend([_text(chunk)] if code else _scan(chunk, namespace or {}, masked))
     blocks = _tidy(parts)
     if not blocks:
         raise UsageError("Nothing to send: the cell's text and values are all empty.")
-    return blocks
+    return _encodable(blocks, "The cell")
 
 
 def prompt_text(blocks: list[Block]) -> str:
@@ -118,9 +125,18 @@ def _data_value(value: Any, label: str) -> list[Block] | None:
 
 def _text_value(value: Any, label: str) -> list[Block]:
     """A string as itself; anything else as its repr, cut at 2,000 characters."""
-    from ._analysis import short_repr
+    from ._analysis import REPR_LIMIT, _cut
 
-    return [_text(value if isinstance(value, str) else short_repr(value))]
+    if isinstance(value, str):
+        return [_text(str.__str__(value))]  # a str subclass's own methods are not run
+    try:
+        text = repr(value)
+    except Exception as exc:  # raised, or returned a non-string (repr raises TypeError then)
+        raise UsageError(
+            f"{label}: repr() of this {_type_name(value)} value failed ({_failure(exc)}). Fix its __repr__, "
+            "or store the text you mean in a variable and write that name, or put it in backticks to send it as typed."
+        ) from None
+    return [_text(_cut(text, REPR_LIMIT))]
 
 
 # Tried in order; the first that returns blocks wins. Add converters before the last,
@@ -129,12 +145,33 @@ CONVERTERS: list[Converter] = [_image_value, _image_list, _path_value, _data_val
 
 
 def value_blocks(value: Any, label: str) -> list[Block]:
-    """The blocks a ``{name}`` value becomes."""
+    """The blocks a ``{name}`` value becomes; a value that breaks every converter is a ``UsageError``."""
     for convert in CONVERTERS:
-        blocks = convert(value, label)
+        try:
+            blocks = convert(value, label)
+        except UsageError:
+            raise
+        except Exception as exc:  # the user's object misbehaved (a property, __len__, savefig …)
+            raise UsageError(
+                f"{label}: this {_type_name(value)} value could not be sent ({_failure(exc)}). Store the text "
+                "you mean in a variable and write that name, or put it in backticks to send it as typed."
+            ) from None
         if blocks is not None:
             return blocks
     raise AssertionError("the last converter takes any value")  # pragma: no cover
+
+
+def _type_name(value: Any) -> str:
+    name = getattr(type(value), "__name__", None)
+    return name if isinstance(name, str) else "object"
+
+
+def _failure(exc: BaseException) -> str:
+    """``TypeError: what it said``, for any exception, also one that cannot be printed."""
+    from ._files import safe_text
+
+    text = safe_text(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 _NOT_A_KEY = object()
@@ -189,7 +226,7 @@ def _resolve(expr: str, namespace: dict[str, Any]) -> tuple[bool, Any]:
             value = getattr(value, key) if how == "attr" else value[key]
     except Exception as exc:
         raise UsageError(
-            f"{{{expr}}}: {type(exc).__name__}: {exc}. Fix the name, or put it in backticks to send it as typed."
+            f"{{{expr}}}: {_failure(exc)}. Fix the name, or put it in backticks to send it as typed."
         ) from None
     return True, value
 
@@ -225,7 +262,7 @@ def _inline_chunks(text: str) -> Iterator[tuple[str, bool]]:
     yield text[position:], False
 
 
-def _scan(text: str, namespace: dict[str, Any]) -> list[Block]:
+def _scan(text: str, namespace: dict[str, Any], masked: list[str] | None = None) -> list[Block]:
     """Blocks for prose: text with media and ``{name}`` values put where they stood."""
     replacements: list[tuple[int, int, list[Block]]] = []
     taken: list[tuple[int, int]] = []  # spans tokens must not overlap
@@ -236,7 +273,9 @@ def _scan(text: str, namespace: dict[str, Any]) -> list[Block]:
         elif match.group("name") and _substitutable(text, match.start(), match.end()):
             found, value = _resolve(match.group("expr"), namespace)
             if found:
-                replacements.append((*match.span(), value_blocks(value, match.group("name"))))
+                label = match.group("name")
+                blocks = _without_key(_encodable(value_blocks(value, label), label), label, masked)
+                replacements.append((*match.span(), blocks))
     for token in _TOKEN.finditer(text):
         start, end = token.span()
         if any(s < end and start < e for s, e in taken):
@@ -252,6 +291,32 @@ def _scan(text: str, namespace: dict[str, Any]) -> list[Block]:
         position = end
     parts.append(_text(text[position:]))
     return parts
+
+
+def _encodable(blocks: list[Block], label: str) -> list[Block]:
+    """``blocks``, or a ``UsageError`` when their text cannot be encoded to be sent (lone surrogates)."""
+    for block in blocks:
+        if block.get("type") == "text":
+            try:
+                block["text"].encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = block["text"][exc.start : exc.end]
+                raise UsageError(
+                    f"{label}: its text holds {bad!r}, half of a character (a lone surrogate, e.g. from a file "
+                    "name read with errors='surrogateescape'), which cannot be sent. Clean it first, e.g. "
+                    "text.encode('utf-8', 'replace').decode(), and send that."
+                ) from None
+    return blocks
+
+
+def _without_key(blocks: list[Block], label: str, masked: list[str] | None) -> list[Block]:
+    """``blocks`` with the API key masked in their text; ``label`` noted in ``masked`` if it was there."""
+    key = current_key()
+    if key is None or not any(b.get("type") == "text" and key in b["text"] for b in blocks):
+        return blocks
+    if masked is not None and label not in masked:
+        masked.append(label)
+    return [_text(mask_key(b["text"], key)) if b.get("type") == "text" else b for b in blocks]
 
 
 def _substitutable(text: str, start: int, end: int) -> bool:

@@ -10,7 +10,11 @@ The loop (``converse``): while an answer asks for tools, each call is validated 
 its schema and run in the kernel, in order, shown as a collapsible part of the output, and
 its result is sent back as a ``tool_result``; the next answer streams on in the same cell.
 Only functions offered in the cell can run; nothing else the model writes is executed.
-Failures go back as the result's text (DashScope has no ``is_error``). Every ``tool_use``
+Failures go back as the result's text (DashScope has no ``is_error``), also for a call
+the model got wrong: a name that is not a tool's, or arguments that are not one JSON
+object (checked as they stream, before the SDK's parser can fail the whole answer). Such a
+call stays in history with a valid name and ``{}`` arguments, so the next request is accepted.
+Results go out with the API key masked. Every ``tool_use``
 gets its ``tool_result`` before any later request, also when the round limit stops the
 loop or the user interrupts a tool.
 
@@ -339,15 +343,24 @@ def _validation_text(error: Any) -> str:
     return "; ".join(lines)
 
 
-def call_tool(toolbox: Toolbox | None, block: Block) -> Outcome:
-    """Run one ``tool_use`` block; every failure becomes an ``Outcome`` the model can read."""
+def call_tool(toolbox: Toolbox | None, block: Block, broken: str | None = None) -> Outcome:
+    """Run one ``tool_use`` block; every failure becomes an ``Outcome`` the model can read.
+
+    ``broken`` is the argument text as it streamed when it was not a JSON object.
+    """
     name, arguments = block.get("name", ""), block.get("input")
-    made = (toolbox or {}).get(name)
+    made = (toolbox or {}).get(name) if isinstance(name, str) else None
     if made is None:
         available = ", ".join(toolbox) if toolbox else "none in this cell"
-        return Outcome(f"Error: there is no tool named {name!r}. Available tools: {available}.", ok=False)
-    if not isinstance(arguments, dict):
-        return Outcome(f"Error: the arguments for {name} must be a JSON object.", ok=False)
+        shown = _cut(name, 100) if isinstance(name, str) else repr(name)
+        return Outcome(f"Error: there is no tool named {shown!r}. Available tools: {available}.", ok=False)
+    if broken is not None or not isinstance(arguments, dict):
+        sent = broken if broken is not None else json.dumps(arguments, ensure_ascii=False, default=repr)
+        return Outcome(
+            f"Error: the arguments for {name} must be one JSON object of named arguments, and they were not "
+            f"({_one_line(sent, SUMMARY_CHARS)}), so it was not called. Call it again with a JSON object.",
+            ok=False,
+        )
     try:
         value = made.call(arguments)
     except ArgumentMismatch as exc:
@@ -526,6 +539,9 @@ def converse(
     elif _history_calls(request["messages"]):
         # The Messages API wants tools defined whenever history holds tool blocks.
         request = {**request, "tools": _placeholders(request["messages"]), "tool_choice": {"type": "none"}}
+    broken: dict[str, str] = {}  # tool_use id → its argument text, when that was not a JSON object
+    if "tools" in request:
+        client = _CheckedClient(client, broken)  # type: ignore[assignment]
     rounds = 0
     while True:
         view = views()
@@ -547,9 +563,12 @@ def converse(
         outcomes: dict[str, Outcome] = {}
         interrupted: str | None = None
         try:
-            interrupted = _run_calls(calls, tools, view, refusal, outcomes)
+            interrupted = _run_calls(calls, tools, view, refusal, outcomes, broken)
         finally:
-            # Whatever happened, every tool_use is answered before anything else is sent.
+            # Whatever happened, every tool_use is answered before anything else is sent,
+            # and history holds only names and arguments the service accepts.
+            for call in calls:
+                _make_acceptable(call, broken)
             answer.next_round(result_content(calls, outcomes))
         rounds += 1
         if interrupted is not None or refusal is not None:
@@ -584,7 +603,12 @@ def converse(
 
 
 def _run_calls(
-    calls: list[Block], tools: Toolbox | None, view: View, refusal: str | None, outcomes: dict[str, Outcome]
+    calls: list[Block],
+    tools: Toolbox | None,
+    view: View,
+    refusal: str | None,
+    outcomes: dict[str, Outcome],
+    broken: dict[str, str] | None = None,
 ) -> str | None:
     """Run (or refuse) each call in order, painting it; return the name of an interrupted call."""
     painters: dict[str, Callable[[dict[str, str]], None]] = {}
@@ -592,7 +616,9 @@ def _run_calls(
     try:
         for current in calls:
             painters[current["id"]] = view.show(call_bundle(current, None))
-            outcome = Outcome(refusal, ok=False) if refusal else call_tool(tools, current)
+            bad_arguments = (broken or {}).get(current["id"])
+            outcome = Outcome(refusal, ok=False) if refusal else call_tool(tools, current, bad_arguments)
+            outcome.text = sendable(outcome.text)
             outcomes[current["id"]] = outcome
             painters[current["id"]](call_bundle(current, outcome))
     except KeyboardInterrupt:
@@ -625,3 +651,152 @@ def _placeholders(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {"name": name, "description": description, "input_schema": {"type": "object"}}
         for name in _history_calls(messages)
     ]
+
+
+# -- calls the service would not take back ------------------------------------------------------
+
+
+def sendable(text: str) -> str:
+    """A result's text as it may be sent: the API key masked, lone surrogates as ``\\udcff`` escapes.
+
+    A tool that returns the environment must not send the key; text decoded with
+    ``surrogateescape`` (file names) cannot be encoded as UTF-8 for the request.
+    """
+    from ._text import mask_key
+
+    return mask_key(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+INVALID_NAME = "invalid_tool_name"  # stands in history for a called name the service would refuse
+
+
+def _make_acceptable(call: Block, broken: dict[str, str]) -> None:
+    """Rewrite a ``tool_use`` block (in place) so that resending it in history is accepted.
+
+    The service refuses a history whose tool call has a name outside ``^[A-Za-z0-9_-]{1,64}$``
+    or an input that is not a JSON object. The call was already answered with an error
+    result naming what was wrong, so the model still reads what happened.
+    """
+    name = call.get("name")
+    if not (isinstance(name, str) and _NAME.match(name)):
+        call["name"] = INVALID_NAME
+    if call.get("id") in broken or not isinstance(call.get("input"), dict):
+        call["input"] = {}
+
+
+def _arguments_problem(text: str) -> bool:
+    """Whether streamed argument text is not one JSON object (empty text counts as ``{}``)."""
+    if not text.strip():
+        return False
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, strict=False)
+    except (ValueError, RecursionError):
+        return True
+    return not isinstance(value, dict)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+class _CheckedClient:
+    """The SDK client, with each tool call's arguments checked before the SDK's accumulator reads them.
+
+    The SDK parses a call's arguments while they stream and raises mid-answer on text that
+    is not JSON (losing the rest of the answer), and keeps a string or a list as the input.
+    Here a call's argument pieces are held back until its block ends, then passed on whole
+    when they are a JSON object, or replaced by ``{}`` and noted in ``broken`` (by call id)
+    so the loop answers the call with an error. Everything else streams through unchanged.
+    """
+
+    def __init__(self, client: Any, broken: dict[str, str]) -> None:
+        self._client = client
+        self.messages = _CheckedMessages(client.messages, broken)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+class _CheckedMessages:
+    def __init__(self, messages: Any, broken: dict[str, str]) -> None:
+        self._messages, self._broken = messages, broken
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._messages, name)
+
+    def create(self, **request: Any) -> Any:
+        """A whole answer: non-object inputs are noted and replaced (raw events: checked as they stream)."""
+        message = self._messages.create(**request)
+        if request.get("stream"):
+            return _CheckedEvents(message, self._broken)
+        for block in getattr(message, "content", None) or []:
+            if getattr(block, "type", None) == "tool_use" and not isinstance(block.input, dict):
+                self._broken[block.id] = json.dumps(block.input, ensure_ascii=False, default=repr)
+                block.input = {}
+        return message
+
+    def stream(self, **request: Any) -> _CheckedStream:
+        return _CheckedStream(self._messages, request, self._broken)
+
+
+class _CheckedStream:
+    """``messages.stream(...)``'s context manager, over the raw events with arguments checked."""
+
+    def __init__(self, messages: Any, request: dict[str, Any], broken: dict[str, str]) -> None:
+        self._messages, self._request, self._broken = messages, request, broken
+        self._stream: Any = None
+
+    def __enter__(self) -> Any:
+        from anthropic import NOT_GIVEN
+        from anthropic.lib.streaming import MessageStream
+
+        raw = self._messages.create(**self._request, stream=True)
+        self._stream = MessageStream(_CheckedEvents(raw, self._broken), output_format=NOT_GIVEN)  # type: ignore[arg-type]
+        return self._stream
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stream is not None:
+            self._stream.close()
+
+
+class _CheckedEvents:
+    """Raw stream events; a tool call's ``input_json_delta`` pieces are held back and checked at its stop."""
+
+    def __init__(self, raw: Any, broken: dict[str, str]) -> None:
+        self._raw, self._broken = raw, broken
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+    def __enter__(self) -> _CheckedEvents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._raw.close()
+
+    def __iter__(self) -> Any:
+        from anthropic.types import InputJSONDelta, RawContentBlockDeltaEvent
+
+        held: dict[int, tuple[str, list[str]]] = {}
+        for event in self._raw:
+            kind = getattr(event, "type", None)
+            if kind == "content_block_start" and getattr(event.content_block, "type", None) == "tool_use":
+                block = event.content_block
+                if not isinstance(block.input, dict):  # a start that already carries a non-object
+                    self._broken[block.id] = json.dumps(block.input, ensure_ascii=False, default=repr)
+                    block.input = {}
+                held[event.index] = (block.id, [])
+            elif kind == "content_block_delta" and event.index in held:
+                if getattr(event.delta, "type", None) == "input_json_delta":
+                    held[event.index][1].append(event.delta.partial_json or "")
+                    continue
+            elif kind == "content_block_stop" and event.index in held:
+                call_id, pieces = held.pop(event.index)
+                text = "".join(pieces)
+                if _arguments_problem(text):
+                    self._broken[call_id] = text
+                elif text.strip():
+                    self._broken.pop(call_id, None)  # a good object replaces what the start held
+                    delta = InputJSONDelta(type="input_json_delta", partial_json=text)
+                    yield RawContentBlockDeltaEvent(type="content_block_delta", index=event.index, delta=delta)
+            yield event

@@ -48,6 +48,7 @@ import binascii
 import hashlib
 import json
 import math
+import re
 import select
 import signal
 import socket
@@ -81,6 +82,7 @@ __all__ = [
 ]
 
 DEFAULT_API_KEY = "sk-test-qwen-magic"
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # what the Messages API accepts as a tool name
 KNOWN_MODELS: frozenset[str] = frozenset(
     {
         "qwen3.6-plus",
@@ -146,11 +148,16 @@ def _strip_cache_control(value: Any) -> Any:
 
 @dataclass
 class ToolCall:
-    """One ``tool_use`` block the fake model emits."""
+    """One ``tool_use`` block the fake model emits.
+
+    ``input`` may be any JSON value (a model can send a string or a list); ``raw``, when
+    set, is streamed as the argument text verbatim (broken JSON), and sent whole as a string.
+    """
 
     name: str
-    input: dict[str, Any]
+    input: Any
     id: str | None = None
+    raw: str | None = None
 
 
 @dataclass
@@ -450,6 +457,8 @@ def _validate_tools(tools: Any) -> None:
     for n, tool in enumerate(tools):
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or not tool["name"]:
             raise _bad(f"tools.{n}.name: Field required")
+        if not TOOL_NAME.match(tool["name"]):
+            raise _bad(f"tools.{n}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
         if not isinstance(tool.get("input_schema"), dict):
             raise _bad(f"tools.{n}.input_schema: Field required")
 
@@ -530,8 +539,10 @@ def _validate_block(block: Any, where: str, role: str) -> None:
             raise _bad(f"{where}: tool_use blocks are only allowed in assistant messages")
         if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
             raise _bad(f"{where}: tool_use blocks need an id and a name")
+        if not TOOL_NAME.match(block["name"]):
+            raise _bad(f"{where}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
         if not isinstance(block.get("input"), dict):
-            raise _bad(f"{where}.input: Input should be an object")
+            raise _bad(f"{where}.input: Input should be a valid dictionary")
     elif kind == "tool_result":
         if role != "user":
             raise _bad(f"{where}: tool_result blocks are only allowed in user messages")
@@ -598,7 +609,7 @@ def _json_pieces(text: str, size: int) -> list[str]:
 
 def _tool_json(call: ToolCall) -> str:
     """Serialize a tool call's input the way a model streams it."""
-    return json.dumps(call.input, ensure_ascii=False)
+    return call.raw if call.raw is not None else json.dumps(call.input, ensure_ascii=False)
 
 
 def _output_tokens(reply: Stream) -> int:
@@ -863,7 +874,8 @@ class _Handler(BaseHTTPRequestHandler):
             content.append({"type": "text", "text": reply.text})
         for call in reply.tool_calls:
             tool_id = call.id or _new_id("toolu")
-            content.append({"type": "tool_use", "id": tool_id, "name": call.name, "input": call.input})
+            arguments = call.raw if call.raw is not None else call.input
+            content.append({"type": "tool_use", "id": tool_id, "name": call.name, "input": arguments})
         message = {
             "id": _new_id("msg"),
             "type": "message",

@@ -222,10 +222,10 @@ def test_a_folder_and_an_unreadable_file_are_usage_errors(files, monkeypatch):
     with pytest.raises(UsageError, match="folder"):
         build_prompt("dir.png")
 
-    def refuse(path: Path) -> bytes:  # chmod 0 does not stop root, who runs CI
+    def refuse(path: Path, flags: int) -> int:  # chmod 0 does not stop root, who runs CI
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    monkeypatch.setattr("qwen_magic._files.os.open", refuse)
     with pytest.raises(UsageError, match=r"Cannot read photo\.png .*Permission denied"):
         build_prompt("photo.png")
 
@@ -541,3 +541,80 @@ def test_the_request_applies_the_policy_from_options(files):
     request = chat.request([text("next")], Options(model="m", max_tokens=10, cache="off", keep_media_turns=0))
     assert request["messages"][0]["content"][0]["type"] == "text"
     assert "no longer attached" in request["messages"][0]["content"][0]["text"]
+
+
+def test_values_holding_the_key_are_masked_and_named(monkeypatch):
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-0123456789abcdef")
+    held: list[str] = []
+    blocks = build_prompt("Use {cfg} and {plain}, not sk-0123456789abcdef in `{cfg}`", {"cfg": {"key": "sk-0123456789abcdef"}, "plain": "x"}, held)
+    text = blocks[0]["text"]
+    assert text.startswith("Use {'key': 'sk-…cdef'} and x")
+    assert held == ["{cfg}"]
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no words")
+
+
+class _RaisingRepr:
+    def __repr__(self) -> str:
+        raise ValueError("broken repr")
+
+
+class _NonStringRepr:
+    def __repr__(self) -> str:
+        return 42  # type: ignore[return-value]
+
+
+class _UnprintableRepr:
+    def __repr__(self) -> str:
+        raise _Unprintable()
+
+
+class _BadProperty:
+    @property
+    def figure(self) -> None:
+        raise _Unprintable()
+
+
+class _RecursiveRepr:
+    def __repr__(self) -> str:
+        return repr(self)
+
+
+@pytest.mark.parametrize(
+    ("value", "expr", "needle"),
+    [
+        (_RaisingRepr(), "obj", "ValueError: broken repr"),
+        (_NonStringRepr(), "obj", "TypeError: __repr__ returned non-string"),
+        (_UnprintableRepr(), "obj", "_Unprintable"),
+        (_RecursiveRepr(), "obj", "RecursionError"),
+        (_BadProperty(), "obj.figure", "_Unprintable"),
+        ({"k": 1}, 'obj["missing"]', "KeyError"),
+    ],
+)
+def test_values_that_cannot_be_shown_are_short_usage_errors(value, expr, needle):
+    with pytest.raises(UsageError) as error:
+        build_prompt(f"Look at {{{expr}}}", {"obj": value})
+    message = str(error.value)
+    assert message.startswith(f"{{{expr}}}") and needle in message
+    assert len(message) < 400 and "\n" not in message
+
+
+def test_a_str_subclass_is_sent_as_its_text():
+    class Sneaky(str):
+        def __str__(self) -> str:
+            raise RuntimeError("never called")
+
+        def __contains__(self, item: object) -> bool:
+            raise RuntimeError("never called")
+
+    assert build_prompt("Read {s}", {"s": Sneaky("plain words")})[0]["text"] == "Read plain words"
+
+
+def test_text_that_cannot_be_encoded_is_a_usage_error_before_sending():
+    with pytest.raises(UsageError, match=r"The cell: its text holds '\\udcff'.*lone surrogate"):
+        build_prompt("What is caf\udcff?")
+    with pytest.raises(UsageError, match=r"\{name\}: its text holds"):
+        build_prompt("What is {name}?", {"name": "caf\udcff"})
