@@ -51,6 +51,8 @@ class Answer:
     error: str | None = None
     interrupted: bool = False
     cassette: str | None = None  # "▶ replayed from demo.jsonl" / "● recorded to …" for the footer
+    replayed: bool = False  # the answer came from a cassette, not from the service
+    request_id: str | None = None  # the service's id of the request (its ``request-id`` header)
     # With tools (``_tools.converse``): this turn's earlier answers, each of which called
     # tools and keeps the user content that answered them (``tool_results``).
     rounds: list[Answer] = field(default_factory=list)
@@ -75,7 +77,7 @@ class Answer:
     def next_round(self, tool_results: list[dict[str, Any]]) -> None:
         """Keep this answer, answered by ``tool_results``, as a round; start the next one afresh."""
         done = replace(self, rounds=[], tool_results=tool_results)
-        self.__dict__.update(Answer(self.model, rounds=[*self.rounds, done], cassette=self.cassette).__dict__)
+        self.__dict__.update(Answer(self.model, rounds=[*self.rounds, done], cassette=self.cassette, replayed=self.replayed).__dict__)
 
     @property
     def time_to_first_token(self) -> float | None:
