@@ -191,9 +191,15 @@ def _interrupted(message: _Message, answer: Answer) -> str:
 
 
 def _shape(event: Any, exc: BaseException) -> str:
-    """A short description of a raw event the accumulator could not apply."""
+    """What was wrong with a raw event the accumulator could not apply, in words."""
     kind = getattr(event, "type", None)
-    return f"a {kind!r} event of an unexpected shape: {type(exc).__name__}: {exc}"[:200]
+    if isinstance(exc, AttributeError):
+        what = f"without its {exc.name!r} field" if getattr(exc, "name", None) else "missing a field"
+    elif isinstance(exc, (KeyError, IndexError)):
+        what = "for a content block that was never started"
+    else:
+        what = "with a field of the wrong type"
+    return f"a {kind!r} event {what}"[:200]
 
 
 def _encodable(text: str) -> str:

@@ -216,11 +216,11 @@ class NotebookView:
     provenance as metadata), so a saved notebook never shows "Error displaying widget".
     """
 
-    INTERVAL = 0.22  # seconds between repaints: four and a half visible updates a second
+    INTERVAL = 0.2  # seconds between repaints: five visible updates a second
     COMMIT_AT = 1  # finished blocks move into an output of their own at the paint that finds them
-    THINKING_WINDOW = 600  # characters of thinking shown while it streams
-    WINDOW = 700  # characters of the open block shown while it streams …
-    WINDOW_LINES = 14  # … and at most this many of its lines
+    THINKING_WINDOW = 400  # characters of thinking shown while it streams
+    WINDOW = 480  # characters of the open block shown while it streams …
+    WINDOW_LINES = 10  # … and at most this many of its lines
     REPARSE = 4096  # open text longer than this is re-parsed for block ends only as it grows by a quarter
 
     def __init__(self) -> None:
@@ -232,6 +232,7 @@ class NotebookView:
         self._stable = 0  # length of the finished blocks at the start of the tail
         self._parsed = 0  # complete-line length of the tail when block ends were last looked for
         self._fence: re.Pattern[str] | None = None  # closing line of the open fence the tail starts with
+        self._whole = 0  # complete-line length of the tail when it was last parsed whole
         self._thinking: list[str] = []
         self._state = "waiting"  # -> thinking -> text
         self._last_paint = self._last_status = 0.0
@@ -350,7 +351,7 @@ class NotebookView:
                 self._output(bundle)
             else:
                 _publish(self._live, bundle)
-            self._live, self._stable, self._parsed, self._fence = None, 0, 0, None
+            self._live, self._stable, self._parsed, self._whole, self._fence = None, 0, 0, 0, None
         self._tail = [tail] if tail else []
         if tail:
             # While live, markdown only: the plain text comes once, with the whole block.
@@ -366,10 +367,12 @@ class NotebookView:
     def _find_stable(self, tail: str) -> int:
         """Where the finished blocks at the start of ``tail`` end, at a cost linear in the answer.
 
-        Only whole lines can finish a block. An open fence ends only at its closing line,
-        so only new lines are searched for it; other open text longer than ``REPARSE`` is
-        parsed again only once it has grown by a quarter (a geometric series: each
-        character is parsed a few times in all; a block end is found at most that late).
+        Only whole lines can finish a block, so nothing is parsed until a line ends. An open
+        fence ends only at its closing line: only new lines are searched for one. Other open
+        text longer than ``REPARSE`` is parsed whole only when its last lines, parsed alone
+        (after the table's header, if it is a table), hold a block boundary; a boundary
+        there that the whole text does not confirm (a lazy list line) makes the next whole
+        parse wait until the text has doubled.
         """
         from ._markdown import stable_prefix
 
@@ -378,19 +381,35 @@ class NotebookView:
             return self._stable
         if self._fence is not None:
             # A closing line may begin just before the old end (a line cut by a "\r\n").
-            found = self._fence.search(tail, max(0, self._parsed - 1), end)
-            if found is None:
+            if self._fence.search(tail, max(0, self._parsed - 1), end) is None:
                 self._parsed = end
                 return 0
-        elif end > self.REPARSE and end - self._parsed < self._parsed // 4:
+        elif end > self.REPARSE and not self._boundary_near_end(tail, end):
+            self._parsed = end
             return self._stable
-        self._parsed = end
+        self._parsed = self._whole = end
         self._stable = stable_prefix(tail)
         if self._stable == 0 and self._fence is None and (opener := _FENCE_OPEN.match(tail)) is not None:
             fence = opener.group("fence")
             if not (fence[0] == "`" and "`" in opener.group("info")):
-                self._fence = re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*\r?$", re.M)
+                self._fence = re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \\t]*\\r?$", re.M)
         return self._stable
+
+    def _boundary_near_end(self, tail: str, end: int) -> bool:
+        """Whether the lines since the last look (and a few before) may hold a block boundary."""
+        from ._markdown import stable_prefix
+
+        if end >= 2 * self._whole:
+            return True  # the text doubled since it was parsed whole: parse it again
+        start = tail.rfind("\n", 0, max(0, min(self._parsed, end - 1024) - 256)) + 1
+        for _ in range(64):  # start at a line that begins a block of its own, not a continuation
+            if start == 0 or tail[start : start + 1] not in (" ", "\t", "\n", "\r"):
+                break
+            start = tail.rfind("\n", 0, start - 1) + 1
+        context = ""
+        if start and (head := _TABLE_HEAD.match(tail)) is not None and start >= head.end():
+            context = head.group()
+        return stable_prefix(context + tail[start:end]) > len(context)
 
     def _window(self, tail: str) -> str:
         """The open text, or (when long) a note of how much is hidden and its last lines.
