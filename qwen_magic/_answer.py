@@ -18,12 +18,13 @@ class Usage:
 
     @classmethod
     def from_sdk(cls, usage: Any) -> Usage:
-        """Read the SDK's ``Usage`` (missing cache fields count as zero)."""
+        """Read the SDK's ``Usage``, or its JSON as a dict (missing cache fields count as zero)."""
+        get = usage.get if isinstance(usage, dict) else lambda name: getattr(usage, name, 0)
         return cls(
-            input_tokens=getattr(usage, "input_tokens", 0) or 0,
-            output_tokens=getattr(usage, "output_tokens", 0) or 0,
-            cache_read=getattr(usage, "cache_read_input_tokens", 0) or 0,
-            cache_write=getattr(usage, "cache_creation_input_tokens", 0) or 0,
+            input_tokens=get("input_tokens") or 0,
+            output_tokens=get("output_tokens") or 0,
+            cache_read=get("cache_read_input_tokens") or 0,
+            cache_write=get("cache_creation_input_tokens") or 0,
         )
 
     def __add__(self, other: Usage) -> Usage:

@@ -1,17 +1,23 @@
 """Run one request through the SDK, feeding a view as events arrive.
 
 The SDK's ``messages.stream()`` helper rebuilds its message snapshot on every delta
-(``text += delta`` on a model attribute copies the whole text each time), so its CPU grows
-faster than the answer. Here the raw events of ``messages.create(stream=True)`` are read
-instead: the SDK still sends the request, retries it, raises its errors (an ``event:
-error`` included) and parses each event; ``_Message`` keeps the text and thinking as lists
-of deltas, joined once, and applies the few other events the way the SDK's accumulator does.
+(``text += delta`` on a model attribute copies the whole text each time), and even its
+raw iterator builds a pydantic model per event; together that is most of the kernel's
+CPU while an answer streams. Here the SDK still sends the request, retries it and raises
+its status errors (``messages.create(stream=True)``), but the body's Server-Sent Events
+are read with the SDK's public ``Stream.raw_events`` and each event's JSON is applied as
+a plain dict: text and thinking kept as lists of deltas, joined once; the few other
+events applied the way the SDK's accumulator does; an ``event: error`` raised as the
+SDK raises it. An event that is not JSON or not of the expected shape is a
+``malformed event stream`` error, never a ``JSONDecodeError`` or ``KeyError``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._answer import Answer, Usage
@@ -49,11 +55,11 @@ def run(
             # Leaving the ``with`` block closes the response: an interrupt cancels the request.
             with client.messages.create(**request, stream=True) as events:
                 answer.request_id = _request_id(events)
-                for event in events:
+                for data in _event_data(client, events):
                     try:
-                        kind, piece = message.add(event)
-                    except (AttributeError, KeyError, IndexError, TypeError) as exc:
-                        raise malformed_stream(_shape(event, exc), str(client.base_url)) from None
+                        kind, piece = message.add(data)
+                    except _Malformed as exc:
+                        raise malformed_stream(str(exc), str(client.base_url)) from None
                     if piece is not None:
                         _first_token(answer)
                         (view.text if kind == "text" else view.thinking)(piece)
@@ -62,14 +68,15 @@ def run(
             _first_token(answer)
             answer.request_id = getattr(reply, "_request_id", None)
             message.blocks = [block.model_dump(exclude_none=True) for block in reply.content]
-            message.usage, message.stop_reason = reply.usage, reply.stop_reason
+            message.usage = Usage.from_sdk(reply.usage)
+            message.stop_reason = reply.stop_reason
         message.finish(answer)
         answer.finished_at = time.monotonic()
     except KeyboardInterrupt:
         message.finish(answer, partial=True)
         answer.interrupted = True
         answer.finished_at = time.monotonic()
-        error: Exception = Interrupted(_interrupted(message, answer))
+        error: Exception = Interrupted(_interrupted(answer))
         answer.error = str(error)
         raise error from None
     except Exception as exc:
@@ -82,56 +89,103 @@ def run(
         view.finish(answer)
 
 
+def _event_data(client: Any, events: Any) -> Iterator[Any]:
+    """The JSON of each event of the response, as the SDK's own iterator filters them."""
+    import anthropic
+
+    raw_events = getattr(anthropic.Stream, "raw_events", None)
+    if raw_events is None:  # an SDK without it: its parsed events, as dicts
+        for event in events:
+            yield event.to_dict()
+        return
+    for sse in raw_events(events.response):
+        if sse.event is None or sse.event == "ping":
+            continue
+        if sse.event == "error":
+            try:
+                body: Any = json.loads(sse.data)
+                message = f"{body}"
+            except ValueError:
+                body, message = sse.data, sse.data or f"Error code: {events.response.status_code}"
+            make = getattr(client, "_make_status_error", None)
+            if make is not None:
+                raise make(message, body=body, response=events.response)
+            raise anthropic.APIStatusError(message, response=events.response, body=body)
+        if sse.data:
+            yield json.loads(sse.data)
+
+
+class _Malformed(Exception):
+    """An event that is JSON but not of the shape the Messages API streams."""
+
+
 class _Message:
     """The answer's content blocks and usage, built from raw stream events."""
 
     def __init__(self) -> None:
         self.blocks: list[dict[str, Any]] = []
         self.parts: dict[int, list[str]] = {}  # text, thinking or tool JSON of each open block
+        self.position: dict[int, int] = {}  # a block's index in the stream -> its place in ``blocks``
         self.text: list[str] = []  # every text delta, across blocks
         self.thinking: list[str] = []
-        self.usage: Any = None
+        self.usage: Usage | None = None
+        self._usage: dict[str, Any] = {}  # the raw counts, as message_start and message_delta report them
         self.stop_reason: str | None = None
 
-    def add(self, event: Any) -> tuple[str, str | None]:
-        """Apply one raw event; return ``("text"|"thinking", delta)`` for a delta to paint."""
-        kind = event.type
+    def add(self, data: Any) -> tuple[str, str | None]:
+        """Apply one event's JSON; return ``("text"|"thinking", delta)`` for a delta to paint."""
+        try:
+            return self._apply(data)
+        except _Malformed:
+            raise
+        except KeyError as exc:
+            raise _Malformed(f"a {_kind(data)} event without its {exc.args[0]!r} field") from None
+        except (TypeError, AttributeError, IndexError):
+            raise _Malformed(f"a {_kind(data)} event with a field of the wrong type") from None
+
+    def _apply(self, data: Any) -> tuple[str, str | None]:
+        if not isinstance(data, dict):
+            raise _Malformed(f"an event that is not a JSON object: {str(data)[:60]!r}")
+        kind = data["type"]
         if kind == "content_block_delta":
-            delta = event.delta
-            dtype = delta.type
+            delta = data["delta"]
+            dtype = delta["type"]
+            parts = self.parts.get(data["index"])
+            if parts is None:
+                raise _Malformed(f"a delta for content block {data['index']!r}, which was never started")
             if dtype == "text_delta":
-                piece = _encodable(delta.text)
-                self.parts[event.index].append(piece)
+                piece = _encodable(delta["text"])
+                parts.append(piece)
                 self.text.append(piece)
                 return "text", piece
             if dtype == "thinking_delta":
-                piece = _encodable(delta.thinking)
-                self.parts[event.index].append(piece)
+                piece = _encodable(delta["thinking"])
+                parts.append(piece)
                 self.thinking.append(piece)
                 return "thinking", piece
             if dtype == "input_json_delta":
-                self.parts[event.index].append(delta.partial_json)
+                parts.append(delta["partial_json"])
             elif dtype == "signature_delta":
-                self.blocks[event.index]["signature"] = delta.signature
+                self.blocks[self.position[data["index"]]]["signature"] = delta["signature"]
             elif dtype == "citations_delta":
-                self.blocks[event.index].setdefault("citations", []).append(delta.citation.model_dump(exclude_none=True))
+                self.blocks[self.position[data["index"]]].setdefault("citations", []).append(delta["citation"])
         elif kind == "content_block_start":
-            self.blocks.append(event.content_block.model_dump(exclude_none=True))
-            self.parts[event.index] = []
+            block, index = data["content_block"], data["index"]
+            if not isinstance(block, dict) or index in self.position:
+                raise _Malformed(f"a second or broken start of content block {index!r}")
+            self.position[index] = len(self.blocks)
+            self.blocks.append({k: v for k, v in block.items() if v is not None})
+            self.parts[index] = []
         elif kind == "content_block_stop":
-            self._close(event.index)
+            self._close(data["index"])
         elif kind == "message_start":
-            self.usage = event.message.usage
+            self.usage = Usage.from_sdk(data["message"].get("usage") or {})
+            self._usage = dict(data["message"].get("usage") or {})
         elif kind == "message_delta":
-            self.stop_reason = event.delta.stop_reason
+            self.stop_reason = data["delta"].get("stop_reason")
             # Counts on a message_delta are totals: they overwrite; absent ones keep the start's.
-            if self.usage is None:
-                self.usage = event.usage
-            else:
-                for name in ("output_tokens", "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
-                    value = getattr(event.usage, name, None)
-                    if value is not None:
-                        setattr(self.usage, name, value)
+            self._usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+            self.usage = Usage.from_sdk(self._usage)
         return kind, None
 
     def _close(self, index: int) -> None:
@@ -139,7 +193,7 @@ class _Message:
         parts = self.parts.pop(index, None)
         if parts is None:
             return
-        block = self.blocks[index]
+        block = self.blocks[self.position[index]]
         kind = block.get("type")
         if kind == "text":
             block["text"] = block.get("text", "") + "".join(parts)
@@ -172,11 +226,11 @@ class _Message:
                 if isinstance(block.get(name), str):
                     block[name] = mask_key(block[name])
         answer.blocks = self.blocks
-        answer.usage = Usage.from_sdk(self.usage) if self.usage is not None else None
+        answer.usage = self.usage
         answer.stop_reason = self.stop_reason
 
 
-def _interrupted(message: _Message, answer: Answer) -> str:
+def _interrupted(answer: Answer) -> str:
     """What Ctrl-C kept: the text so far, or the thinking when the answer had not begun."""
     if answer.text:
         kept = f"the {len(answer.text):,} characters above are kept"
@@ -190,16 +244,9 @@ def _interrupted(message: _Message, answer: Answer) -> str:
     return f"Interrupted: the request was cancelled; {kept}."
 
 
-def _shape(event: Any, exc: BaseException) -> str:
-    """What was wrong with a raw event the accumulator could not apply, in words."""
-    kind = getattr(event, "type", None)
-    if isinstance(exc, AttributeError):
-        what = f"without its {exc.name!r} field" if getattr(exc, "name", None) else "missing a field"
-    elif isinstance(exc, (KeyError, IndexError)):
-        what = "for a content block that was never started"
-    else:
-        what = "with a field of the wrong type"
-    return f"a {kind!r} event {what}"[:200]
+def _kind(data: Any) -> str:
+    kind = data.get("type") if isinstance(data, dict) else None
+    return repr(kind)[:40]
 
 
 def _encodable(text: str) -> str:

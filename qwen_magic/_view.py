@@ -219,8 +219,8 @@ class NotebookView:
     INTERVAL = 0.2  # seconds between repaints: five visible updates a second
     COMMIT_AT = 1  # finished blocks move into an output of their own at the paint that finds them
     THINKING_WINDOW = 400  # characters of thinking shown while it streams
-    WINDOW = 480  # characters of the open block shown while it streams …
-    WINDOW_LINES = 10  # … and at most this many of its lines
+    WINDOW = 400  # characters of the open block shown while it streams …
+    WINDOW_LINES = 8  # … and at most this many of its lines
     REPARSE = 4096  # open text longer than this is re-parsed for block ends only as it grows by a quarter
 
     def __init__(self) -> None:
