@@ -1,13 +1,35 @@
 """Painting an answer: in a notebook through display ids, in a terminal as plain text.
 
 Jupyter has no "append" for rich outputs: ``update_display_data`` replaces a whole output.
-Re-sending the growing answer on every token costs bytes that grow with the square of
-its length. ``NotebookView`` instead keeps one *live* output holding only the open tail of
-the answer; the finished markdown blocks a repaint finds before it (at least
-``COMMIT_AT`` characters of them) are published one last time, with their ``text/plain``,
-and a fresh live output takes the rest. Every character is thus sent about twice
-(markdown and plain text) plus the short open tail at each repaint, and repaints are
-throttled to ``INTERVAL``.
+Re-sending the growing answer on every repaint costs bytes that grow with the square of
+its length; so does re-sending one growing *block* (a long script, table, list or
+paragraph is one markdown block, and data-analysis answers are often exactly that).
+``NotebookView`` therefore sends a bounded amount at every repaint, whatever the shape:
+
+- Finished markdown blocks (found by ``_markdown.stable_prefix``) are published whole,
+  once, with their ``text/plain``, into the output that showed them live; a fresh live
+  output takes what follows. Nothing of the live view stays beside them.
+- The open block is shown while it streams as a *window*: when it is longer than
+  ``WINDOW`` characters, a line saying how many characters are above it, the fence's
+  opening line or the table's header (so it renders as the block it belongs to), and
+  its last ``WINDOW_LINES`` lines, at most ``WINDOW`` characters. It is published
+  whole when it closes, or when the answer ends. Thinking works the same way already:
+  its last ``THINKING_WINDOW`` characters while it streams, whole once when it ends.
+
+Committing finished *pieces* of an open block instead would pay for the block twice
+(the pieces, then the whole once it can be rendered as one), which cannot stay within
+three times the answer's bytes. The window costs ``WINDOW`` × repaints a second: 360
+characters at five and a half repaints a second is 2 KB/s, half of what a fast stream
+brings (4,000 characters a second), so a whole answer costs about 2× (markdown and plain
+text, once) plus at most ~0.6×. At slow paces the windows dominate, but their size is
+fixed, so bytes grow linearly with the answer's length, never with its square. Eight
+lines (360 characters, a few lines of prose) is what a reader follows at the bottom of a
+cell while it streams; the note above it says that the rest is there and will show
+whole. ``INTERVAL`` leaves room under the 0.3 s a reader notices as a stall.
+
+Finding block ends costs linear time too: an open fence is only searched for its
+closing line in new lines, and other long open text is parsed whole only when its last
+lines show a block boundary (``_find_stable``). Repaints are throttled to ``INTERVAL``.
 """
 
 from __future__ import annotations
@@ -216,10 +238,10 @@ class NotebookView:
     provenance as metadata), so a saved notebook never shows "Error displaying widget".
     """
 
-    INTERVAL = 0.2  # seconds between repaints: five visible updates a second
+    INTERVAL = 0.18  # seconds between repaints: five and a half visible updates a second
     COMMIT_AT = 1  # finished blocks move into an output of their own at the paint that finds them
     THINKING_WINDOW = 400  # characters of thinking shown while it streams
-    WINDOW = 400  # characters of the open block shown while it streams …
+    WINDOW = 360  # characters of the open block shown while it streams …
     WINDOW_LINES = 8  # … and at most this many of its lines
     REPARSE = 4096  # open text longer than this is re-parsed for block ends only as it grows by a quarter
 
@@ -415,11 +437,15 @@ class NotebookView:
         """The open text, or (when long) a note of how much is hidden and its last lines.
 
         A window that starts inside a fence or a table repeats the fence's opening line or
-        the table's header, so it renders as the block it is part of.
+        the table's header, so it renders as the block it is part of; they count towards
+        its ``WINDOW`` characters.
         """
         if len(tail) <= self.WINDOW:
             return tail
-        start = len(tail) - self.WINDOW
+        context = ""
+        if (opener := _FENCE_OPEN.match(tail)) is not None or (opener := _TABLE_HEAD.match(tail)) is not None:
+            context = opener.group() if opener.end() <= self.WINDOW // 2 else ""
+        start = len(tail) - (self.WINDOW - len(context))
         cut = tail.find("\n", start) + 1
         if cut == 0 or cut >= len(tail) - 40:  # one long line: cut it between words
             space = tail.find(" ", start, start + 80)
@@ -431,13 +457,9 @@ class NotebookView:
                 break
         else:
             cut = lines_end + 1
-        context = ""
-        if (opener := _FENCE_OPEN.match(tail)) is not None and cut >= opener.end():
-            context = opener.group()
-        elif (table := _TABLE_HEAD.match(tail)) is not None and cut >= table.end():
-            context = table.group()
-        hidden = cut - len(context)
-        return f"*⋯ {hidden:,} characters above ⋯*\n\n{context}{tail[cut:]}"
+        if cut < len(context):
+            context = ""
+        return f"*⋯ {cut - len(context):,} characters above ⋯*\n\n{context}{tail[cut:]}"
 
     def finish(self, answer: Answer) -> None:
         self._stop_ticker()

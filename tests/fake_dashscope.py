@@ -175,6 +175,7 @@ class Stream:
     stall: float = 0.0
     garble_after: int | None = None  # after this many deltas, send ``garbage`` as an event's data, then end
     garbage: str = '{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x'
+    clock: bool = False  # delta n leaves at first + n × delay: no drift from the time writes take
 
 
 @dataclass
@@ -967,12 +968,17 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
         sent = 0
+        paced_from = time.monotonic()
         for index, (start, deltas) in enumerate(self._blocks(reply)):
             self._event("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})
             for delta in deltas:
                 if self._interrupt(reply, sent):
                     return reply.cut_after is None and reply.stall_after is None
-                time.sleep(reply.first_delay if sent == 0 else reply.delay)
+                if reply.clock and sent:
+                    time.sleep(max(0.0, paced_from + sent * reply.delay - time.monotonic()))
+                else:
+                    time.sleep(reply.first_delay if sent == 0 else reply.delay)
+                    paced_from = time.monotonic()
                 self._event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
                 sent += 1
                 if delta["type"] == "text_delta" and record.first_delta_at is None:

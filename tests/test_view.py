@@ -56,3 +56,45 @@ def test_committed_plain_text_is_the_answer(published):
         final[display_id] = bundle
     plain = "".join(b["text/plain"] for b in final.values() if "text/markdown" in b)
     assert plain == doc
+
+
+def _shapes() -> dict[str, str]:
+    code = "Intro.\n\n```python\n" + "".join(f"x_{n} = compute({n})  # step {n}\n" for n in range(400)) + "```\n\nAfter.\n"
+    table = "| a | b |\n|---|--:|\n" + "".join(f"| row {n} | {n * 7} |\n" for n in range(500)) + "\nDone.\n"
+    items = "".join(f"- item {n} with `code` and **bold**\n" + ("  - nested\n" if n % 4 == 0 else "") for n in range(400))
+    loose = "".join(f"1. step {n}\n\n   detail of step {n}\n\n" for n in range(200)) + "# End\n"
+    paragraph = " ".join(f"word{n}" for n in range(3000)) + ".\n\n## Next\n\nShort.\n"
+    quote = "".join(f"> quoted line {n}\n" for n in range(400)) + "\nafter the quote\n"
+    crlf = "```\r\n" + "".join(f"line {n}\r\n" for n in range(300)) + "```\r\n\r\ntext\r\n"
+    return {"code": code, "table": table, "list": items, "loose": loose, "paragraph": paragraph, "quote": quote,
+            "crlf": crlf}
+
+
+@pytest.mark.parametrize("name", sorted(_shapes()))
+@pytest.mark.parametrize("size", [1, 8, 61, 500])
+def test_live_windows_are_bounded_and_the_final_outputs_are_the_answer(published, name, size):
+    doc = _shapes()[name]
+    stream(doc, size, commit_at=1)
+    final: dict[str, dict] = {}
+    for display_id, bundle in published:
+        if "text/plain" not in bundle and "text/markdown" in bundle:  # a live repaint
+            assert len(bundle["text/markdown"]) <= _view.NotebookView.WINDOW + 120
+        final[display_id] = bundle
+    parts = [b for b in final.values() if "text/markdown" in b]
+    assert "".join(b["text/plain"] for b in parts) == doc
+    assert "".join(b["text/markdown"] for b in parts) == sanitize(doc) or all(
+        sanitize(b["text/plain"]) == b["text/markdown"] for b in parts)
+    assert not any("characters above" in b["text/markdown"] for b in parts)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 11])
+def test_a_key_split_across_deltas_never_shows_in_part(published, monkeypatch, size):
+    key = "sk-0123456789abcdefWXYZ"
+    monkeypatch.setenv("DASHSCOPE_API_KEY", key)
+    doc = f"Start {key} middle\n\n```\ncode {key}\n```\n\n" + "filler " * 100 + f"\n\nend {key}"
+    stream(doc, size)
+    for _, bundle in published:
+        shown = bundle.get("text/markdown", "") + bundle.get("text/plain", "")
+        for n in range(8, len(key) + 1):
+            assert key[:n] not in shown, (n, shown[-60:])
+    assert "sk-…WXYZ" in "".join(b.get("text/plain", "") for _, b in published)
