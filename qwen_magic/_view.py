@@ -189,6 +189,8 @@ def footer_text(answer: Answer) -> str:
         parts.append(f"stopped: {answer.stop_reason}")
     elif answer.interrupted and answer.rounds and not answer.text:
         parts.append("interrupted")
+    elif answer.interrupted and answer.thinking and not answer.text:
+        parts.append(f"interrupted while thinking, {len(answer.thinking):,} characters of thinking kept")
     elif answer.interrupted:
         parts.append(f"interrupted after {len(answer.text):,} characters")
     elif answer.error is not None:
@@ -390,7 +392,8 @@ class NotebookView:
         """Where the finished blocks at the start of ``tail`` end, at a cost linear in the answer.
 
         Only whole lines can finish a block, so nothing is parsed until a line ends. An open
-        fence ends only at its closing line: only new lines are searched for one. Other open
+        fence ends only at its closing line: only new lines are searched for one, and the
+        fence is finished as soon as it is found. Other open
         text longer than ``REPARSE`` is parsed whole only when its last lines, parsed alone
         (after the table's header, if it is a table), hold a block boundary; a boundary
         there that the whole text does not confirm (a lazy list line) makes the next whole
@@ -403,9 +406,14 @@ class NotebookView:
             return self._stable
         if self._fence is not None:
             # A closing line may begin just before the old end (a line cut by a "\r\n").
-            if self._fence.search(tail, max(0, self._parsed - 1), end) is None:
+            closing = self._fence.search(tail, max(0, self._parsed - 1), end)
+            if closing is None:
                 self._parsed = end
                 return 0
+            # A closed fence is a finished block: nothing after its closing line changes it.
+            self._fence, self._parsed = None, end
+            self._stable = closing.end() + 1
+            return self._stable
         elif end > self.REPARSE and not self._boundary_near_end(tail, end):
             self._parsed = end
             return self._stable

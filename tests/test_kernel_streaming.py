@@ -180,6 +180,9 @@ def test_ctrl_c_while_thinking_says_how_much_thinking_is_kept(fresh):
     text = assert_short_error(run, "Interrupted while thinking", "characters of thinking kept")
     kept = int(re.search(r"([\d,]+) characters of thinking kept", text).group(1).replace(",", ""))
     assert 0 < kept < len("thinking hard " * 400)
+    footer = run.outputs[-2]["data"]["text/plain"] if run.outputs[-1]["output_type"] == "error" else ""
+    assert f"interrupted while thinking, {kept:,} characters of thinking kept" in footer, run.outputs
+    assert any(f"({kept:,} characters)" in o.get("data", {}).get("text/html", "") for o in run.outputs)
 
 
 # -- the key ------------------------------------------------------------------------------

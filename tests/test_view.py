@@ -98,3 +98,21 @@ def test_a_key_split_across_deltas_never_shows_in_part(published, monkeypatch, s
         for n in range(8, len(key) + 1):
             assert key[:n] not in shown, (n, shown[-60:])
     assert "sk-…WXYZ" in "".join(b.get("text/plain", "") for _, b in published)
+
+
+@pytest.mark.parametrize("size", [3, 8, 40])
+@pytest.mark.parametrize("after", ["table", "paragraph", "code"])
+def test_a_long_block_is_published_whole_as_soon_as_the_next_block_begins(published, size, after):
+    code = "```python\n" + "".join(f"y_{n} = f({n})\n" for n in range(600)) + "```\n\n"
+    rest = {
+        "table": "| a | b |\n|---|---|\n" + "".join(f"| {n} | {n} |\n" for n in range(400)),
+        "paragraph": "Then a paragraph that goes on. " * 200 + "\n",
+        "code": "~~~\n" + "".join(f"z{n}\n" for n in range(1500)) + "~~~\n",
+    }[after]
+    stream(code + rest, size, commit_at=1)
+    whole = [i for i, (_, bundle) in enumerate(published) if bundle.get("text/plain") in (code, code[:-1])]
+    assert whole, "the code block is published whole on its own"
+    # ... long before the answer ends: the repaints after it show the next block's window.
+    later_windows = [b for _, b in published[whole[0] + 1 :] if "text/plain" not in b and "text/markdown" in b]
+    assert len(later_windows) > len(rest) // size // 4
+    assert not any("```python" in b["text/markdown"] for b in later_windows)
