@@ -18,12 +18,13 @@ class Usage:
 
     @classmethod
     def from_sdk(cls, usage: Any) -> Usage:
-        """Read the SDK's ``Usage`` (missing cache fields count as zero)."""
+        """Read the SDK's ``Usage``, or its JSON as a dict (missing cache fields count as zero)."""
+        get = usage.get if isinstance(usage, dict) else lambda name: getattr(usage, name, 0)
         return cls(
-            input_tokens=getattr(usage, "input_tokens", 0) or 0,
-            output_tokens=getattr(usage, "output_tokens", 0) or 0,
-            cache_read=getattr(usage, "cache_read_input_tokens", 0) or 0,
-            cache_write=getattr(usage, "cache_creation_input_tokens", 0) or 0,
+            input_tokens=get("input_tokens") or 0,
+            output_tokens=get("output_tokens") or 0,
+            cache_read=get("cache_read_input_tokens") or 0,
+            cache_write=get("cache_creation_input_tokens") or 0,
         )
 
     def __add__(self, other: Usage) -> Usage:
@@ -51,6 +52,8 @@ class Answer:
     error: str | None = None
     interrupted: bool = False
     cassette: str | None = None  # "▶ replayed from demo.jsonl" / "● recorded to …" for the footer
+    replayed: bool = False  # the answer came from a cassette, not from the service
+    request_id: str | None = None  # the service's id of the request (its ``request-id`` header)
     # With tools (``_tools.converse``): this turn's earlier answers, each of which called
     # tools and keeps the user content that answered them (``tool_results``).
     rounds: list[Answer] = field(default_factory=list)
@@ -75,7 +78,7 @@ class Answer:
     def next_round(self, tool_results: list[dict[str, Any]]) -> None:
         """Keep this answer, answered by ``tool_results``, as a round; start the next one afresh."""
         done = replace(self, rounds=[], tool_results=tool_results)
-        self.__dict__.update(Answer(self.model, rounds=[*self.rounds, done], cassette=self.cassette).__dict__)
+        self.__dict__.update(Answer(self.model, rounds=[*self.rounds, done], cassette=self.cassette, replayed=self.replayed).__dict__)
 
     @property
     def time_to_first_token(self) -> float | None:

@@ -122,12 +122,40 @@ def translate(exc: BaseException, *, model: str, base_url: str) -> QwenError:
     return error
 
 
+def malformed_stream(detail: str, base_url: str) -> ServiceError:
+    """The error for an event stream the SDK could not read (not JSON, or not the expected shape)."""
+    return ServiceError(
+        f"The service sent a malformed event stream ({detail}); the answer so far is kept. Run the cell "
+        f"again; if it keeps happening, check that {base_url} is DashScope's Anthropic-compatible endpoint."
+    )
+
+
 def _translate(exc: BaseException, *, model: str, base_url: str) -> QwenError:
+    import json
+
     import anthropic
     import httpx2
 
     if isinstance(exc, QwenError):
         return exc
+    if isinstance(exc, json.JSONDecodeError):  # an SSE ``data:`` line that is not JSON
+        return malformed_stream(f"an event that is not JSON: {exc.msg} at character {exc.pos}", base_url)
+    if isinstance(exc, UnicodeEncodeError):
+        where = exc.object[max(0, exc.start - 20) : exc.start] if isinstance(exc.object, str) else ""
+        return QwenError(
+            f"The request holds text that cannot be sent as UTF-8 ({exc.reason}: {exc.object[exc.start:exc.end]!a}"
+            + (f" after {where!r}" if where else "")
+            + "). It is usually a lone surrogate from a broken decode: clean the text "
+            "(e.g. `s.encode('utf-8', 'replace').decode()`) and run the cell again."
+        )
+    if isinstance(exc, httpx2.TimeoutException) and not isinstance(exc, httpx2.ConnectTimeout):
+        # The SDK turns timeouts before the answer began into APITimeoutError; a raw one
+        # comes from reading the body: the service started answering, then went quiet.
+        return ConnectionFailed(
+            "The answer stalled: the service started answering, then sent nothing for longer than the "
+            "timeout; what arrived is kept. Run the cell again, or wait longer with "
+            "`%qwen config timeout=300` (seconds)."
+        )
     if isinstance(exc, anthropic.APITimeoutError):
         return ConnectionFailed(
             f"No answer from {base_url} in time. Try again, or raise the limit with `%qwen config timeout=300`."

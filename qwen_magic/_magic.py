@@ -212,7 +212,11 @@ class QwenMagics(Magics):
             chat.turns.pop()
         request = chat.request(prompt, options)
         show_preview(prompt)  # what the model is shown, above its answer
-        answer = Answer(model=options.model, cassette=transport.footer if transport is not None else None)
+        answer = Answer(
+            model=options.model,
+            cassette=transport.footer if transport is not None else None,
+            replayed=bool(getattr(transport, "replaying", False)),
+        )
         try:
             with image_policy(self.answer_images, prompt):
                 converse(

@@ -1,18 +1,38 @@
-"""Run one request through the SDK, feeding a view as events arrive."""
+"""Run one request through the SDK, feeding a view as events arrive.
+
+The SDK's ``messages.stream()`` helper rebuilds its message snapshot on every delta
+(``text += delta`` on a model attribute copies the whole text each time), and even its
+raw iterator builds a pydantic model per event; together that is most of the kernel's
+CPU while an answer streams. Here the SDK still sends the request, retries it and raises
+its status errors (``messages.create(stream=True)``), but the body's Server-Sent Events
+are read with the SDK's public ``Stream.raw_events`` and each event's JSON is applied as
+a plain dict: text and thinking kept as lists of deltas, joined once; the few other
+events applied the way the SDK's accumulator does; an ``event: error`` raised as the
+SDK raises it. An event that is not JSON or not of the expected shape is a
+``malformed event stream`` error, never a ``JSONDecodeError`` or ``KeyError``.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._answer import Answer, Usage
-from ._client import translate
+from ._client import malformed_stream, translate
 from ._errors import Interrupted
+from ._text import mask_key
 
 if TYPE_CHECKING:
     import anthropic
 
     from ._view import View
+
+# A lone surrogate cannot be encoded as UTF-8: a delta holding one (a JSON ``\ud800``
+# escape) would break the message that paints it. It is shown as U+FFFD instead.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def run(
@@ -29,53 +49,214 @@ def run(
     still there for it to keep in the conversation.
     """
     view.start(answer)
-    # Joined once at the end: appending to a str per delta would copy the answer each time.
-    text: list[str] = []
-    thinking: list[str] = []
+    message = _Message()
     try:
         if stream:
             # Leaving the ``with`` block closes the response: an interrupt cancels the request.
-            with client.messages.stream(**request) as events:
-                for event in events:
-                    kind = event.type
-                    if kind == "text":
-                        if not text:
-                            _first_token(answer)
-                        text.append(event.text)
-                        view.text(event.text)
-                    elif kind == "thinking":
+            with client.messages.create(**request, stream=True) as events:
+                answer.request_id = _request_id(events)
+                for data in _event_data(client, events):
+                    try:
+                        kind, piece = message.add(data)
+                    except _Malformed as exc:
+                        raise malformed_stream(str(exc), str(client.base_url)) from None
+                    if piece is not None:
                         _first_token(answer)
-                        thinking.append(event.thinking)
-                        view.thinking(event.thinking)
-                message = events.get_final_message()
+                        (view.text if kind == "text" else view.thinking)(piece)
         else:
-            message = client.messages.create(**request)
+            reply = client.messages.create(**request)
             _first_token(answer)
-            # The view paints a whole answer once, in ``finish``.
-            answer.thinking = "".join(b.thinking for b in message.content if b.type == "thinking")
-            answer.text = "".join(b.text for b in message.content if b.type == "text")
-        if stream:
-            answer.text, answer.thinking = "".join(text), "".join(thinking)
-        answer.blocks = [block.model_dump(exclude_none=True) for block in message.content]
-        answer.usage = Usage.from_sdk(message.usage)
-        answer.stop_reason = message.stop_reason
+            answer.request_id = getattr(reply, "_request_id", None)
+            message.blocks = [block.model_dump(exclude_none=True) for block in reply.content]
+            message.usage = Usage.from_sdk(reply.usage)
+            message.stop_reason = reply.stop_reason
+        message.finish(answer)
         answer.finished_at = time.monotonic()
     except KeyboardInterrupt:
-        answer.text, answer.thinking = "".join(text), "".join(thinking)
+        message.finish(answer, partial=True)
         answer.interrupted = True
         answer.finished_at = time.monotonic()
-        kept = f"the {len(answer.text):,} characters above are kept" if answer.text else "nothing had arrived"
-        error: Exception = Interrupted(f"Interrupted: the request was cancelled; {kept}.")
+        error: Exception = Interrupted(_interrupted(answer))
         answer.error = str(error)
         raise error from None
     except Exception as exc:
-        answer.text, answer.thinking = "".join(text), "".join(thinking)
+        message.finish(answer, partial=True)
         answer.finished_at = time.monotonic()
         error = translate(exc, model=request["model"], base_url=str(client.base_url))
         answer.error = str(error)
         raise error from None
     finally:
         view.finish(answer)
+
+
+def _event_data(client: Any, events: Any) -> Iterator[Any]:
+    """The JSON of each event of the response, as the SDK's own iterator filters them."""
+    import anthropic
+
+    raw_events = getattr(anthropic.Stream, "raw_events", None)
+    if raw_events is None:  # an SDK without it: its parsed events, as dicts
+        for event in events:
+            yield event.to_dict()
+        return
+    for sse in raw_events(events.response):
+        if sse.event is None or sse.event == "ping":
+            continue
+        if sse.event == "error":
+            try:
+                body: Any = json.loads(sse.data)
+                message = f"{body}"
+            except ValueError:
+                body, message = sse.data, sse.data or f"Error code: {events.response.status_code}"
+            make = getattr(client, "_make_status_error", None)
+            if make is not None:
+                raise make(message, body=body, response=events.response)
+            raise anthropic.APIStatusError(message, response=events.response, body=body)
+        if sse.data:
+            yield json.loads(sse.data)
+
+
+class _Malformed(Exception):
+    """An event that is JSON but not of the shape the Messages API streams."""
+
+
+class _Message:
+    """The answer's content blocks and usage, built from raw stream events."""
+
+    def __init__(self) -> None:
+        self.blocks: list[dict[str, Any]] = []
+        self.parts: dict[int, list[str]] = {}  # text, thinking or tool JSON of each open block
+        self.position: dict[int, int] = {}  # a block's index in the stream -> its place in ``blocks``
+        self.text: list[str] = []  # every text delta, across blocks
+        self.thinking: list[str] = []
+        self.usage: Usage | None = None
+        self._usage: dict[str, Any] = {}  # the raw counts, as message_start and message_delta report them
+        self.stop_reason: str | None = None
+
+    def add(self, data: Any) -> tuple[str, str | None]:
+        """Apply one event's JSON; return ``("text"|"thinking", delta)`` for a delta to paint."""
+        try:
+            return self._apply(data)
+        except _Malformed:
+            raise
+        except KeyError as exc:
+            raise _Malformed(f"a {_kind(data)} event without its {exc.args[0]!r} field") from None
+        except (TypeError, AttributeError, IndexError):
+            raise _Malformed(f"a {_kind(data)} event with a field of the wrong type") from None
+
+    def _apply(self, data: Any) -> tuple[str, str | None]:
+        if not isinstance(data, dict):
+            raise _Malformed(f"an event that is not a JSON object: {str(data)[:60]!r}")
+        kind = data["type"]
+        if kind == "content_block_delta":
+            delta = data["delta"]
+            dtype = delta["type"]
+            parts = self.parts.get(data["index"])
+            if parts is None:
+                raise _Malformed(f"a delta for content block {data['index']!r}, which was never started")
+            if dtype == "text_delta":
+                piece = _encodable(delta["text"])
+                parts.append(piece)
+                self.text.append(piece)
+                return "text", piece
+            if dtype == "thinking_delta":
+                piece = _encodable(delta["thinking"])
+                parts.append(piece)
+                self.thinking.append(piece)
+                return "thinking", piece
+            if dtype == "input_json_delta":
+                parts.append(delta["partial_json"])
+            elif dtype == "signature_delta":
+                self.blocks[self.position[data["index"]]]["signature"] = delta["signature"]
+            elif dtype == "citations_delta":
+                self.blocks[self.position[data["index"]]].setdefault("citations", []).append(delta["citation"])
+        elif kind == "content_block_start":
+            block, index = data["content_block"], data["index"]
+            if not isinstance(block, dict) or index in self.position:
+                raise _Malformed(f"a second or broken start of content block {index!r}")
+            self.position[index] = len(self.blocks)
+            self.blocks.append({k: v for k, v in block.items() if v is not None})
+            self.parts[index] = []
+        elif kind == "content_block_stop":
+            self._close(data["index"])
+        elif kind == "message_start":
+            self.usage = Usage.from_sdk(data["message"].get("usage") or {})
+            self._usage = dict(data["message"].get("usage") or {})
+        elif kind == "message_delta":
+            self.stop_reason = data["delta"].get("stop_reason")
+            # Counts on a message_delta are totals: they overwrite; absent ones keep the start's.
+            self._usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+            self.usage = Usage.from_sdk(self._usage)
+        return kind, None
+
+    def _close(self, index: int) -> None:
+        """Join a finished block's deltas into it (tool input parsed as the SDK does)."""
+        parts = self.parts.pop(index, None)
+        if parts is None:
+            return
+        block = self.blocks[self.position[index]]
+        kind = block.get("type")
+        if kind == "text":
+            block["text"] = block.get("text", "") + "".join(parts)
+        elif kind == "thinking":
+            block["thinking"] = block.get("thinking", "") + "".join(parts)
+        elif parts and "input" in block:
+            from jiter import from_json
+
+            raw = "".join(parts)
+            try:
+                block["input"] = from_json(raw.encode(), partial_mode=True)
+            except ValueError:
+                # Not a JSON object: the tool loop answers the call with an error the model can read.
+                block["input"] = raw
+
+    def finish(self, answer: Answer, *, partial: bool = False) -> None:
+        """Fill ``answer`` with what arrived: all of it, or (``partial``) the text and thinking so far."""
+        if self.text or self.thinking or not self.blocks:
+            answer.text, answer.thinking = "".join(self.text), "".join(self.thinking)
+        else:  # not streamed: the blocks hold everything
+            answer.text = "".join(b.get("text", "") for b in self.blocks if b.get("type") == "text")
+            answer.thinking = "".join(b.get("thinking", "") for b in self.blocks if b.get("type") == "thinking")
+        answer.text, answer.thinking = mask_key(answer.text), mask_key(answer.thinking)
+        if partial:
+            return
+        for index in list(self.parts):  # a stream that ended without closing a block
+            self._close(index)
+        for block in self.blocks:
+            for name in ("text", "thinking"):
+                if isinstance(block.get(name), str):
+                    block[name] = mask_key(block[name])
+        answer.blocks = self.blocks
+        answer.usage = self.usage
+        answer.stop_reason = self.stop_reason
+
+
+def _interrupted(answer: Answer) -> str:
+    """What Ctrl-C kept: the text so far, or the thinking when the answer had not begun."""
+    if answer.text:
+        kept = f"the {len(answer.text):,} characters above are kept"
+    elif answer.thinking:
+        return (
+            f"Interrupted while thinking: the request was cancelled; "
+            f"{len(answer.thinking):,} characters of thinking kept (no answer text had arrived)."
+        )
+    else:
+        kept = "nothing had arrived"
+    return f"Interrupted: the request was cancelled; {kept}."
+
+
+def _kind(data: Any) -> str:
+    kind = data.get("type") if isinstance(data, dict) else None
+    return repr(kind)[:40]
+
+
+def _encodable(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def _request_id(events: Any) -> str | None:
+    response = getattr(events, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    return headers.get("request-id") or headers.get("x-request-id")
 
 
 def _first_token(answer: Answer) -> None:

@@ -1,19 +1,42 @@
 """Painting an answer: in a notebook through display ids, in a terminal as plain text.
 
 Jupyter has no "append" for rich outputs: ``update_display_data`` replaces a whole output.
-Re-sending the growing answer on every token costs bytes that grow with the square of
-its length. ``NotebookView`` instead keeps one *live* output holding only the open tail of
-the answer; the finished markdown blocks a repaint finds before it (at least
-``COMMIT_AT`` characters of them) are published one last time, with their ``text/plain``,
-and a fresh live output takes the rest. Every character is thus sent about twice
-(markdown and plain text) plus the short open tail at each repaint, and repaints are
-throttled to ``INTERVAL``.
+Re-sending the growing answer on every repaint costs bytes that grow with the square of
+its length; so does re-sending one growing *block* (a long script, table, list or
+paragraph is one markdown block, and data-analysis answers are often exactly that).
+``NotebookView`` therefore sends a bounded amount at every repaint, whatever the shape:
+
+- Finished markdown blocks (found by ``_markdown.stable_prefix``) are published whole,
+  once, with their ``text/plain``, into the output that showed them live; a fresh live
+  output takes what follows. Nothing of the live view stays beside them.
+- The open block is shown while it streams as a *window*: when it is longer than
+  ``WINDOW`` characters, a line saying how many characters are above it, the fence's
+  opening line or the table's header (so it renders as the block it belongs to), and
+  its last ``WINDOW_LINES`` lines, at most ``WINDOW`` characters. It is published
+  whole when it closes, or when the answer ends. Thinking works the same way already:
+  its last ``THINKING_WINDOW`` characters while it streams, whole once when it ends.
+
+Committing finished *pieces* of an open block instead would pay for the block twice
+(the pieces, then the whole once it can be rendered as one), which cannot stay within
+three times the answer's bytes. The window costs ``WINDOW`` × repaints a second: 360
+characters at five and a half repaints a second is 2 KB/s, half of what a fast stream
+brings (4,000 characters a second), so a whole answer costs about 2× (markdown and plain
+text, once) plus at most ~0.6×. At slow paces the windows dominate, but their size is
+fixed, so bytes grow linearly with the answer's length, never with its square. Eight
+lines (360 characters, a few lines of prose) is what a reader follows at the bottom of a
+cell while it streams; the note above it says that the rest is there and will show
+whole. ``INTERVAL`` leaves room under the 0.3 s a reader notices as a stall.
+
+Finding block ends costs linear time too: an open fence is only searched for its
+closing line in new lines, and other long open text is parsed whole only when its last
+lines show a block boundary (``_find_stable``). Repaints are throttled to ``INTERVAL``.
 """
 
 from __future__ import annotations
 
 import contextvars
 import html
+import re
 import sys
 import threading
 import time
@@ -26,6 +49,7 @@ from IPython.display import display, update_display
 from ._answer import Answer
 from ._cache import cost_text
 from ._markdown import text_html
+from ._text import mask_key
 
 Bundle = dict[str, str]
 
@@ -47,22 +71,34 @@ def view_for(shell: Any) -> View:
     return TerminalView()
 
 
-def _publish(display_id: str, bundle: Bundle, *, new: bool = False) -> None:
+def _publish(display_id: str, bundle: Bundle, *, new: bool = False, metadata: dict[str, Any] | None = None) -> None:
     publisher = _direct_publisher()
     if publisher is not None:
         publisher.session.send(
             publisher.pub_socket,
             publisher.session.msg(
                 "display_data" if new else "update_display_data",
-                {"data": bundle, "metadata": {}, "transient": {"display_id": display_id}},
+                {"data": bundle, "metadata": metadata or {}, "transient": {"display_id": display_id}},
                 parent=publisher.parent_header,
             ),
             ident=publisher.topic,
         )
     elif new:
-        display(bundle, raw=True, display_id=display_id)
+        display(bundle, raw=True, display_id=display_id, metadata=metadata)
     else:
-        update_display(bundle, raw=True, display_id=display_id)
+        update_display(bundle, raw=True, display_id=display_id, metadata=metadata)
+
+
+def _bundle(md: str) -> Bundle:
+    """The display bundle of model markdown: every markdown output of the view is built here."""
+    from ._markdown import markdown_bundle
+
+    return markdown_bundle(md, live=True)
+
+
+# The opening line of a fence, and a table's header and delimiter rows, at the start of open text.
+_FENCE_OPEN = re.compile(r"(?:[ \t]*\n)*(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)\n")
+_TABLE_HEAD = re.compile(r"(?:[ \t]*\n)*[^\n]*\|[^\n]*\n[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*\n")
 
 
 def _direct_publisher() -> Any:
@@ -154,11 +190,35 @@ def footer_text(answer: Answer) -> str:
         parts.append(f"stopped: {answer.stop_reason}")
     elif answer.interrupted and answer.rounds and not answer.text:
         parts.append("interrupted")
+    elif answer.interrupted and answer.thinking and not answer.text:
+        parts.append(f"interrupted while thinking, {len(answer.thinking):,} characters of thinking kept")
     elif answer.interrupted:
         parts.append(f"interrupted after {len(answer.text):,} characters")
     elif answer.error is not None:
         parts.append(f"failed after {len(answer.text):,} characters" if answer.text else "no answer")
     return " · ".join(parts)
+
+
+def provenance(answer: Answer) -> dict[str, Any]:
+    """Which model wrote the answer, and how: the metadata of its final output."""
+    from . import __version__
+
+    u = answer.total_usage
+    usage = (
+        {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+         "cache_read_input_tokens": u.cache_read, "cache_creation_input_tokens": u.cache_write}
+        if u is not None else {}
+    )  # fmt: skip
+    return {
+        "qwen_magic": {
+            "version": __version__,
+            "model": answer.model,
+            "request_id": answer.request_id,
+            "stop_reason": answer.stop_reason,
+            "usage": usage,
+            "replayed": answer.replayed,
+        }
+    }
 
 
 def footer_bundle(answer: Answer) -> Bundle:
@@ -171,27 +231,33 @@ def footer_bundle(answer: Answer) -> Bundle:
 
 
 class NotebookView:
-    """Streams rendered markdown into the cell's outputs at a cost linear in the answer.
+    """Streams rendered markdown into the cell's outputs, each repaint a bounded size.
 
     Outputs, top to bottom: the *status* line, the *head* (thinking, or the first part of
-    the answer), the committed parts of the answer and the live tail. While the answer
+    the answer), the answer's finished parts and the live window. While the answer
     streams the status is a small widget (waiting time, then progress), updated through
     its comm rather than by re-sending display data; when the answer ends it empties and
-    the usage footer is appended under the answer as static HTML, so a saved notebook
-    never shows "Error displaying widget".
+    the usage footer is appended under the answer as static HTML (carrying the answer's
+    provenance as metadata), so a saved notebook never shows "Error displaying widget".
     """
 
-    INTERVAL = 0.22  # seconds between repaints: four and a half visible updates a second
+    INTERVAL = 0.18  # seconds between repaints: five and a half visible updates a second
     COMMIT_AT = 1  # finished blocks move into an output of their own at the paint that finds them
-    THINKING_WINDOW = 600  # characters of thinking shown while it streams
+    THINKING_WINDOW = 400  # characters of thinking shown while it streams
+    WINDOW = 360  # characters of the open block shown while it streams …
+    WINDOW_LINES = 8  # … and at most this many of its lines
+    REPARSE = 4096  # open text longer than this is re-parsed for block ends only as it grows by a quarter
 
     def __init__(self) -> None:
         self._head = uuid.uuid4().hex
         self._head_used = False
-        self._live: str | None = None  # output holding the open tail of the answer
+        self._live: str | None = None  # output holding the window of the open tail
         self._status_id = uuid.uuid4().hex
-        self._tail: list[str] = []  # answer text not yet committed
+        self._tail: list[str] = []  # answer text not yet published whole
         self._stable = 0  # length of the finished blocks at the start of the tail
+        self._parsed = 0  # complete-line length of the tail when block ends were last looked for
+        self._fence: re.Pattern[str] | None = None  # closing line of the open fence the tail starts with
+        self._whole = 0  # complete-line length of the tail when it was last parsed whole
         self._thinking: list[str] = []
         self._state = "waiting"  # -> thinking -> text
         self._last_paint = self._last_status = 0.0
@@ -199,6 +265,7 @@ class NotebookView:
         self._ticker: _Ticker | None = None
         self._status: Any = None
         self._model = ""
+        self._key: str | None = None
         self._started = self._thinking_started = time.monotonic()
 
     # -- the status line ------------------------------------------------------------------
@@ -224,12 +291,14 @@ class NotebookView:
     # -- the view protocol ----------------------------------------------------------------
 
     def start(self, answer: Answer) -> None:
+        from ._text import current_key
         from ._widgets import live_status
 
         # Anything printed before the answer shows above it (repaints skip this flush).
         sys.stdout.flush()
         sys.stderr.flush()
         self._model = answer.model
+        self._key = current_key()
         self._started = answer.started_at
         self._status = live_status()
         text = self._status_text()
@@ -256,9 +325,8 @@ class NotebookView:
         self._thinking = [thinking]
         self._last_paint = time.monotonic()
         seconds = None if live else self._last_paint - self._thinking_started
-        _publish(self._head, thinking_bundle(thinking, live=live, seconds=seconds, window=self.THINKING_WINDOW))
-        if live and self._status is not None:
-            self._status.set(self._status_text())
+        shown = self._masked(thinking, live=live)
+        _publish(self._head, thinking_bundle(shown, live=live, seconds=seconds, window=self.THINKING_WINDOW))
 
     def text(self, delta: str) -> None:
         self._tail.append(delta)
@@ -274,41 +342,45 @@ class NotebookView:
         self._chars += len(delta)
         self._paint()
 
-    def _output(self, bundle: Bundle) -> str:
+    def _masked(self, text: str, *, live: bool) -> str:
+        """``text`` with the API key masked; while live, without a tail that may be a key's beginning."""
+        key = self._key
+        if key is None:
+            return text
+        text = mask_key(text, key)
+        if live:
+            for n in range(min(len(key) - 1, len(text)), 0, -1):
+                if key.startswith(text[-n:]):
+                    return text[:-n]
+        return text
+
+    def _output(self, bundle: Bundle, metadata: dict[str, Any] | None = None) -> str:
         """Put ``bundle`` in the next output (the head, while unused); return its display id."""
         if not self._head_used:
             self._head_used = True
-            _publish(self._head, bundle)
+            _publish(self._head, bundle, metadata=metadata)
             return self._head
         output = uuid.uuid4().hex
-        _publish(output, bundle, new=True)
+        _publish(output, bundle, new=True, metadata=metadata)
         return output
 
     def _paint(self, *, final: bool = False) -> None:
-        from ._markdown import markdown_bundle, stable_prefix
-
         tail = "".join(self._tail)
         self._last_paint = time.monotonic()
-        # Blocks before ``_stable`` are finished: found at an earlier paint, so each paint
-        # looks for block ends only in what came after.
-        if final:
-            self._stable = len(tail)
-        else:
-            self._stable += stable_prefix(tail[self._stable :])
-        if self._stable and (final or self._stable >= self.COMMIT_AT):
-            chunk, tail = tail[: self._stable], tail[self._stable :]
-            # Each output is sanitized whole: pieces safe apart may not be safe joined
-            # (JupyterLab pairs `$` math and fences across the whole output).
-            bundle = markdown_bundle(chunk)
+        stable = len(tail) if final else self._find_stable(tail)
+        if stable and (final or stable >= self.COMMIT_AT):
+            # The finished blocks, published whole and once, in place of the live window.
+            chunk, tail = self._masked(tail[:stable], live=False), tail[stable:]
+            bundle = {**_bundle(chunk), "text/plain": chunk}
             if self._live is None:
                 self._output(bundle)
             else:
                 _publish(self._live, bundle)
-            self._live, self._stable = None, 0
+            self._live, self._stable, self._parsed, self._whole, self._fence = None, 0, 0, 0, None
         self._tail = [tail] if tail else []
         if tail:
-            # While live, markdown only: the plain text comes once, when the block commits.
-            bundle = markdown_bundle(tail, live=True)
+            # While live, markdown only: the plain text comes once, with the whole block.
+            bundle = _bundle(self._window(self._masked(tail, live=True)))
             if self._live is None:
                 self._live = self._output(bundle)
             else:
@@ -316,6 +388,87 @@ class NotebookView:
         if not final and self._status is not None and self._last_paint - self._last_status >= 2.0:
             self._last_status = self._last_paint  # every other second is plenty for a progress line
             self._status.set(self._status_text())
+
+    def _find_stable(self, tail: str) -> int:
+        """Where the finished blocks at the start of ``tail`` end, at a cost linear in the answer.
+
+        Only whole lines can finish a block, so nothing is parsed until a line ends. An open
+        fence ends only at its closing line: only new lines are searched for one, and the
+        fence is finished as soon as it is found. Other open
+        text longer than ``REPARSE`` is parsed whole only when its last lines, parsed alone
+        (after the table's header, if it is a table), hold a block boundary; a boundary
+        there that the whole text does not confirm (a lazy list line) makes the next whole
+        parse wait until the text has doubled.
+        """
+        from ._markdown import stable_prefix
+
+        end = max(tail.rfind("\n"), tail.rfind("\r")) + 1
+        if end <= self._parsed:
+            return self._stable
+        if self._fence is not None:
+            # A closing line may begin just before the old end (a line cut by a "\r\n").
+            closing = self._fence.search(tail, max(0, self._parsed - 1), end)
+            if closing is None:
+                self._parsed = end
+                return 0
+            # A closed fence is a finished block: nothing after its closing line changes it.
+            self._fence, self._parsed = None, end
+            self._stable = closing.end() + 1
+            return self._stable
+        elif end > self.REPARSE and not self._boundary_near_end(tail, end):
+            self._parsed = end
+            return self._stable
+        self._parsed = self._whole = end
+        self._stable = stable_prefix(tail)
+        if self._stable == 0 and self._fence is None and (opener := _FENCE_OPEN.match(tail)) is not None:
+            fence = opener.group("fence")
+            if not (fence[0] == "`" and "`" in opener.group("info")):
+                self._fence = re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \\t]*\\r?$", re.M)
+        return self._stable
+
+    def _boundary_near_end(self, tail: str, end: int) -> bool:
+        """Whether the lines since the last look (and a few before) may hold a block boundary."""
+        from ._markdown import stable_prefix
+
+        if end >= 2 * self._whole:
+            return True  # the text doubled since it was parsed whole: parse it again
+        start = tail.rfind("\n", 0, max(0, min(self._parsed, end - 1024) - 256)) + 1
+        for _ in range(64):  # start at a line that begins a block of its own, not a continuation
+            if start == 0 or tail[start : start + 1] not in (" ", "\t", "\n", "\r"):
+                break
+            start = tail.rfind("\n", 0, start - 1) + 1
+        context = ""
+        if start and (head := _TABLE_HEAD.match(tail)) is not None and start >= head.end():
+            context = head.group()
+        return stable_prefix(context + tail[start:end]) > len(context)
+
+    def _window(self, tail: str) -> str:
+        """The open text, or (when long) a note of how much is hidden and its last lines.
+
+        A window that starts inside a fence or a table repeats the fence's opening line or
+        the table's header, so it renders as the block it is part of; they count towards
+        its ``WINDOW`` characters.
+        """
+        if len(tail) <= self.WINDOW:
+            return tail
+        context = ""
+        if (opener := _FENCE_OPEN.match(tail)) is not None or (opener := _TABLE_HEAD.match(tail)) is not None:
+            context = opener.group() if opener.end() <= self.WINDOW // 2 else ""
+        start = len(tail) - (self.WINDOW - len(context))
+        cut = tail.find("\n", start) + 1
+        if cut == 0 or cut >= len(tail) - 40:  # one long line: cut it between words
+            space = tail.find(" ", start, start + 80)
+            cut = start if space == -1 else space + 1
+        lines_end = len(tail)
+        for _ in range(self.WINDOW_LINES):
+            lines_end = tail.rfind("\n", cut, lines_end)
+            if lines_end == -1:
+                break
+        else:
+            cut = lines_end + 1
+        if cut < len(context):
+            context = ""
+        return f"*⋯ {cut - len(context):,} characters above ⋯*\n\n{context}{tail[cut:]}"
 
     def finish(self, answer: Answer) -> None:
         self._stop_ticker()
@@ -328,7 +481,7 @@ class NotebookView:
             self._paint_thinking(live=False)
         if self._tail or self._live is not None:
             self._paint(final=True)
-        _publish(uuid.uuid4().hex, footer_bundle(answer), new=True)
+        _publish(uuid.uuid4().hex, footer_bundle(answer), new=True, metadata=provenance(answer))
         _publish(self._status_id, {"text/plain": ""})  # settled: nothing live is left to save
         if self._status is not None:
             self._status.close()

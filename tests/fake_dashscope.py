@@ -121,7 +121,7 @@ REASONS = {529: "Overloaded"}
 
 def estimate_tokens(text: str) -> int:
     """Return a deterministic token estimate: a quarter of the UTF-8 size, rounded up."""
-    return math.ceil(len(text.encode("utf-8")) / 4)
+    return math.ceil(len(text.encode("utf-8", "surrogatepass")) / 4)
 
 
 def _new_id(prefix: str) -> str:
@@ -178,6 +178,11 @@ class Stream:
     ping_every: int = 0
     json_chunk: int = 3
     model: str | None = None
+    stall_after: int | None = None  # after this many deltas, send nothing for ``stall`` seconds, then close
+    stall: float = 0.0
+    garble_after: int | None = None  # after this many deltas, send ``garbage`` as an event's data, then end
+    garbage: str = '{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x'
+    clock: bool = False  # delta n leaves at first + n × delay: no drift from the time writes take
 
 
 @dataclass
@@ -918,7 +923,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _event(self, name: str, payload: dict[str, Any]) -> None:
         """Write one SSE event as its own chunk."""
-        self._write_chunk(f"event: {name}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n".encode())
+        data = json.dumps(payload, ensure_ascii=False)
+        if not data.isascii():
+            try:
+                data.encode()
+            except UnicodeEncodeError:  # a lone surrogate: sent as a JSON escape, as a service would
+                data = json.dumps(payload)
+        self._write_chunk(f"event: {name}\ndata: {data}\n\n".encode())
 
     def _stream(self, record: Recorded, body: dict[str, Any], reply: Stream) -> None:
         """Answer a streaming request with SSE over chunked transfer encoding."""
@@ -969,12 +980,17 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
         sent = 0
+        paced_from = time.monotonic()
         for index, (start, deltas) in enumerate(self._blocks(reply)):
             self._event("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})
             for delta in deltas:
                 if self._interrupt(reply, sent):
-                    return reply.cut_after is None
-                time.sleep(reply.first_delay if sent == 0 else reply.delay)
+                    return reply.cut_after is None and reply.stall_after is None
+                if reply.clock and sent:
+                    time.sleep(max(0.0, paced_from + sent * reply.delay - time.monotonic()))
+                else:
+                    time.sleep(reply.first_delay if sent == 0 else reply.delay)
+                    paced_from = time.monotonic()
                 self._event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
                 sent += 1
                 if delta["type"] == "text_delta" and record.first_delta_at is None:
@@ -983,7 +999,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._event("ping", {"type": "ping"})
             self._event("content_block_stop", {"type": "content_block_stop", "index": index})
         if self._interrupt(reply, sent):
-            return reply.cut_after is None
+            return reply.cut_after is None and reply.stall_after is None
         stop_reason = reply.stop_reason or ("tool_use" if reply.tool_calls else "end_turn")
         self._event(
             "message_delta",
@@ -1008,9 +1024,16 @@ class _Handler(BaseHTTPRequestHandler):
             yield start, [{"type": "input_json_delta", "partial_json": p} for p in pieces]
 
     def _interrupt(self, reply: Stream, sent: int) -> bool:
-        """Cut the connection or send the scripted error once ``sent`` deltas went out."""
+        """Cut the connection, stall, garble or send the scripted error once ``sent`` deltas went out."""
         if reply.cut_after is not None and sent >= reply.cut_after:
             self._abort()
+            return True
+        if reply.stall_after is not None and sent >= reply.stall_after:
+            time.sleep(reply.stall)
+            self._abort()
+            return True
+        if reply.garble_after is not None and sent >= reply.garble_after:
+            self._write_chunk(f"event: content_block_delta\ndata: {reply.garbage}\n\n".encode())
             return True
         if reply.error_after is not None and sent >= reply.error_after:
             kind, message = reply.error

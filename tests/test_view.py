@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from kernel_harness import is_markdown
 from test_markdown import dangers, our_math, typeset
 
 from qwen_magic import _view, _widgets
 from qwen_magic._answer import Answer
+from qwen_magic._markdown import markdown_bundle
 
 ADVERSARIAL = [
     # Safe apart, unsafe joined: the `$` of the heading pairs with the paragraph's first one.
@@ -20,7 +22,7 @@ ADVERSARIAL = [
 def published(monkeypatch):
     """Capture every bundle the view publishes, by display id, instead of sending it."""
     outputs: list[tuple[str, dict]] = []
-    monkeypatch.setattr(_view, "_publish", lambda display_id, bundle, new=False: outputs.append((display_id, bundle)))
+    monkeypatch.setattr(_view, "_publish", lambda display_id, bundle, new=False, metadata=None: outputs.append((display_id, bundle)))
     monkeypatch.setattr(_view, "display", lambda *args, **kwargs: None)
     monkeypatch.setattr(_widgets, "live_status", lambda: None)
     return outputs
@@ -58,3 +60,64 @@ def test_committed_plain_text_is_the_answer(published):
         final[display_id] = bundle
     plain = "".join(b["text/plain"] for b in final.values() if "qwen-markdown" in b.get("text/html", ""))
     assert plain == doc
+
+
+def _shapes() -> dict[str, str]:
+    code = "Intro.\n\n```python\n" + "".join(f"x_{n} = compute({n})  # step {n}\n" for n in range(400)) + "```\n\nAfter.\n"
+    table = "| a | b |\n|---|--:|\n" + "".join(f"| row {n} | {n * 7} |\n" for n in range(500)) + "\nDone.\n"
+    items = "".join(f"- item {n} with `code` and **bold**\n" + ("  - nested\n" if n % 4 == 0 else "") for n in range(400))
+    loose = "".join(f"1. step {n}\n\n   detail of step {n}\n\n" for n in range(200)) + "# End\n"
+    paragraph = " ".join(f"word{n}" for n in range(3000)) + ".\n\n## Next\n\nShort.\n"
+    quote = "".join(f"> quoted line {n}\n" for n in range(400)) + "\nafter the quote\n"
+    crlf = "```\r\n" + "".join(f"line {n}\r\n" for n in range(300)) + "```\r\n\r\ntext\r\n"
+    return {"code": code, "table": table, "list": items, "loose": loose, "paragraph": paragraph, "quote": quote,
+            "crlf": crlf}
+
+
+@pytest.mark.parametrize("name", sorted(_shapes()))
+@pytest.mark.parametrize("size", [1, 8, 61, 500])
+def test_live_windows_are_bounded_and_the_final_outputs_are_the_answer(published, name, size):
+    doc = _shapes()[name]
+    stream(doc, size, commit_at=1)
+    final: dict[str, dict] = {}
+    for display_id, bundle in published:
+        if "text/plain" not in bundle and is_markdown(bundle):  # a live repaint
+            # Rendered HTML of a ~WINDOW-character window (code is coloured: many spans per line),
+            # whatever the length of the document.
+            assert len(bundle["text/html"]) <= 25 * _view.NotebookView.WINDOW + 2000
+        final[display_id] = bundle
+    parts = [b for b in final.values() if is_markdown(b)]
+    assert "".join(b["text/plain"] for b in parts) == doc
+    assert all(markdown_bundle(b["text/plain"])["text/html"] == b["text/html"] for b in parts)
+    assert not any("characters above" in b["text/html"] for b in parts)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 11])
+def test_a_key_split_across_deltas_never_shows_in_part(published, monkeypatch, size):
+    key = "sk-0123456789abcdefWXYZ"
+    monkeypatch.setenv("DASHSCOPE_API_KEY", key)
+    doc = f"Start {key} middle\n\n```\ncode {key}\n```\n\n" + "filler " * 100 + f"\n\nend {key}"
+    stream(doc, size)
+    for _, bundle in published:
+        shown = bundle.get("text/html", "") + bundle.get("text/plain", "")
+        for n in range(8, len(key) + 1):
+            assert key[:n] not in shown, (n, shown[-60:])
+    assert "sk-…WXYZ" in "".join(b.get("text/plain", "") for _, b in published)
+
+
+@pytest.mark.parametrize("size", [3, 8, 40])
+@pytest.mark.parametrize("after", ["table", "paragraph", "code"])
+def test_a_long_block_is_published_whole_as_soon_as_the_next_block_begins(published, size, after):
+    code = "```python\n" + "".join(f"y_{n} = f({n})\n" for n in range(600)) + "```\n\n"
+    rest = {
+        "table": "| a | b |\n|---|---|\n" + "".join(f"| {n} | {n} |\n" for n in range(400)),
+        "paragraph": "Then a paragraph that goes on. " * 200 + "\n",
+        "code": "~~~\n" + "".join(f"z{n}\n" for n in range(1500)) + "~~~\n",
+    }[after]
+    stream(code + rest, size, commit_at=1)
+    whole = [i for i, (_, bundle) in enumerate(published) if bundle.get("text/plain") in (code, code[:-1])]
+    assert whole, "the code block is published whole on its own"
+    # ... long before the answer ends: the repaints after it show the next block's window.
+    later_windows = [b for _, b in published[whole[0] + 1 :] if "text/plain" not in b and is_markdown(b)]
+    assert len(later_windows) > len(rest) // size // 4
+    assert not any("y_" in b["text/html"] for b in later_windows)
