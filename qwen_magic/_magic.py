@@ -23,6 +23,7 @@ from ._conversation import DEFAULT_CHAT, Chats, Options, Turn
 from ._errors import QwenError
 from ._media import show_preview
 from ._prompt import build_prompt
+from ._text import visible_controls
 from ._tools import Toolbox, converse, describe, offered
 from ._view import view_for
 
@@ -457,7 +458,7 @@ def _note(text: str) -> None:
     display(
         {
             "text/html": f'<div class="qwen-note" style="color:#888;font-size:0.9em">{html.escape(text)}</div>',
-            "text/plain": text,
+            "text/plain": visible_controls(text),
         },
         raw=True,
     )
@@ -467,4 +468,5 @@ def _markdown_out(text: str) -> None:
     """Markdown (possibly holding model text) as sanitized output, plain text for terminals."""
     from ._markdown import sanitize
 
-    display({"text/markdown": sanitize(text), "text/plain": text}, raw=True)
+    # text/plain is what a terminal prints: its control characters are shown, not obeyed.
+    display({"text/markdown": sanitize(text), "text/plain": visible_controls(text)}, raw=True)
