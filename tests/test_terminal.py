@@ -294,3 +294,27 @@ def test_error_message_controls_are_visible_and_uncoloured_into_a_pipe(monkeypat
     assert rendered == ["qwen: HTTP 500: ^[]0;EVIL^G broke <U+9B>2J"]  # pytest's stdout is no terminal
     monkeypatch.setattr("sys.stdout", Tty())
     assert error._render_traceback_()[0].startswith("\x1b[1;31mqwen:\x1b[0m HTTP 500: ^[]0;EVIL^G")
+
+
+# -- the same cell, recalled ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "again", "same"),
+    [
+        ("%%qwen\nFirst question\n\n\n", "%%qwen\nFirst question", True),
+        ("%%qwen \nFirst question  \n", "%%qwen\nFirst question\n", True),
+        ("%%qwen\r\nFirst question\r\n", "%%qwen\nFirst question", True),
+        ("%%qwen\nFirst question", "%%qwen\nFirst  question", False),
+        ("%%qwen\nFirst question", "%%qwen\n  First question", False),
+        ("%%qwen\nFirst question", "%%qwen --thinking\nFirst question", False),
+        ("%%qwen\nA\n\nB", "%%qwen\nA\nB", False),
+    ],
+)
+def test_a_cell_is_the_same_whatever_blank_lines_end_it(first, again, same):
+    from qwen_magic._conversation import Conversation, Turn
+
+    chat = Conversation()
+    chat.record(Turn([{"type": "text", "text": "q"}], answer_for("a"), None, first))
+    assert chat.is_rerun(None, again) is same
+    assert chat.is_rerun("some-id", again) is same  # the latest turn had no id: its source decides
