@@ -119,7 +119,7 @@ class QwenMagics(Magics):
 
     # -- %%qwen ------------------------------------------------------------------------
 
-    @magic_arguments()
+    @magic_arguments("%qwen")  # IPython adds one "%": usage reads "%%qwen [options]", the cell form
     @argument("-m", "--model", help="Model for this cell (default: QwenMagics.model).")
     @argument("--max-tokens", type=int, help="Most tokens in this answer.")
     @argument("--thinking", action="store_true", default=None, help="Think before answering.")
