@@ -131,6 +131,38 @@ def test_waiting_line_until_the_first_token(terminal, server):
     assert seconds and max(seconds) >= 0.5 and seconds == sorted(seconds)
     after = out[out.rindex("⏳") :]
     assert "\r\x1b[2K" in after and after.index("\r\x1b[2K") < after.index("Worth the wait.")
+    lines = screen_lines(terminal.output)
+    assert not any("⏳" in line or "waiting" in line for line in lines)  # erased, not scrolled away
+    assert any("Worth the wait." in line for line in lines)
+
+
+def screen_lines(raw: bytes) -> list[str]:
+    """What a 24×100 terminal shows after ``raw``, scrollback first (a real VT emulator: pyte)."""
+    pyte = pytest.importorskip("pyte")
+    screen = pyte.HistoryScreen(100, 24, history=5000)
+    pyte.ByteStream(screen).feed(raw)
+    scrolled = ["".join(line[x].data for x in range(100)).rstrip() for line in screen.history.top]
+    return scrolled + [line.rstrip() for line in screen.display]
+
+
+def test_a_long_answer_streams_its_latest_lines_and_ends_on_screen_once(terminal, server):
+    text = "Here is the list:\n\n" + "\n".join(f"- item {i}" for i in range(60)) + "\n"
+    server.queue(Stream(text=text, chunk=16, delay=0.04))
+    terminal.child.send("%%qwen\rList please\r\r\r")
+    terminal.child.expect(b"item 45")  # shown while streaming: the live region follows the end
+    streamed = terminal.child.before
+    assert b"tok/s" not in streamed and b"item 59" not in streamed  # the answer was not over yet
+    terminal.received(streamed + terminal.child.after)
+    if terminal.rich:  # a live region of the lines that fit: the first items were redrawn away, not scrolled up
+        live = [int(n) for line in screen_lines(terminal.output) for n in re.findall(r"item (\d+)\b", line)]
+        assert 45 in live and 0 not in live and len(live) < 24, live
+    terminal.received(terminal.wait_prompt())
+    lines = screen_lines(terminal.output)
+    items = [int(n) for line in lines for n in re.findall(r"item (\d+)\b", line)]
+    assert items == list(range(60))  # every line once, in order: live frames left nothing behind
+    assert not any("⏳" in line for line in lines)
+    if terminal.rich:
+        assert any(line.strip().startswith("• item 0") for line in lines)  # rendered as a list
 
 
 def test_markdown_rendered_with_rich_plain_without(terminal, server):
