@@ -22,6 +22,7 @@ answer printed once, rendered as one document, so the scrollback keeps all of it
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import threading
@@ -196,7 +197,7 @@ class RichTerminalView(TerminalView):
     the answer starts. Links are written as text with their URL, never as OSC 8 hyperlinks.
     """
 
-    REFRESH = 8  # repaints of the live region a second (rich's own thread does them)
+    REFRESH = 4  # repaints of the live region a second (rich's own thread does them)
 
     def __init__(self, out: TextIO | None = None, *, width: int | None = None, height: int | None = None) -> None:
         from rich.console import Console
@@ -289,13 +290,17 @@ class RichTerminalView(TerminalView):
 class _Tail:
     """The end of what streams, rendered, cut to the lines that fit the screen (rich renderable).
 
-    Rendering starts at a block boundary far enough back to fill the screen (found with
-    ``stable_prefix``), so each repaint renders a few screens of text, not the whole answer.
+    The answer is cut at block boundaries (``stable_prefix``, one more at each repaint):
+    finished pieces are rendered once and their lines kept, so a repaint renders only the
+    open block; pieces more than a screenful of characters back are dropped. Rendering
+    pieces apart loses nothing a reader sees: top-level blocks are drawn independently,
+    and the blank line rich puts between them is put back.
     """
 
     def __init__(self, view: RichTerminalView) -> None:
         self._view = view
         self._marks = [0]  # block boundaries in the answer, ascending
+        self._pieces: dict[tuple[int, int, int], list[Any]] = {}  # (start, end, width) -> rendered lines
         self._cache: tuple[tuple[Any, ...], list[Any]] | None = None
 
     def __rich_console__(self, console: Any, options: Any) -> Any:
@@ -310,7 +315,6 @@ class _Tail:
 
     def lines(self, console: Any, options: Any, height: int) -> list[Any]:
         """The last ``height`` rendered lines of what streams now."""
-        from rich.markdown import Markdown
         from rich.text import Text
 
         view = self._view
@@ -327,21 +331,52 @@ class _Tail:
             lines = console.render_lines(heading, options, pad=False)[:1]
             lines += console.render_lines(body, options, pad=False)[-(height - 1) :] if body else []
         else:
-            markdown = Markdown(text[self._start(text, budget) :], hyperlinks=False)
-            lines = console.render_lines(markdown, options, pad=False)[-height:]
+            self._advance(text, budget)
+            bounds = [*self._marks, len(text)]
+            lines = []
+            for start, end in itertools.pairwise(bounds):
+                piece = self._piece(console, options, text, start, end)
+                if piece and lines:
+                    lines.append([])  # the blank line between two blocks
+                lines += piece
+            lines = lines[-height:]
         self._cache = (key, lines)
         return lines
 
-    def _start(self, text: str, budget: int) -> int:
-        """A block boundary with at least ``budget`` characters after it (0 while the answer is short)."""
+    def _piece(self, console: Any, options: Any, text: str, start: int, end: int) -> list[Any]:
+        """``text[start:end]`` rendered as markdown; finished pieces (all but the open one) are kept."""
+        from rich.markdown import Markdown
+
+        key = (start, end, options.max_width)
+        if key in self._pieces:
+            return self._pieces[key]
+        source = text[start:end]
+        lines = console.render_lines(Markdown(source, hyperlinks=False), options, pad=False) if source.strip() else []
+        # Rich may start or end a piece with blank lines (before a heading, after a list); the
+        # joining puts exactly one between pieces. A code block's shaded padding is not blank.
+        while lines and _blank(lines[-1]):
+            lines.pop()
+        while lines and _blank(lines[0]):
+            lines.pop(0)
+        if end != len(text):
+            self._pieces[key] = lines
+        return lines
+
+    def _advance(self, text: str, budget: int) -> None:
+        """Add the newest block boundary; drop the pieces more than ``budget`` characters back."""
         from ._markdown import stable_prefix
 
         last = self._marks[-1]
-        if len(text) - last > 2 * budget:
-            mark = last + stable_prefix(text[last:])
-            if mark > last:
-                self._marks.append(mark)
-        return max(m for m in self._marks if len(text) - m >= budget or m == 0)
+        mark = last + stable_prefix(text[last:])  # parses only the blocks after the last boundary
+        if mark > last:
+            self._marks.append(mark)
+        start = max(m for m in self._marks if len(text) - m >= budget or m == self._marks[0])
+        self._marks = [m for m in self._marks if m >= start]
+        self._pieces = {k: v for k, v in self._pieces.items() if k[0] >= start}
+
+
+def _blank(line: list[Any]) -> bool:
+    return not any(segment.text.strip() or (segment.style and segment.style.bgcolor) for segment in line)
 
 
 class _Waiting:

@@ -152,7 +152,7 @@ def test_waiting_line_shows_model_and_seconds_then_is_erased():
     view = TerminalView(out)
     answer = answer_for("Late.", model="qwen3.7-max")
     view.start(answer)
-    time.sleep(0.45)
+    time.sleep(0.6)
     view.text("Late.")
     view.finish(answer)
     written = out.getvalue()
@@ -318,3 +318,29 @@ def test_a_cell_is_the_same_whatever_blank_lines_end_it(first, again, same):
     chat.record(Turn([{"type": "text", "text": "q"}], answer_for("a"), None, first))
     assert chat.is_rerun(None, again) is same
     assert chat.is_rerun("some-id", again) is same  # the latest turn had no id: its source decides
+
+
+def test_rich_live_pieces_look_like_the_whole():
+    from rich.markdown import Markdown
+
+    out = Tty()
+    view = rich_view(out, height=201)
+    text = (
+        "# Title\n\nA paragraph with **bold** and `code`.\n\n## Part\n\n- one\n- two\n\n  still two\n- three\n\n"
+        "| a | b |\n|---|---|\n| 1 | 2 |\n\n```python\nx = 1\nprint(x)\n```\n\n> quoted\n> more\n\n1. first\n2. second\n\n"
+        "Closing words that run on for a while so that the line wraps at sixty columns wide.\n"
+    )
+    view.start(answer_for())
+    for i in range(0, len(text), 37):
+        view.text(text[i : i + 37])
+        view._region.lines(view.console, view.console.options, 200)
+    console, options = view.console, view.console.options
+
+    def plain(lines):  # the text of each line, runs of blank lines as one
+        shown = ["".join(s.text for s in line).rstrip() for line in lines]
+        return [t for i, t in enumerate(shown) if t or (i and shown[i - 1])]
+
+    assert len(view._region._marks) > 4  # it was rendered in pieces
+    whole = plain(console.render_lines(Markdown(text, hyperlinks=False), options, pad=False))
+    assert plain(view._region.lines(console, options, 200)) == whole
+    view.finish(answer_for(text))

@@ -165,6 +165,26 @@ def test_a_long_answer_streams_its_latest_lines_and_ends_on_screen_once(terminal
         assert any(line.strip().startswith("• item 0") for line in lines)  # rendered as a list
 
 
+def test_ctrl_c_keeps_the_partial_answer_and_the_terminal_usable(terminal, server):
+    text = "".join(f"Sentence {i}. " for i in range(400))
+    server.queue(Stream(text=text, chunk=10, delay=0.05))
+    terminal.child.send("%%qwen\rLong one\r\r\r")
+    terminal.child.expect(b"Sentence 20\\.")
+    terminal.child.sendintr()
+    out = terminal.received(terminal.child.before + terminal.child.after + terminal.wait_prompt())
+    assert "Interrupted: the request was cancelled" in out
+    lines = screen_lines(terminal.output)
+    assert any("Sentence 0. Sentence 1." in line for line in lines)  # the partial answer stays
+    assert not any("Sentence 399" in line for line in lines)
+    server.queue(Stream(text="Slow to start.", first_delay=5))
+    terminal.child.send("%%qwen\rAnother\r\r\r")
+    terminal.child.expect(rb"waiting (0\.[3-9]|[1-9]\.\d)")
+    terminal.child.sendintr()
+    terminal.received(terminal.child.before + terminal.child.after + terminal.wait_prompt())
+    assert not any("⏳" in line for line in screen_lines(terminal.output))
+    assert "Echo: Third" in terminal.run("%%qwen", "Third")
+
+
 def test_markdown_rendered_with_rich_plain_without(terminal, server):
     text = "# Prices\n\n| fruit | price |\n|---|---|\n| apple | 3 |\n\n```python\nprint('hi')\n```\n"
     server.queue(Stream(text=text, chunk=6))
