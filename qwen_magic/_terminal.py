@@ -184,7 +184,7 @@ class TerminalView:
         """Write and flush; ``width`` cuts a one-line status to the screen so ``\\r`` can erase it."""
         if width:
             columns = _columns(self._out)
-            text = text[: len(ERASE_LINE) + columns - 1]
+            text = text[: len(ERASE_LINE) + columns - 2]  # a wide character (⏳) may take two columns
         with self._lock:
             self._out.write(_encodable(text, self._out))
             self._out.flush()

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_dashscope import FakeDashScope, Status, Stream
+from fake_dashscope import FakeDashScope, Status, Stream, ToolCall
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -106,6 +106,19 @@ def test_hostile_text_reaches_the_terminal_only_as_visible_text(terminal, server
     assert "write end" in plain and "^M" in plain
     assert "qwen: " in failed and "^[]0;PWNED^G" in failed
     assert "^[]52;c;aGVsbG8=^G" in history
+
+
+def test_tool_results_reach_the_terminal_only_as_visible_text(terminal, server):
+    terminal.run(
+        "exec(\"def shout(word: str) -> str:\\n    'Shout.'\\n    return word + chr(27) + ']0;TOOL' + chr(7)\")"
+    )
+    server.queue(Stream(text="Calling.", tool_calls=[ToolCall("shout", {"word": "hey\x1b[2J"}, id="t1")]))
+    server.queue(Stream(text="Done shouting."))
+    out = terminal.run("%%qwen --tools shout", "Shout hey")
+    assert b"\x1b]0;TOOL" not in terminal.output and b"hey\x1b[2J" not in terminal.output
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
+    assert "shout(" in plain and "hey^[[2J" in plain and "^[]0;TOOL^G" in plain
+    assert "Done shouting." in plain
 
 
 def test_a_recalled_cell_run_again_replaces_its_turn(terminal, server):
