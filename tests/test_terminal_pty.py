@@ -160,7 +160,7 @@ def screen_lines(raw: bytes) -> list[str]:
 
 def test_a_long_answer_streams_its_latest_lines_and_ends_on_screen_once(terminal, server):
     text = "Here is the list:\n\n" + "\n".join(f"- item {i}" for i in range(60)) + "\n"
-    server.queue(Stream(text=text, chunk=16, delay=0.04))
+    server.queue(Stream(text=text, chunk=16, delay=0.06))
     terminal.child.send("%%qwen\rList please\r\r\r")
     terminal.child.expect(b"item 45")  # shown while streaming: the live region follows the end
     streamed = terminal.child.before
