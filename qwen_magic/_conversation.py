@@ -3,7 +3,8 @@
 Each ``%%qwen`` cell is a user turn and its answer the assistant turn. Re-running the cell
 that produced the *latest* turn replaces that turn instead of stacking a duplicate. A
 cell is recognised by the id the frontend sends with the execute request (JupyterLab
-and Notebook 7 do); without one (terminal IPython, some runners) by its exact source.
+and Notebook 7 do); without one (terminal IPython, some runners) by its source, with
+trailing blank lines and spaces not counted (``same_source``).
 
 An answer that failed before any text arrived leaves no turn behind. A partial answer
 (interrupted, or cut by an error mid-stream) is kept as context, marked as partial in
@@ -78,7 +79,7 @@ class Conversation:
         last = self.turns[-1]
         if cell_id is not None and last.cell_id is not None:
             return cell_id == last.cell_id
-        return source is not None and source == last.source
+        return source is not None and last.source is not None and same_source(source, last.source)
 
     def messages(self, keep_media_turns: int | None = None) -> list[dict[str, Any]]:
         """The history as Messages API turns, without thinking and without empty answers.
@@ -156,6 +157,19 @@ class Conversation:
         if not self.turns and not self.system:
             lines += ["", "*(empty)*"]
         return "\n".join(lines)
+
+
+def same_source(a: str, b: str) -> bool:
+    """Whether two runs' sources are the same cell: trailing blanks and line-end spaces do not count.
+
+    Terminal IPython ends a cell at two empty lines, which become part of its source, while
+    the same cell recalled from history (Up, then Esc-Enter) comes back without them.
+    """
+    return _cell_text(a) == _cell_text(b)
+
+
+def _cell_text(source: str) -> str:
+    return "\n".join(line.rstrip() for line in source.strip().splitlines())
 
 
 def _say(messages: list[dict[str, Any]], role: str, content: list[Block]) -> list[dict[str, Any]]:

@@ -14,13 +14,32 @@ instead of a traceback, through IPython's ``_render_traceback_`` hook.
 
 from __future__ import annotations
 
+import sys
+
 
 class QwenError(Exception):
     """A request that failed; shown as a short message, never as a traceback."""
 
     def _render_traceback_(self) -> list[str]:
-        # ANSI red, like IPython's own error names; frontends strip it where unsupported.
-        return [f"\x1b[1;31mqwen:\x1b[0m {self}"]
+        from ._text import visible_controls
+
+        # The message may echo the service's text: its control characters are shown, not obeyed.
+        message = visible_controls(str(self))
+        return [f"\x1b[1;31mqwen:\x1b[0m {message}" if _colour() else f"qwen: {message}"]
+
+
+def _colour() -> bool:
+    """Red like IPython's own error names: under a kernel (frontends render ANSI) or on a terminal, never into a pipe."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        return True
+    if shell is not None and str(getattr(shell, "colors", "")).lower() == "nocolor":
+        return False
+    from ._terminal import is_terminal
+
+    return is_terminal(sys.stdout)
 
 
 class ServiceError(QwenError):

@@ -27,7 +27,7 @@ from ._errors import QwenError
 from ._markdown import image_policy
 from ._media import show_preview
 from ._prompt import build_prompt
-from ._text import current_key, mask_key, masked
+from ._text import current_key, mask_key, masked, visible_controls
 from ._tools import Toolbox, converse, describe, offered
 from ._view import view_for
 
@@ -142,7 +142,7 @@ class QwenMagics(Magics):
 
     # -- %%qwen ------------------------------------------------------------------------
 
-    @magic_arguments()
+    @magic_arguments("%qwen")  # IPython adds one "%": usage reads "%%qwen [options]", the cell form
     @argument("-m", "--model", help="Model for this cell (default: QwenMagics.model).")
     @argument("--max-tokens", type=int, help="Most tokens in this answer.")
     @argument("--thinking", action="store_true", default=None, help="Think before answering.")
@@ -527,7 +527,7 @@ def _note(text: str) -> None:
     display(
         {
             "text/html": f'<div class="qwen-note" style="color:#888;font-size:0.9em">{html.escape(text)}</div>',
-            "text/plain": text,
+            "text/plain": visible_controls(text),
         },
         raw=True,
     )
@@ -537,4 +537,5 @@ def _markdown_out(text: str) -> None:
     """Markdown (possibly holding model text) as sanitized HTML, plain text for terminals."""
     from ._markdown import markdown_bundle
 
-    display(markdown_bundle(text), raw=True)
+    # text/plain is what a terminal prints: its control characters are shown, not obeyed.
+    display({**markdown_bundle(text), "text/plain": visible_controls(text)}, raw=True)

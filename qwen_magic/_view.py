@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
 from IPython.display import display, update_display
 
@@ -68,7 +68,9 @@ def view_for(shell: Any) -> View:
     """A notebook painter under a kernel, a terminal one otherwise."""
     if getattr(shell, "kernel", None) is not None:
         return NotebookView()
-    return TerminalView()
+    from ._terminal import terminal_view
+
+    return terminal_view()
 
 
 def _publish(display_id: str, bundle: Bundle, *, new: bool = False, metadata: dict[str, Any] | None = None) -> None:
@@ -492,54 +494,3 @@ class NotebookView:
         _publish(display_id, bundle, new=True)
         return lambda repainted: _publish(display_id, repainted)
 
-
-class TerminalView:
-    """Plain text to a stream as it arrives: written once, never repainted."""
-
-    def __init__(self, out: TextIO | None = None) -> None:
-        self._out = out or sys.stdout
-        self._state = "waiting"
-
-    def start(self, answer: Answer) -> None:
-        pass
-
-    def thinking(self, delta: str) -> None:
-        if self._state == "waiting":
-            self._write("\x1b[2mThinking: ")
-            self._state = "thinking"
-        self._write(delta)
-
-    def text(self, delta: str) -> None:
-        if self._state == "thinking":
-            self._write("\x1b[0m\n\n")
-        self._state = "text"
-        self._write(delta)
-
-    def finish(self, answer: Answer) -> None:
-        if self._state == "waiting":  # nothing streamed (--no-stream): write it all now
-            if answer.thinking:
-                self.thinking(answer.thinking)
-            if answer.text:
-                self.text(answer.text)
-        if self._state == "thinking":
-            self._write("\x1b[0m")
-        if self._state != "waiting":
-            self._write("\n")
-        if answer.usage is not None or answer.complete:
-            self._write(f"\x1b[2m{footer_text(answer)}\x1b[0m\n")
-
-    def show(self, bundle: Bundle) -> Callable[[Bundle], None]:
-        """Write ``bundle``'s text now, and each different text it is repainted with (no repainting here)."""
-        shown = [bundle["text/plain"]]
-        self._write(shown[0] + "\n")
-
-        def repaint(repainted: Bundle) -> None:
-            if repainted["text/plain"] != shown[-1]:
-                shown.append(repainted["text/plain"])
-                self._write(shown[-1] + "\n")
-
-        return repaint
-
-    def _write(self, text: str) -> None:
-        self._out.write(text)
-        self._out.flush()
