@@ -17,7 +17,7 @@ from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, vali
 
 from . import _command
 from ._answer import Answer, Usage
-from ._cache import MODES, TokenEstimator, equivalents, estimate_prompt, mark, place_markers
+from ._cache import MODES, TokenEstimator, equivalents, mark
 from ._client import Endpoint, client_for, resolve_base_url
 from ._conversation import DEFAULT_CHAT, Chats, Options, Turn
 from ._errors import QwenError
@@ -195,7 +195,7 @@ class QwenMagics(Magics):
                 max_rounds=self.max_tool_rounds,
                 stream=args.stream,
                 on_reply=lambda sent, reply: self._count(chat, sent, reply),
-                remark=lambda follow_up: place_markers(follow_up, options.cache, options.estimator),
+                remark=lambda follow_up: chat.remark(follow_up, options),
             )
         finally:
             chat.record(Turn(prompt, answer, cell_id, source))
@@ -213,9 +213,7 @@ class QwenMagics(Magics):
             u = answer.usage
             self.totals = self.totals + u
             chat.spent = chat.spent + u
-            self.estimator.calibrate(
-                estimate_prompt(request, self.estimator), u.input_tokens + u.cache_read + u.cache_write
-            )
+            self.estimator.calibrate(chat.estimate(request, self.estimator), u.input_tokens + u.cache_read + u.cache_write)
 
     def _deliver(self, answer: Answer, args: Any) -> None:
         """``--code`` and ``--output``: hand the answer back to the notebook."""
