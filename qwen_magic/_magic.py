@@ -17,7 +17,7 @@ from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, vali
 
 from . import _command
 from ._answer import Answer, Usage
-from ._cache import MODES, TokenEstimator, equivalents, mark
+from ._cache import MODES, TokenEstimator, equivalents, mark, saving_text
 from ._client import Endpoint, client_for, resolve_base_url
 from ._conversation import DEFAULT_CHAT, Chats, Options, Turn
 from ._errors import QwenError
@@ -422,26 +422,31 @@ class QwenMagics(Magics):
         _markdown_out("\n".join(rows))
 
     def usage_table(self) -> str:
-        """Token usage per conversation and for the session, with what caching saved."""
+        """Token usage per conversation and for the session, with what caching saved or cost."""
         rows = [
-            "| conversation | requests | input | output | cache read | cache written | input-token equivalents | saved by caching |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|",
+            "| conversation | requests | input | output | cache read | cache written | input-token equivalents "
+            "| without caching | caching |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|---|",
         ]
 
         def row(name: str, requests: int, u: Usage) -> str:
             paid, uncached = equivalents(u.input_tokens, u.cache_write, u.cache_read)
-            saved = f"{1 - paid / uncached:.0%}" if uncached else "–"
+            verdict = saving_text(u.input_tokens, u.cache_write, u.cache_read)
+            if paid > uncached:
+                verdict = f"**{verdict}**"
             return (
                 f"| {name} | {requests} | {u.input_tokens:,} | {u.output_tokens:,} | {u.cache_read:,} "
-                f"| {u.cache_write:,} | {paid:,.0f} | {saved} |"
+                f"| {u.cache_write:,} | {paid:,.0f} | {uncached:,.0f} | {verdict} |"
             )
 
         for name, chat in self.chats.items():
             rows.append(row(name, chat.requests, chat.spent))
         rows.append(row("**session**", self.requests, self.totals))
         rows.append("")
-        rows.append("Input-token equivalents = input + 1.25 × cache written + 0.1 × cache read; "
-                    "the saving compares them with sending every prompt token at the full price.")
+        rows.append("Input-token equivalents = input + 1.25 × cache written + 0.1 × cache read; the last column is "
+                    "what was saved by caching (or what it cost) against *without caching*, every prompt token at "
+                    "the full price. Caching costs more when what is written is not read again (each cell in a new "
+                    "conversation, or a prompt that changes near its start).")
         return "\n".join(rows)
 
 
