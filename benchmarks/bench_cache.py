@@ -380,7 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         payload["overhead"] = measured
         orows = []
         for mark, row in measured["marks"].items():
-            orows.append([str(mark), f"{row['qwen_ms']:.1f} ms", f"{row['bare_ms']:.1f} ms", f"{row['ratio']:.2f}×"])
+            extra = row["qwen_ms"] - row["bare_ms"]
+            orows.append(
+                [str(mark), f"{row['qwen_ms']:.1f} ms", f"{row['bare_ms']:.1f} ms", f"{extra:+.1f} ms", f"{row['ratio']:.2f}×"]
+            )
         last = measured["marks"][marks[-1]]["ratio"]
         overhead_ok = last <= OVERHEAD_TARGET
         ok &= overhead_ok
@@ -388,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             table(
                 f"Kernel CPU per cell (median of 9 around each turn); target at {marks[-1]}: "
                 f"≤ {OVERHEAD_TARGET}× — {verdict(overhead_ok)}",
-                ["turn", "%%qwen", "bare SDK loop", "ratio"],
+                ["turn", "%%qwen", "bare SDK loop", "difference", "ratio"],
                 orows,
             )
         )

@@ -63,7 +63,11 @@ class QwenMagics(Magics):
         config=True
     )
     keep_media_turns = Int(
-        3, min=0, help="Inline images and videos are resent with this many later cells, then a placeholder."
+        3,
+        min=0,
+        help="K: inline images and videos are always resent with the next K cells; older ones wait until K more "
+        "cells with inline media have passed, then all leave at once for a placeholder (sooner if the cache is "
+        "cold), so the cached prefix changes once per K image cells. 0: only with their own cell.",
     ).tag(config=True)
     max_tool_rounds = Int(
         8, min=1, help="Most tool rounds (run the calls, send the results) in one cell with --tools."
