@@ -351,7 +351,8 @@ def estimate_prompt(request: dict[str, Any], estimator: TokenEstimator, index: P
     messages = request["messages"]
     start = 0
     if index is not None and index.messages and len(messages) >= len(index.messages):
-        start = len(index.messages)
+        # The index's last message is measured from the request: it may carry the prompt joined to it.
+        start = len(index.messages) - 1
         total += estimator.tokens(*index.before(start))
     for message in messages[start:]:
         total += sum(estimator.block(block) for block in _content(message))

@@ -16,6 +16,7 @@ from qwen_magic._cache import (
     TokenEstimator,
     cost_text,
     equivalents,
+    estimate_prompt,
     is_inline,
     mark,
     media_floor,
@@ -286,3 +287,25 @@ def test_saving_text_says_saved_or_cost():
     assert saving_text(100, 0, 10000) == "saved 89% (9,000 tokens)"
     assert saving_text(0, 2000, 0) == "cost 25% more (500 tokens)"
     assert saving_text(500, 0, 0) == "–"
+
+
+def test_a_cold_conversation_drops_waiting_media_at_the_next_cell():
+    chat = Conversation()
+    options = Options("m", 10, cache="auto", estimator=TokenEstimator(), keep_media_turns=3)
+    for i in range(5):
+        chat.request(make_turn("inline", i).prompt, options)
+        chat.record(make_turn("inline", i))
+    assert chat.media_floor == 0  # turns 0 and 1 wait: only 2 of a batch of 3
+    chat.last_sent -= TTL + 1  # the cache has expired since the last request
+    chat.request([text("next")], options)
+    assert chat.media_floor == 2
+
+
+def test_the_estimate_of_a_built_request_equals_measuring_it_whole():
+    chat = Conversation(system="System. " * 300)
+    estimator = TokenEstimator()
+    options = Options("m", 10, cache="auto", estimator=estimator, keep_media_turns=3)
+    for i, kind in enumerate(["inline", "tools", "stopped", "text"]):
+        request = chat.request(make_turn(kind, i).prompt, options)
+        assert abs(chat.estimate(request, estimator) - estimate_prompt(request, estimator)) < 1e-6
+        chat.record(make_turn(kind, i))
