@@ -34,10 +34,11 @@ why a chat of inline plots cost more with caching than without. So:
 
 - the newest K turns always resend their inline media;
 - older inline media stay while the cache is warm, until K more turns with inline media
-  have piled up beyond the newest K; then all of them are replaced at once (one rewrite
-  per K image turns instead of one per turn). A request carries at most 2K + 1 turns of
-  inline media (its own, the K newest, K waiting), under twice the K + 1 of dropping each
-  at once: 7 images at the default K = 3, 9.5 MB of 1 MB photos instead of 5.4 MB;
+  have piled up beyond the newest K, or their base64 passes 4 MiB; then all of them are
+  replaced at once (one rewrite per K image turns instead of one per turn). A request
+  carries at most 2K + 1 turns of inline media (its own, the K newest, K waiting), under
+  twice the K + 1 of dropping each at once, and never more than 4 MiB beyond them: with
+  1 MB photos at the default K = 3, 7 images, 9.4 MB instead of 5.4 MB;
 - when the cache has gone cold (more than 5 minutes since the conversation's last
   request), the whole prompt is written afresh anyway: old media leave then, for free;
 - K = 0 keeps inline media with their own cell only, as before.
@@ -60,6 +61,7 @@ MAX_MARKERS = 4
 MARKER = {"type": "ephemeral"}
 MODES = ("auto", "manual", "off")
 TTL = 300.0  # seconds a cache entry lives without a hit
+WAITING_CHARS = 4 * 1024 * 1024  # base64 of old inline media that may wait for a batch
 
 Position = tuple[int, int]  # (message index, block index); message -1 is the system prompt
 
@@ -183,21 +185,31 @@ class PrefixIndex:
         return self.inline[i] if i < len(self.inline) else None
 
 
-def media_floor(floor: int, media_turns: list[int], turns: int, keep: int | None, idle: float | None) -> int:
+def media_floor(
+    floor: int,
+    media_turns: list[int],
+    turns: int,
+    keep: int | None,
+    idle: float | None,
+    sizes: list[int] | None = None,
+) -> int:
     """The first history turn whose inline media is still resent, for the next request.
 
-    ``media_turns``: the (sorted) turns carrying inline media; ``turns``: how many the
-    history holds; ``idle``: seconds since the conversation's last request (None: never
-    sent). See the module docstring for why old media leave in batches.
+    ``media_turns``: the (sorted) turns carrying inline media; ``sizes``: the running total
+    of their base64 characters (``sizes[j]``: the first j such turns; None: not limited);
+    ``turns``: how many the history holds; ``idle``: seconds since the conversation's last
+    request (None: never sent). See the module docstring for why old media leave in batches.
     """
     if keep is None:
         return 0
     newest = max(0, turns - keep)  # turns before this one are old
     if newest <= floor:
         return floor
-    waiting = bisect.bisect_left(media_turns, newest) - bisect.bisect_left(media_turns, floor)
+    first, last = bisect.bisect_left(media_turns, floor), bisect.bisect_left(media_turns, newest)
+    waiting = last - first
+    heavy = sizes is not None and sizes[last] - sizes[first] > WAITING_CHARS
     cold = idle is not None and idle >= TTL
-    if waiting > keep or (waiting and cold):
+    if waiting > keep or (waiting and (heavy or cold)):
         return newest
     return floor
 

@@ -72,6 +72,7 @@ class Conversation:
     # prompt joined) per turn, and the index of the messages.
     _built: list[tuple[Turn, int, dict[str, Any] | None]] = field(default_factory=list, repr=False)
     _media_turns: list[int] = field(default_factory=list, repr=False)  # built turns with inline media
+    _media_chars: list[int] = field(default_factory=lambda: [0], repr=False)  # their base64, running total
     _built_floor: int = field(default=0, repr=False)
     _index: PrefixIndex = field(default_factory=PrefixIndex, repr=False)
     _plain: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the last request, unmarked
@@ -111,7 +112,9 @@ class Conversation:
         before = self.media_floor
         self._sync()
         idle = None if self.last_sent is None else time.monotonic() - self.last_sent
-        self.media_floor = media_floor(before, self._media_turns, len(self.turns), keep_media_turns, idle)
+        self.media_floor = media_floor(
+            before, self._media_turns, len(self.turns), keep_media_turns, idle, self._media_chars
+        )
         if self.media_floor == before:
             return None
         floor, self.media_floor = self.media_floor, before
@@ -136,21 +139,22 @@ class Conversation:
                 index.append(joined_into)
             del built[keep:]
             del self._media_turns[bisect.bisect_left(self._media_turns, keep) :]
+            del self._media_chars[len(self._media_turns) + 1 :]
         self._built_floor = floor
         for i in range(keep, len(self.turns)):
             turn = self.turns[i]
             old = i < floor
             start = len(index.messages)
             last = index.messages[-1] if index.messages else None
-            inline = False
+            inline = 0  # base64 characters of the turn's inline media
             content = turn.answer.history_content()
             if content or turn.answer.rounds:
-                inline = any(is_inline(b) for b in turn.prompt)
+                inline = _inline_chars(turn.prompt)
                 _append(index, "user", detach_media(turn.prompt) if old else turn.prompt)
                 for done in turn.answer.rounds:
                     index.append({"role": "assistant", "content": done.history_content()})
                     results = done.tool_results
-                    inline = inline or any(is_inline(b) for b in results)
+                    inline += _inline_chars(results)
                     index.append({"role": "user", "content": detach_media(results) if old else results})
                 if content:
                     index.append({"role": "assistant", "content": content})
@@ -158,6 +162,7 @@ class Conversation:
             built.append((turn, start, joined_into))
             if inline:
                 self._media_turns.append(i)
+                self._media_chars.append(self._media_chars[-1] + inline)
         return index
 
     def request(self, prompt: list[Block], options: Options) -> dict[str, Any]:
@@ -254,6 +259,10 @@ class Conversation:
         if not self.turns and not self.system:
             lines += ["", "*(empty)*"]
         return "\n".join(lines)
+
+
+def _inline_chars(blocks: list[Block]) -> int:
+    return sum(len(b["source"].get("data", "")) for b in blocks if is_inline(b))
 
 
 def _append(index: PrefixIndex, role: str, content: list[Block]) -> None:

@@ -66,8 +66,8 @@ class QwenMagics(Magics):
         3,
         min=0,
         help="K: inline images and videos are always resent with the next K cells; older ones wait until K more "
-        "cells with inline media have passed, then all leave at once for a placeholder (sooner if the cache is "
-        "cold), so the cached prefix changes once per K image cells. 0: only with their own cell.",
+        "cells with inline media have passed, then all leave at once for a placeholder (sooner if they pass 4 MiB "
+        "or the cache is cold), so the cached prefix changes once per K image cells. 0: only with their own cell.",
     ).tag(config=True)
     max_tool_rounds = Int(
         8, min=1, help="Most tool rounds (run the calls, send the results) in one cell with --tools."

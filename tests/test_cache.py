@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from qwen_magic._answer import Answer
 from qwen_magic._cache import (
     TTL,
+    WAITING_CHARS,
     TokenEstimator,
     cost_text,
     equivalents,
@@ -137,6 +138,23 @@ def test_text_turns_do_not_fill_the_batch_and_none_keeps_everything():
     floors = walk(3, media)
     assert floors == [0] * len(floors)  # two image turns never exceed the batch of 3
     assert walk(None, [True] * 20) == [0] * 21
+
+
+def test_heavy_waiting_media_leave_before_the_batch_is_full():
+    media = [True] * 8
+    small = [0, *itertools.accumulate([100_000] * 8)]
+    heavy = [0, *itertools.accumulate([3_000_000] * 8)]  # 3 MB of base64 a turn: two pass 4 MiB
+    floor_small = floor_heavy = 0
+    floors_small, floors_heavy = [], []
+    for n in range(9):
+        turns = [i for i in range(n) if media[i]]
+        floor_small = media_floor(floor_small, turns, n, 3, None, small)
+        floor_heavy = media_floor(floor_heavy, turns, n, 3, None, heavy)
+        floors_small.append(floor_small)
+        floors_heavy.append(floor_heavy)
+        assert heavy[max(0, n - 3)] - heavy[min(floor_heavy, max(0, n - 3))] <= WAITING_CHARS
+    assert floors_small == [0, 0, 0, 0, 0, 0, 0, 4, 4]  # the count decides: 3 wait, the 4th sends them off
+    assert floors_heavy == [0, 0, 0, 0, 0, 2, 2, 4, 4]  # 2 × 3 MB pass 4 MiB: they leave sooner
 
 
 def test_a_cold_cache_lets_old_media_go_at_once():
@@ -287,6 +305,18 @@ def test_saving_text_says_saved_or_cost():
     assert saving_text(100, 0, 10000) == "saved 89% (9,000 tokens)"
     assert saving_text(0, 2000, 0) == "cost 25% more (500 tokens)"
     assert saving_text(500, 0, 0) == "–"
+
+
+def test_a_conversation_of_heavy_images_keeps_at_most_4_mib_waiting():
+    chat = Conversation()
+    options = Options("m", 10, cache="auto", estimator=TokenEstimator(), keep_media_turns=3)
+    big = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "A" * 1_500_000}}
+    for i in range(12):
+        turn = make_turn("text", i)
+        turn.prompt.append(big)
+        request = chat.request(turn.prompt, options)
+        assert json.dumps(request).count('"base64"') <= 3 + 1 + 2  # two 1.5 MB items fit in 4 MiB, three do not
+        chat.record(turn)
 
 
 def test_a_cold_conversation_drops_waiting_media_at_the_next_cell():
