@@ -153,6 +153,7 @@ class PrefixIndex:
         self._media = [0]
         self.explicit: list[Position] = []  # user blocks carrying a --cache mark
         self.inline: list[Position] = []  # base64 images and videos
+        self.calls: list[tuple[int, str]] = []  # (message, tool name) of every tool_use
 
     def append(self, message: dict[str, Any]) -> None:
         """Add a message at the end."""
@@ -165,6 +166,8 @@ class PrefixIndex:
                 self.explicit.append((m, b))
             if is_inline(block):
                 self.inline.append((m, b))
+            if block.get("type") == "tool_use":
+                self.calls.append((m, block.get("name", "")))
         self.messages.append(message)
         self._chars.append(self._chars[-1] + chars)
         self._media.append(self._media[-1] + media)
@@ -174,6 +177,11 @@ class PrefixIndex:
         del self.messages[length:], self._chars[length + 1 :], self._media[length + 1 :]
         del self.explicit[bisect.bisect_left(self.explicit, (length, 0)) :]
         del self.inline[bisect.bisect_left(self.inline, (length, 0)) :]
+        del self.calls[bisect.bisect_left(self.calls, (length, "")) :]
+
+    def called(self) -> list[str]:
+        """The tools called in these messages, each once, in order of first call."""
+        return list(dict.fromkeys(name for _, name in self.calls))
 
     def before(self, m: int) -> tuple[int, int]:
         """Characters and image units of the messages before ``m``."""

@@ -223,6 +223,10 @@ class Conversation:
         plain = {**request, "messages": messages}
         return place_markers(plain, options.cache, options.estimator, index=self._index, stable=self._stable(messages))
 
+    def called(self) -> list[str]:
+        """The tools the history (as last built) has called, each once."""
+        return self._index.called()
+
     def estimate(self, request: dict[str, Any], estimator: TokenEstimator) -> float:
         """Estimated prompt tokens of a request this conversation built (the history is measured once)."""
         return estimate_prompt(request, estimator, self._index if request["messages"] else None)

@@ -200,6 +200,7 @@ class QwenMagics(Magics):
                 stream=args.stream,
                 on_reply=lambda sent, reply: self._count(chat, sent, reply),
                 remark=lambda follow_up: chat.remark(follow_up, options),
+                called=chat.called(),
             )
         finally:
             chat.record(Turn(prompt, answer, cell_id, source))

@@ -26,6 +26,7 @@ from qwen_magic._cache import (
 )
 from qwen_magic._conversation import Conversation, Options, Turn, _say
 from qwen_magic._media import detach_media
+from qwen_magic._tools import _history_calls
 
 LONG = "x" * 8000  # about 2,300 tokens at the starting estimate
 
@@ -190,7 +191,7 @@ def make_turn(kind: str, i: int) -> Turn:
     answer = Answer(model="m", finished_at=1.0)
     if kind in ("tools", "stopped"):
         answer.text, answer.stop_reason = "calling", "tool_use"
-        answer.blocks = [text("calling"), {"type": "tool_use", "id": f"t{i}", "name": "f", "input": {}}]
+        answer.blocks = [text("calling"), {"type": "tool_use", "id": f"t{i}", "name": f"f{i % 3}", "input": {}}]
         answer.next_round([{"type": "tool_result", "tool_use_id": f"t{i}", "content": "r"}, inline_image()])
         if kind == "stopped":  # the loop stopped after the results: no final answer
             answer.interrupted = True
@@ -265,6 +266,7 @@ def test_the_incremental_history_equals_a_fresh_build_and_is_never_marked(operat
         )  # only explicit --cache marks are in the history's own messages
         chat.record(turn)
         assert strip(chat.messages(keep)) == strip(reference(chat))  # the new turn is built now: a rerun unbuilds it
+        assert chat.called() == _history_calls(reference(chat))  # kept count of, not scanned for
         if keep is not None:
             resent = [i for i, t in enumerate(chat.turns[:-1]) if i >= chat.media_floor and any(
                 is_inline(b) for b in t.prompt + [b for r in t.answer.rounds for b in r.tool_results])]
