@@ -281,7 +281,8 @@ def profile(turns: int, marks: tuple[int, ...], path: Path) -> dict[int, float]:
     with FakeDashScope() as server:
         os.environ["DASHSCOPE_BASE_URL"], os.environ["DASHSCOPE_API_KEY"] = server.url, server.api_key
         shell = TerminalInteractiveShell.instance()
-        shell.run_line_magic("load_ext", "qwen_magic")
+        if "qwen_magic" not in shell.extension_manager.loaded:
+            shell.run_line_magic("load_ext", "qwen_magic")
         with contextlib.redirect_stdout(io.StringIO()):
             shell.run_line_magic("qwen", "reset --all")
             shell.run_line_magic("qwen", "config cache=auto")
