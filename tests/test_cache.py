@@ -341,3 +341,25 @@ def test_the_estimate_of_a_built_request_equals_measuring_it_whole():
         request = chat.request(make_turn(kind, i).prompt, options)
         assert abs(chat.estimate(request, estimator) - estimate_prompt(request, estimator)) < 1e-6
         chat.record(make_turn(kind, i))
+
+
+def test_a_tool_round_is_marked_afresh_from_the_unmarked_request():
+    chat = Conversation(system="System. " * 600)
+    for i in range(3):
+        chat.record(make_turn("text", i))
+    options = Options("m", 10, cache="auto", estimator=TokenEstimator(), keep_media_turns=3)
+    first = chat.request([text("use the tool " * 200)], options)
+    n = len(first["messages"])
+    assert marked(first)[-1] == (n - 1, 0)
+    follow_up = {
+        **first,
+        "messages": [
+            *first["messages"],
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "r " * 300}]},
+        ],
+    }
+    second = chat.remark(follow_up, options)
+    assert marked(second) == [(-1, 0), (n - 1, 0), (n + 1, 0)]  # system, the prompt round 1 wrote, the results
+    assert len(marked(second)) <= 4
+    assert "cache_control" not in json.dumps(chat.messages(3))  # nothing automatic stays in the history
