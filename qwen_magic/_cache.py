@@ -243,11 +243,17 @@ def place_markers(
         index = PrefixIndex()
         for message in messages:
             index.append(message)
+    def starts_with(base: int) -> bool:
+        return not base or (base <= len(messages) and messages[base - 1] is index.messages[base - 1])
+
     base = len(index.messages)
-    if base and (base > len(messages) or messages[base - 1] is not index.messages[base - 1]):
+    if not starts_with(base):
         base -= 1  # the new prompt joined the history's last message (tool results)
-    if base and messages[base - 1] is not index.messages[base - 1]:
-        raise ValueError("the request does not start with the index's messages")
+    if not starts_with(base):  # a request not built on this index: measure it all
+        index = PrefixIndex()
+        for message in messages:
+            index.append(message)
+        base = len(messages)
     tail = PrefixIndex()  # the new prompt and this turn's tool rounds: a few messages
     for message in messages[base:]:
         tail.append(message)

@@ -363,3 +363,14 @@ def test_a_tool_round_is_marked_afresh_from_the_unmarked_request():
     assert marked(second) == [(-1, 0), (n - 1, 0), (n + 1, 0)]  # system, the prompt round 1 wrote, the results
     assert len(marked(second)) <= 4
     assert "cache_control" not in json.dumps(chat.messages(3))  # nothing automatic stays in the history
+
+
+def test_markers_on_a_request_the_index_was_not_built_for_are_still_right():
+    chat = Conversation()
+    for i in range(3):
+        chat.record(make_turn("text", i))
+    options = Options("m", 10, cache="auto", estimator=TokenEstimator(), keep_media_turns=3)
+    chat.request([text("x " * 3000)], options)
+    other = request([text(LONG)], [text("answer")], [text("q2"), text("more")], system=LONG)
+    out = place_markers(other, "auto", TokenEstimator(), index=chat._index)
+    assert marked(out) == [(-1, 0), (0, 0), (2, 1)]  # as without an index
