@@ -517,8 +517,9 @@ def converse(
     Each round streams into a fresh view from ``views``; ``on_reply(request, answer)`` sees
     every request sent and its answer; ``remark`` places cache markers on each follow-up
     request (so every round reads what the one before it wrote); ``called``: the tools the
-    history has called, if the caller keeps count (else the messages are scanned). On return ``answer`` is the turn's last answer and
-    ``answer.rounds`` holds the earlier ones, each with the tool results that answered it.
+    history has called, if the caller keeps count (else the messages are scanned). On return
+    ``answer`` is the turn's last answer and ``answer.rounds`` holds the earlier ones, each
+    with the tool results that answered it.
     """
     from ._stream import run
 

@@ -186,7 +186,9 @@ class Panel:
 def show_panel(magics: QwenMagics) -> Panel | None:
     """Display the control panel; outside a kernel, print the settings instead."""
     if getattr(magics.shell, "kernel", None) is None:
-        print(f"Qwen: {settings_text(magics)}\nSession: {totals_text(magics)}\n(%qwen config key=value to change)")
+        savings = savings_text(magics)
+        print(f"Qwen: {settings_text(magics)}\nSession: {totals_text(magics)}" + (f"\n{savings}" if savings else ""))
+        print("(%qwen config key=value to change)")
         return None
     panel = Panel(magics)
     magics._panels.append(panel)  # the magics keep panels alive while the kernel lives
