@@ -1,24 +1,56 @@
-"""Where prompt-cache markers go, and what caching saved.
+"""Where prompt-cache markers go, when old inline media leave the history, and what caching saved.
 
 DashScope caches only prefixes a request marks with ``cache_control`` (at least 1024
 tokens; a write costs 125% of the input price, a hit 10%; the service keeps the last 4
-markers). Policies (``QwenMagics.cache``):
+markers and looks back 20 blocks from each; an entry lives 5 minutes, refreshed on a hit).
+
+Markers (``QwenMagics.cache``):
 
 - ``off``: no markers, not even explicit ``--cache`` ones.
 - ``manual``: only what ``--cache`` marks (a cell's content, or with ``--system`` the
   system prompt).
-- ``auto`` (default): the explicit marks, plus the service's recommended pattern: the
-  last block of every request (so the next turn reads what this one wrote), the last
-  block of the previous turn's prompt (what the previous request wrote: read even when
-  more than 20 blocks have been added since, beyond the service's lookback), and the
-  system prompt. Automatic marks go only where the prefix they close is estimated at
-  1024 tokens or more; the estimate is calibrated against the token counts the service
-  reports. At most 4 markers: the request's last block first, then explicit marks
-  (newest first), then the previous turn's, then the system prompt.
+- ``auto`` (default): the explicit marks, plus: the last block of every request (the next
+  turn reads it), the last block of the previous turn's prompt (what the previous request
+  wrote: read even when more than 20 blocks have been added since, beyond the lookback),
+  the *media boundary* (below) and the system prompt. Automatic marks go only where the
+  prefix they close is estimated at 1024 tokens or more; the estimate is calibrated
+  against the token counts the service reports. At most 4: the last block, explicit marks
+  (newest first), the previous turn's, the media boundary, the system prompt.
+
+Markers are placed on copies of the few messages and blocks that carry them; every other
+message of the request is the history's own object, shared and never changed. The
+history's messages are built once per turn (``PrefixIndex``, with running sizes for the
+1024-token test), so a cell's own work does not grow with the length of the chat.
+
+Old inline media (``keep_media_turns`` = K, ``media_floor``). Resending an image costs
+its tokens (≈1,000 for a plot; 1 MB of base64 for a photo) with every request. Dropping
+it (a one-line placeholder instead) changes the prompt at that image, so everything after
+it, S tokens, is written again: 1.25 × S instead of 0.1 × S, once. Kept in a warm cache
+the same image costs 0.1 × 1,000 = 100 token-equivalents a request. Dropping pays back
+only after 1.15 × S / 100 requests; S is at least the K newest turns (with images,
+≥ 3 × 1,250 tokens), so ≥ 43 requests — longer than anyone waits while images pile up.
+Dropping one image a turn (the old rule) paid the 1.15 × S rewrite *every* turn, which is
+why a chat of inline plots cost more with caching than without. So:
+
+- the newest K turns always resend their inline media;
+- older inline media stay while the cache is warm, until K more turns with inline media
+  have piled up beyond the newest K, or their base64 passes 4 MiB; then all of them are
+  replaced at once (one rewrite per K image turns instead of one per turn). A request
+  carries at most 2K + 1 turns of inline media (its own, the K newest, K waiting), under
+  twice the K + 1 of dropping each at once, and never more than 4 MiB beyond them: with
+  1 MB photos at the default K = 3, 7 images, 9.4 MB instead of 5.4 MB;
+- when the cache has gone cold (more than 5 minutes since the conversation's last
+  request), the whole prompt is written afresh anyway: old media leave then, for free;
+- K = 0 keeps inline media with their own cell only, as before.
+
+The media boundary marker closes the prefix before the first inline item that a drop will
+replace: it stays byte-stable between drops, each request refreshes it, and the request
+that drops reads it instead of rewriting from the system prompt.
 """
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 from dataclasses import dataclass
@@ -28,6 +60,10 @@ MIN_TOKENS = 1024
 MAX_MARKERS = 4
 MARKER = {"type": "ephemeral"}
 MODES = ("auto", "manual", "off")
+TTL = 300.0  # seconds a cache entry lives without a hit
+WAITING_CHARS = 4 * 1024 * 1024  # base64 of old inline media that may wait for a batch
+
+Position = tuple[int, int]  # (message index, block index); message -1 is the system prompt
 
 
 @dataclass
@@ -39,17 +75,12 @@ class TokenEstimator:
 
     def block(self, block: dict[str, Any]) -> float:
         """Estimated tokens of one content block."""
-        kind = block.get("type")
-        if kind in ("image", "video"):
-            return self.media_tokens * (2 if kind == "video" else 1)
-        if kind == "text":
-            chars = len(block.get("text", ""))
-        elif kind == "tool_result":
-            content = block.get("content", "")
-            chars = len(content if isinstance(content, str) else json.dumps(content))
-        else:
-            chars = len(json.dumps({k: v for k, v in block.items() if k != "cache_control"}, default=str))
-        return chars / self.chars_per_token
+        chars, media = measure(block)
+        return chars / self.chars_per_token + media * self.media_tokens
+
+    def tokens(self, chars: int, media: int) -> float:
+        """Estimated tokens of ``chars`` characters and ``media`` image units."""
+        return chars / self.chars_per_token + media * self.media_tokens
 
     def calibrate(self, estimated: float, reported: int) -> None:
         """Move the ratio toward what the service counted for a whole prompt."""
@@ -57,6 +88,29 @@ class TokenEstimator:
             return
         observed = self.chars_per_token * estimated / reported
         self.chars_per_token = min(8.0, max(0.5, 0.5 * self.chars_per_token + 0.5 * observed))
+
+
+def measure(block: dict[str, Any]) -> tuple[int, int]:
+    """A block's size for the estimate: characters of text, and image units (a video is 2)."""
+    kind = block.get("type")
+    if kind == "image":
+        return 0, 1
+    if kind == "video":
+        return 0, 2
+    if kind == "text":
+        return len(block.get("text", "")), 0
+    if kind == "tool_result":
+        content = block.get("content", "")
+        if isinstance(content, str):
+            return len(content), 0
+        sizes = [measure(item) for item in content if isinstance(item, dict)]
+        return sum(c for c, _ in sizes), sum(m for _, m in sizes)
+    return len(json.dumps({k: v for k, v in block.items() if k != "cache_control"}, default=str)), 0
+
+
+def is_inline(block: dict[str, Any]) -> bool:
+    """An image or video sent as base64 (what ``keep_media_turns`` detaches)."""
+    return block.get("type") in ("image", "video") and block.get("source", {}).get("type") == "base64"
 
 
 def _content(message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -70,8 +124,8 @@ def _markable(block: dict[str, Any]) -> bool:
     )
 
 
-def _last_markable(blocks: list[dict[str, Any]]) -> int | None:
-    for index in range(len(blocks) - 1, -1, -1):
+def _last_markable(blocks: list[dict[str, Any]], before: int | None = None) -> int | None:
+    for index in range((len(blocks) if before is None else before) - 1, -1, -1):
         if _markable(blocks[index]):
             return index
     return None
@@ -86,93 +140,247 @@ def mark(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return blocks
 
 
-def place_markers(request: dict[str, Any], mode: str, estimator: TokenEstimator) -> dict[str, Any]:
-    """A copy of ``request`` with cache markers placed by ``mode``; the input is not changed.
+class PrefixIndex:
+    """Messages with running sizes, explicit marks and inline media positions; appended to.
 
-    Explicit marks arrive as ``cache_control`` already on blocks (``mark``); they are kept
-    except in ``off`` mode.
+    The conversation keeps one for its history, so the sizes the 1024-token test needs and
+    the positions the policies look for are computed once per message, not once per cell.
     """
-    request = copy.deepcopy(request)
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self._chars = [0]  # characters before message m
+        self._media = [0]
+        self.explicit: list[Position] = []  # user blocks carrying a --cache mark
+        self.inline: list[Position] = []  # base64 images and videos
+        self.calls: list[tuple[int, str]] = []  # (message, tool name) of every tool_use
+
+    def append(self, message: dict[str, Any]) -> None:
+        """Add a message at the end."""
+        m = len(self.messages)
+        chars = media = 0
+        for b, block in enumerate(_content(message)):
+            c, u = measure(block)
+            chars, media = chars + c, media + u
+            if "cache_control" in block and message["role"] == "user":
+                self.explicit.append((m, b))
+            if is_inline(block):
+                self.inline.append((m, b))
+            if block.get("type") == "tool_use":
+                self.calls.append((m, block.get("name", "")))
+        self.messages.append(message)
+        self._chars.append(self._chars[-1] + chars)
+        self._media.append(self._media[-1] + media)
+
+    def truncate(self, length: int) -> None:
+        """Keep the first ``length`` messages."""
+        del self.messages[length:], self._chars[length + 1 :], self._media[length + 1 :]
+        del self.explicit[bisect.bisect_left(self.explicit, (length, 0)) :]
+        del self.inline[bisect.bisect_left(self.inline, (length, 0)) :]
+        del self.calls[bisect.bisect_left(self.calls, (length, "")) :]
+
+    def called(self) -> list[str]:
+        """The tools called in these messages, each once, in order of first call."""
+        return list(dict.fromkeys(name for _, name in self.calls))
+
+    def before(self, m: int) -> tuple[int, int]:
+        """Characters and image units of the messages before ``m``."""
+        return self._chars[m], self._media[m]
+
+    def first_inline(self, start: int) -> Position | None:
+        """The first inline media block in message ``start`` or later."""
+        i = bisect.bisect_left(self.inline, (start, 0))
+        return self.inline[i] if i < len(self.inline) else None
+
+
+def media_floor(
+    floor: int,
+    media_turns: list[int],
+    turns: int,
+    keep: int | None,
+    idle: float | None,
+    sizes: list[int] | None = None,
+) -> int:
+    """The first history turn whose inline media is still resent, for the next request.
+
+    ``media_turns``: the (sorted) turns carrying inline media; ``sizes``: the running total
+    of their base64 characters (``sizes[j]``: the first j such turns; None: not limited);
+    ``turns``: how many the history holds; ``idle``: seconds since the conversation's last
+    request (None: never sent). See the module docstring for why old media leave in batches.
+    """
+    if keep is None:
+        return 0
+    newest = max(0, turns - keep)  # turns before this one are old
+    if newest <= floor:
+        return floor
+    first, last = bisect.bisect_left(media_turns, floor), bisect.bisect_left(media_turns, newest)
+    waiting = last - first
+    heavy = sizes is not None and sizes[last] - sizes[first] > WAITING_CHARS
+    cold = idle is not None and idle >= TTL
+    if waiting > keep or (waiting and (heavy or cold)):
+        return newest
+    return floor
+
+
+def place_markers(
+    request: dict[str, Any],
+    mode: str,
+    estimator: TokenEstimator,
+    *,
+    index: PrefixIndex | None = None,
+    stable: Position | None = None,
+) -> dict[str, Any]:
+    """``request`` with cache markers placed by ``mode``; the input and its messages are not changed.
+
+    Explicit marks arrive as ``cache_control`` on user blocks (``mark``) and on system
+    blocks; they are kept except in ``off`` mode. ``index`` holds the request's first
+    messages (the history, with their explicit marks and no automatic ones); without it,
+    every ``cache_control`` in the request counts as explicit. ``stable``: the first block
+    the next media drop will change (the media boundary is the markable block before it).
+    """
+    messages: list[dict[str, Any]] = request["messages"]
+    if index is None:
+        index = PrefixIndex()
+        for message in messages:
+            index.append(message)
+    def starts_with(base: int) -> bool:
+        return not base or (base <= len(messages) and messages[base - 1] is index.messages[base - 1])
+
+    base = len(index.messages)
+    if not starts_with(base):
+        base -= 1  # the new prompt joined the history's last message (tool results)
+    if not starts_with(base):  # a request not built on this index: measure it all
+        index = PrefixIndex()
+        for message in messages:
+            index.append(message)
+        base = len(messages)
+    tail = PrefixIndex()  # the new prompt and this turn's tool rounds: a few messages
+    for message in messages[base:]:
+        tail.append(message)
+    explicit = [p for p in index.explicit if p[0] < base] + [(base + m, b) for m, b in tail.explicit]
+
     system = request.get("system")
     system_blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system or [])
-    messages = request["messages"]
-    explicit_system = False
-    explicit: list[int] = []
-    for m, message in enumerate(messages):
-        message["content"] = _content(message)
-        for block in message["content"]:
-            if block.pop("cache_control", None) is not None and message["role"] == "user":
-                explicit.append(m)
-    for block in system_blocks:
-        explicit_system |= block.pop("cache_control", None) is not None
-    if mode == "off":
-        return _with_system(request, system_blocks, marked=False)
+    explicit_system = any("cache_control" in block for block in system_blocks)
+    system_chars = sum(measure(block)[0] for block in system_blocks)
 
-    # Running token totals: the prefix a marker on block (m, b) closes. m == -1 is the system.
-    prefix: dict[tuple[int, int], float] = {}
-    total = 0.0
-    for b, block in enumerate(system_blocks):
-        total += estimator.block(block)
-        prefix[(-1, b)] = total
-    for m, message in enumerate(messages):
-        for b, block in enumerate(message["content"]):
-            total += estimator.block(block)
-            prefix[(m, b)] = total
+    def prefix(position: Position) -> float:
+        """Estimated tokens up to and including the block at ``position``."""
+        m, b = position
+        if m == -1:
+            chars, media = sum(measure(block)[0] for block in system_blocks[: b + 1]), 0
+        else:
+            chars, media = index.before(m) if m < base else _sum(index.before(base), tail.before(m - base))
+            chars, media = _sum((chars + system_chars, media), _measure_all(_content(messages[m])[: b + 1]))
+        return estimator.tokens(chars, media)
 
-    def last_of(m: int) -> tuple[int, int] | None:
+    def last_of(m: int, before: int | None = None) -> Position | None:
         if m == -1:
             return (-1, len(system_blocks) - 1) if system_blocks else None
-        b = _last_markable(messages[m]["content"])
+        b = _last_markable(_content(messages[m]), before)
         return None if b is None else (m, b)
 
-    def long_enough(position: tuple[int, int] | None) -> bool:
-        return position is not None and prefix[position] >= MIN_TOKENS
+    def closing(position: Position) -> Position | None:
+        """The last markable block before ``position`` (the prefix that ends there)."""
+        m, b = position
+        found = last_of(m, b)
+        while found is None and m > 0:
+            m -= 1
+            found = last_of(m)
+        return found
 
-    user_turns = [m for m, message in enumerate(messages) if message["role"] == "user"]
-    chosen: list[tuple[int, int]] = []
+    def long_enough(position: Position | None) -> bool:
+        return position is not None and prefix(position) >= MIN_TOKENS
 
-    def choose(position: tuple[int, int] | None) -> None:
+    chosen: list[Position] = []
+
+    def choose(position: Position | None) -> None:
         if position is not None and position not in chosen and len(chosen) < MAX_MARKERS:
             chosen.append(position)
 
-    automatic = mode == "auto"
-    if automatic and long_enough(last_of(len(messages) - 1)):
-        choose(last_of(len(messages) - 1))
-    for m in sorted(set(explicit), reverse=True):
-        choose(last_of(m))
-    if explicit_system:
-        choose(last_of(-1))
-    if automatic and len(user_turns) >= 2 and long_enough(last_of(user_turns[-2])):
-        choose(last_of(user_turns[-2]))
-    if automatic and long_enough(last_of(-1)):
-        choose(last_of(-1))
+    if mode != "off":
+        automatic = mode == "auto"
+        last = last_of(len(messages) - 1) if messages else None
+        if automatic and long_enough(last):
+            choose(last)
+        for m in sorted({m for m, _ in explicit}, reverse=True):
+            choose(last_of(m))
+        if explicit_system:
+            choose(last_of(-1))
+        if automatic:
+            previous = _previous_user(messages)
+            if previous is not None and long_enough(last_of(previous)):
+                choose(last_of(previous))
+            boundary = closing(stable) if stable is not None else None
+            if long_enough(boundary):
+                choose(boundary)
+            if long_enough(last_of(-1)):
+                choose(last_of(-1))
 
-    for m, b in chosen:
-        target = system_blocks if m == -1 else messages[m]["content"]
-        target[b]["cache_control"] = dict(MARKER)
-    return _with_system(request, system_blocks, marked=any(m == -1 for m, _ in chosen))
+    # Copy only what changes: messages that gain a marker or lose an explicit one.
+    wanted = {position for position in chosen if position[0] >= 0}
+    marked_before = set(explicit)
+    out = list(messages)
+    for m in sorted({m for m, _ in wanted | marked_before}):
+        blocks = _content(messages[m])
+        new_blocks = list(blocks)
+        for b, block in enumerate(blocks):
+            if (m, b) in wanted:
+                new_blocks[b] = {**block, "cache_control": dict(MARKER)}
+            elif "cache_control" in block and (m, b) in marked_before:
+                new_blocks[b] = {k: v for k, v in block.items() if k != "cache_control"}
+        out[m] = {**messages[m], "content": new_blocks}
+    result = {**request, "messages": out}
+    system_marked = any(m == -1 for m, _ in chosen)
+    if not system_blocks:
+        result.pop("system", None)
+    elif system_marked or explicit_system or len(system_blocks) > 1:
+        blocks = [{k: v for k, v in block.items() if k != "cache_control"} for block in system_blocks]
+        if system_marked:
+            blocks[-1]["cache_control"] = dict(MARKER)
+        # The service needs a list of blocks to carry a marker; a plain string otherwise.
+        result["system"] = blocks if system_marked or len(blocks) > 1 else blocks[0]["text"]
+    return result
 
 
-def _with_system(request: dict[str, Any], blocks: list[dict[str, Any]], *, marked: bool) -> dict[str, Any]:
-    # The service needs a list of blocks to carry a marker; a plain string otherwise.
-    if not blocks:
-        request.pop("system", None)
-    elif marked or len(blocks) > 1:
-        request["system"] = blocks
-    else:
-        request["system"] = blocks[0]["text"]
-    return request
+def _sum(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return a[0] + b[0], a[1] + b[1]
 
 
-def estimate_prompt(request: dict[str, Any], estimator: TokenEstimator) -> float:
-    """Estimated tokens of a request's whole prompt (system and messages)."""
+def _measure_all(blocks: list[dict[str, Any]]) -> tuple[int, int]:
+    sizes = [measure(block) for block in blocks]
+    return sum(c for c, _ in sizes), sum(u for _, u in sizes)
+
+
+def _previous_user(messages: list[dict[str, Any]]) -> int | None:
+    """The user message before the last one (the previous request's last block is there)."""
+    seen = 0
+    for m in range(len(messages) - 1, -1, -1):
+        if messages[m]["role"] == "user":
+            seen += 1
+            if seen == 2:
+                return m
+    return None
+
+
+def estimate_prompt(request: dict[str, Any], estimator: TokenEstimator, index: PrefixIndex | None = None) -> float:
+    """Estimated tokens of a request's whole prompt (system and messages).
+
+    With ``index`` (the history the request starts with), only the messages after it are measured.
+    """
     system = request.get("system")
     total = 0.0
     if isinstance(system, str):
         total += len(system) / estimator.chars_per_token
     elif system:
         total += sum(estimator.block(block) for block in system)
-    for message in request["messages"]:
+    messages = request["messages"]
+    start = 0
+    if index is not None and index.messages and len(messages) >= len(index.messages):
+        # The index's last message is measured from the request: it may carry the prompt joined to it.
+        start = len(index.messages) - 1
+        total += estimator.tokens(*index.before(start))
+    for message in messages[start:]:
         total += sum(estimator.block(block) for block in _content(message))
     return total
 
@@ -180,6 +388,18 @@ def estimate_prompt(request: dict[str, Any], estimator: TokenEstimator) -> float
 def equivalents(input_tokens: int, cache_write: int, cache_read: int) -> tuple[float, float]:
     """Input-token equivalents with caching, and what the same prompts cost without it."""
     return input_tokens + 1.25 * cache_write + 0.1 * cache_read, float(input_tokens + cache_write + cache_read)
+
+
+def saving_text(input_tokens: int, cache_write: int, cache_read: int) -> str:
+    """'saved 62% (13,000 tokens)' or 'cost 18% more (2,100 tokens)' against no caching; '–' without any."""
+    paid, uncached = equivalents(input_tokens, cache_write, cache_read)
+    if not cache_write and not cache_read:
+        return "–"
+    delta = uncached - paid
+    share = abs(delta) / uncached if uncached else 0.0
+    if delta >= 0:
+        return f"saved {share:.0%} ({delta:,.0f} tokens)"
+    return f"cost {share:.0%} more ({-delta:,.0f} tokens)"
 
 
 def cost_text(input_tokens: int, cache_write: int, cache_read: int) -> str:

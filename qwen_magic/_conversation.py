@@ -19,11 +19,13 @@ prompt joins that user message, so roles still alternate and every ``tool_use`` 
 
 from __future__ import annotations
 
+import bisect
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._answer import Answer, Usage
-from ._cache import MARKER, TokenEstimator, place_markers
+from ._cache import MARKER, PrefixIndex, TokenEstimator, estimate_prompt, is_inline, media_floor, place_markers
 from ._media import detach_media
 from ._prompt import Block, prompt_text
 from ._tools import tool_lines
@@ -52,7 +54,7 @@ class Options:
     temperature: float | None = None
     cache: str = "auto"  # the cache policy: auto, manual or off (see ``_cache``)
     estimator: TokenEstimator = field(default_factory=TokenEstimator)
-    keep_media_turns: int | None = None  # turns whose inline media is resent (None: all)
+    keep_media_turns: int | None = None  # the media policy's K (see ``_cache``; None: all media kept)
 
 
 @dataclass
@@ -65,12 +67,23 @@ class Conversation:
     turns: list[Turn] = field(default_factory=list)
     spent: Usage = field(default_factory=Usage)  # every request's usage, replaced turns included
     requests: int = 0
+    media_floor: int = 0  # turns before it resend no inline media (the policy in ``_cache``)
+    last_sent: float | None = None  # time.monotonic() of the last request built
+    # The history's messages, built once per turn: (turn, its first message, the message its
+    # prompt joined) per turn, and the index of the messages.
+    _built: list[tuple[Turn, int, dict[str, Any] | None]] = field(default_factory=list, repr=False)
+    _media_turns: list[int] = field(default_factory=list, repr=False)  # built turns with inline media
+    _media_chars: list[int] = field(default_factory=lambda: [0], repr=False)  # their base64, running total
+    _built_floor: int = field(default=0, repr=False)
+    _index: PrefixIndex = field(default_factory=PrefixIndex, repr=False)
+    _plain: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the last request, unmarked
 
     def reset(self) -> None:
         """Forget the turns and the system prompt."""
         self.system = None
         self.system_cache = False
         self.turns.clear()
+        self.media_floor = 0
 
     def is_rerun(self, cell_id: str | None, source: str | None) -> bool:
         """Whether this cell produced the latest turn (so running it again replaces it)."""
@@ -84,29 +97,88 @@ class Conversation:
     def messages(self, keep_media_turns: int | None = None) -> list[dict[str, Any]]:
         """The history as Messages API turns, without thinking and without empty answers.
 
-        Inline (base64) media is resent with the latest ``keep_media_turns`` turns only;
-        in older turns a one-line placeholder stands for it. URL media is always kept.
+        Inline (base64) media of turns before ``media_floor`` is replaced by a one-line
+        placeholder (``keep_media_turns`` moves the floor by the policy in ``_cache``;
+        None keeps everything). URL media is always kept. The list is new; its messages
+        are the history's own objects, built once per turn: do not change them.
         """
-        messages: list[dict[str, Any]] = []
-        for index, turn in enumerate(self.turns):
+        self._advance_floor(keep_media_turns)
+        return list(self._sync().messages)
+
+    def _advance_floor(self, keep_media_turns: int | None) -> tuple[int, int] | None:
+        """Apply the media policy for the next request.
+
+        If it drops media, the first block that changes (the old media boundary), else None.
+        """
+        before = self.media_floor
+        self._sync()
+        idle = None if self.last_sent is None else time.monotonic() - self.last_sent
+        self.media_floor = media_floor(
+            before, self._media_turns, len(self.turns), keep_media_turns, idle, self._media_chars
+        )
+        if self.media_floor == before:
+            return None
+        floor, self.media_floor = self.media_floor, before
+        changed = self._stable()
+        self.media_floor = floor
+        return changed
+
+    def _sync(self) -> PrefixIndex:
+        """The index of the history's messages, brought up to date with ``turns`` and ``media_floor``."""
+        built, index, floor = self._built, self._index, self.media_floor
+        keep = len(built)
+        # Turns are only appended, popped (a re-run) or cleared: check from the end.
+        while keep and (keep > len(self.turns) or self.turns[keep - 1] is not built[keep - 1][0]):
+            keep -= 1
+        if floor != self._built_floor:
+            keep = min(keep, floor, self._built_floor)
+        if keep < len(built):
+            start, joined_into = built[keep][1], built[keep][2]
+            index.truncate(start)
+            if joined_into is not None:  # the turn's prompt had joined the previous turn's tool results
+                index.truncate(start - 1)
+                index.append(joined_into)
+            del built[keep:]
+            del self._media_turns[bisect.bisect_left(self._media_turns, keep) :]
+            del self._media_chars[len(self._media_turns) + 1 :]
+        self._built_floor = floor
+        for i in range(keep, len(self.turns)):
+            turn = self.turns[i]
+            old = i < floor
+            start = len(index.messages)
+            last = index.messages[-1] if index.messages else None
+            inline = 0  # base64 characters of the turn's inline media
             content = turn.answer.history_content()
             if content or turn.answer.rounds:
-                old = keep_media_turns is not None and len(self.turns) - index > keep_media_turns
-                _say(messages, "user", detach_media(turn.prompt) if old else turn.prompt)
+                inline = _inline_chars(turn.prompt)
+                _append(index, "user", detach_media(turn.prompt) if old else turn.prompt)
                 for done in turn.answer.rounds:
-                    messages.append({"role": "assistant", "content": done.history_content()})
+                    index.append({"role": "assistant", "content": done.history_content()})
                     results = done.tool_results
-                    messages.append({"role": "user", "content": detach_media(results) if old else results})
+                    inline += _inline_chars(results)
+                    index.append({"role": "user", "content": detach_media(results) if old else results})
                 if content:
-                    messages.append({"role": "assistant", "content": content})
-        return messages
+                    index.append({"role": "assistant", "content": content})
+            joined_into = last if start and index.messages[start - 1] is not last else None
+            built.append((turn, start, joined_into))
+            if inline:
+                self._media_turns.append(i)
+                self._media_chars.append(self._media_chars[-1] + inline)
+        return index
 
     def request(self, prompt: list[Block], options: Options) -> dict[str, Any]:
-        """The keyword arguments for ``client.messages.stream`` / ``create``."""
+        """The keyword arguments for ``client.messages.stream`` / ``create``.
+
+        Applies the media policy (which may move ``media_floor``) and places cache markers
+        on copies of the few messages that carry them.
+        """
+        changed = self._advance_floor(options.keep_media_turns)
+        index = self._sync()
+        messages = _say(list(index.messages), "user", prompt)
         request: dict[str, Any] = {
             "model": options.model,
             "max_tokens": options.max_tokens,
-            "messages": _say(self.messages(options.keep_media_turns), "user", prompt),
+            "messages": messages,
             # Always explicit: some Qwen models think unless told not to.
             "thinking": (
                 {"type": "enabled", "budget_tokens": options.thinking_budget}
@@ -123,7 +195,42 @@ class Conversation:
         if options.temperature is not None:
             # SDK 2.x has no keyword for it; the service reads it from the body.
             request["extra_body"] = {"temperature": options.temperature}
-        return place_markers(request, options.cache, options.estimator)
+        # On a drop, the boundary before the first replaced item is what earlier requests cached.
+        stable = changed or self._stable(messages)
+        self._plain = messages
+        self.last_sent = time.monotonic()
+        return place_markers(request, options.cache, options.estimator, index=index, stable=stable)
+
+    def _stable(self, messages: list[dict[str, Any]] | None = None) -> tuple[int, int] | None:
+        """The first inline media block a later drop will replace (the media boundary closes before it)."""
+        index = self._index
+        built, floor = self._built, self.media_floor
+        start = len(index.messages)
+        if floor < len(built):
+            start = built[floor][1] - (built[floor][2] is not None)
+        found = index.first_inline(start)
+        if found is None and messages is not None:
+            for m in range(max(start, len(index.messages) - 1), len(messages)):
+                for b, block in enumerate(messages[m]["content"]):
+                    if is_inline(block):
+                        return (m, b)
+        return found
+
+    def remark(self, request: dict[str, Any], options: Options) -> dict[str, Any]:
+        """A tool round's follow-up ``request`` (the last one sent plus new messages), marked afresh."""
+        sent = len(self._plain)
+        messages = [*self._plain, *request["messages"][sent:]]
+        self._plain = messages
+        plain = {**request, "messages": messages}
+        return place_markers(plain, options.cache, options.estimator, index=self._index, stable=self._stable(messages))
+
+    def called(self) -> list[str]:
+        """The tools the history (as last built) has called, each once."""
+        return self._index.called()
+
+    def estimate(self, request: dict[str, Any], estimator: TokenEstimator) -> float:
+        """Estimated prompt tokens of a request this conversation built (the history is measured once)."""
+        return estimate_prompt(request, estimator, self._index if request["messages"] else None)
 
     def record(self, turn: Turn) -> None:
         """Keep a finished (or partial) turn; an answer with no content leaves nothing."""
@@ -170,6 +277,20 @@ def same_source(a: str, b: str) -> bool:
 
 def _cell_text(source: str) -> str:
     return "\n".join(line.rstrip() for line in source.strip().splitlines())
+
+
+def _inline_chars(blocks: list[Block]) -> int:
+    return sum(len(b["source"].get("data", "")) for b in blocks if is_inline(b))
+
+
+def _append(index: PrefixIndex, role: str, content: list[Block]) -> None:
+    """``_say`` for the index: after a message of the same role (tool results) the content joins it."""
+    if index.messages and index.messages[-1]["role"] == role:
+        joined = {"role": role, "content": [*index.messages[-1]["content"], *content]}
+        index.truncate(len(index.messages) - 1)
+        index.append(joined)
+    else:
+        index.append({"role": role, "content": content})
 
 
 def _say(messages: list[dict[str, Any]], role: str, content: list[Block]) -> list[dict[str, Any]]:

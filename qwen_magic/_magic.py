@@ -20,7 +20,7 @@ from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, vali
 
 from . import _command
 from ._answer import Answer, Usage
-from ._cache import MODES, TokenEstimator, equivalents, estimate_prompt, mark, place_markers
+from ._cache import MODES, TokenEstimator, equivalents, mark, saving_text
 from ._client import Endpoint, client_for, resolve_base_url
 from ._conversation import DEFAULT_CHAT, Chats, Options, Turn
 from ._errors import QwenError
@@ -82,7 +82,11 @@ class QwenMagics(Magics):
         config=True
     )
     keep_media_turns = Int(
-        3, min=0, help="Inline images and videos are resent with this many later cells, then a placeholder."
+        3,
+        min=0,
+        help="K: inline images and videos are always resent with the next K cells; older ones wait until K more "
+        "cells with inline media have passed, then all leave at once for a placeholder (sooner if they pass 4 MiB "
+        "or the cache is cold), so the cached prefix changes once per K image cells. 0: only with their own cell.",
     ).tag(config=True)
     max_tool_rounds = Int(
         8, min=1, help="Most tool rounds (run the calls, send the results) in one cell with --tools."
@@ -228,7 +232,8 @@ class QwenMagics(Magics):
                     max_rounds=self.max_tool_rounds,
                     stream=args.stream,
                     on_reply=lambda sent, reply: self._count(chat, sent, reply),
-                    remark=lambda follow_up: place_markers(follow_up, options.cache, options.estimator),
+                    remark=lambda follow_up: chat.remark(follow_up, options),
+                    called=chat.called(),
                 )
         finally:
             chat.record(Turn(prompt, answer, cell_id, source))
@@ -246,9 +251,7 @@ class QwenMagics(Magics):
             u = answer.usage
             self.totals = self.totals + u
             chat.spent = chat.spent + u
-            self.estimator.calibrate(
-                estimate_prompt(request, self.estimator), u.input_tokens + u.cache_read + u.cache_write
-            )
+            self.estimator.calibrate(chat.estimate(request, self.estimator), u.input_tokens + u.cache_read + u.cache_write)
 
     def _deliver(self, answer: Answer, args: Any) -> None:
         """``--code`` and ``--output``: hand the answer back to the notebook."""
@@ -466,26 +469,31 @@ class QwenMagics(Magics):
         _markdown_out("\n".join(rows))
 
     def usage_table(self) -> str:
-        """Token usage per conversation and for the session, with what caching saved."""
+        """Token usage per conversation and for the session, with what caching saved or cost."""
         rows = [
-            "| conversation | requests | input | output | cache read | cache written | input-token equivalents | saved by caching |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|",
+            "| conversation | requests | input | output | cache read | cache written | input-token equivalents "
+            "| without caching | caching |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|---|",
         ]
 
         def row(name: str, requests: int, u: Usage) -> str:
             paid, uncached = equivalents(u.input_tokens, u.cache_write, u.cache_read)
-            saved = f"{1 - paid / uncached:.0%}" if uncached else "–"
+            verdict = saving_text(u.input_tokens, u.cache_write, u.cache_read)
+            if paid > uncached:
+                verdict = f"**{verdict}**"
             return (
                 f"| {name} | {requests} | {u.input_tokens:,} | {u.output_tokens:,} | {u.cache_read:,} "
-                f"| {u.cache_write:,} | {paid:,.0f} | {saved} |"
+                f"| {u.cache_write:,} | {paid:,.0f} | {uncached:,.0f} | {verdict} |"
             )
 
         for name, chat in self.chats.items():
             rows.append(row(name, chat.requests, chat.spent))
         rows.append(row("**session**", self.requests, self.totals))
         rows.append("")
-        rows.append("Input-token equivalents = input + 1.25 × cache written + 0.1 × cache read; "
-                    "the saving compares them with sending every prompt token at the full price.")
+        rows.append("Input-token equivalents = input + 1.25 × cache written + 0.1 × cache read; the last column is "
+                    "what was saved by caching (or what it cost) against *without caching*, every prompt token at "
+                    "the full price. Caching costs more when what is written is not read again (each cell in a new "
+                    "conversation, or a prompt that changes near its start).")
         return "\n".join(rows)
 
 

@@ -524,21 +524,24 @@ def converse(
     stream: bool = True,
     on_reply: Callable[[dict[str, Any], Answer], None] | None = None,
     remark: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    called: list[str] | None = None,
 ) -> None:
     """Stream ``request`` into ``answer``; while the answer calls tools, run them and stream on.
 
     Each round streams into a fresh view from ``views``; ``on_reply(request, answer)`` sees
     every request sent and its answer; ``remark`` places cache markers on each follow-up
-    request (so every round reads what the one before it wrote). On return ``answer`` is the turn's last answer and
-    ``answer.rounds`` holds the earlier ones, each with the tool results that answered it.
+    request (so every round reads what the one before it wrote); ``called``: the tools the
+    history has called, if the caller keeps count (else the messages are scanned). On return
+    ``answer`` is the turn's last answer and ``answer.rounds`` holds the earlier ones, each
+    with the tool results that answered it.
     """
     from ._stream import run
 
     if tools:
         request = {**request, "tools": tools.definitions()}
-    elif _history_calls(request["messages"]):
+    elif names := (called if called is not None else _history_calls(request["messages"])):
         # The Messages API wants tools defined whenever history holds tool blocks.
-        request = {**request, "tools": _placeholders(request["messages"]), "tool_choice": {"type": "none"}}
+        request = {**request, "tools": _placeholders(names), "tool_choice": {"type": "none"}}
     broken: dict[str, str] = {}  # tool_use id → its argument text, when that was not a JSON object
     if "tools" in request:
         client = _CheckedClient(client, broken)  # type: ignore[assignment]
@@ -645,12 +648,9 @@ def _history_calls(messages: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _placeholders(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _placeholders(names: list[str]) -> list[dict[str, Any]]:
     description = "Offered in an earlier cell; not offered now."
-    return [
-        {"name": name, "description": description, "input_schema": {"type": "object"}}
-        for name in _history_calls(messages)
-    ]
+    return [{"name": name, "description": description, "input_schema": {"type": "object"}} for name in names]
 
 
 # -- calls the service would not take back ------------------------------------------------------

@@ -77,6 +77,18 @@ def totals_text(magics: QwenMagics) -> str:
     )
 
 
+def savings_text(magics: QwenMagics) -> str:
+    """What caching saved or cost per conversation, e.g. 'default: saved 81% (40,120 tokens) · x: cost 25% more (…)'."""
+    from ._cache import saving_text
+
+    parts = [
+        f"{name}: {saving_text(c.spent.input_tokens, c.spent.cache_write, c.spent.cache_read)}"
+        for name, c in magics.chats.items()
+        if c.requests
+    ]
+    return "Caching vs full price — " + " · ".join(parts) if parts else ""
+
+
 def settings_text(magics: QwenMagics) -> str:
     """The panel's settings as plain text."""
     budget = f" (budget {magics.thinking_budget:,})" if magics.thinking else ""
@@ -140,7 +152,12 @@ class Panel:
         self.status.value = '<span style="color:#888">New conversation: the next cell starts afresh.</span>'
 
     def _totals_html(self) -> str:
-        return f'<span style="color:#666;font-size:0.9em">Session: {html.escape(totals_text(self.magics))}</span>'
+        savings = savings_text(self.magics)
+        return (
+            f'<span style="color:#666;font-size:0.9em">Session: {html.escape(totals_text(self.magics))}'
+            + (f"<br>{html.escape(savings)}" if savings else "")
+            + "</span>"
+        )
 
     def refresh(self) -> None:
         """Show the latest totals (called when an answer ends), in the widget and its fallback."""
@@ -152,11 +169,16 @@ class Panel:
 
     def bundle(self) -> dict[str, Any]:
         """The panel with its text fallback."""
-        text = f"Qwen: {settings_text(self.magics)}\nSession: {totals_text(self.magics)}"
+        savings = savings_text(self.magics)
+        text = f"Qwen: {settings_text(self.magics)}\nSession: {totals_text(self.magics)}" + (
+            f"\n{savings}" if savings else ""
+        )
         static = (
             '<div class="qwen-panel" style="color:#666;font-size:0.9em">'
             f"<b>Qwen</b> · {html.escape(settings_text(self.magics))}<br>"
-            f"Session: {html.escape(totals_text(self.magics))}</div>"
+            f"Session: {html.escape(totals_text(self.magics))}"
+            + (f"<br>{html.escape(savings)}" if savings else "")
+            + "</div>"
         )
         return widget_bundle(self.widget, static, text)
 
@@ -164,7 +186,9 @@ class Panel:
 def show_panel(magics: QwenMagics) -> Panel | None:
     """Display the control panel; outside a kernel, print the settings instead."""
     if getattr(magics.shell, "kernel", None) is None:
-        print(f"Qwen: {settings_text(magics)}\nSession: {totals_text(magics)}\n(%qwen config key=value to change)")
+        savings = savings_text(magics)
+        print(f"Qwen: {settings_text(magics)}\nSession: {totals_text(magics)}" + (f"\n{savings}" if savings else ""))
+        print("(%qwen config key=value to change)")
         return None
     panel = Panel(magics)
     magics._panels.append(panel)  # the magics keep panels alive while the kernel lives

@@ -104,7 +104,8 @@ def test_usage_table_shows_conversations_and_savings(fresh):
     fresh.run("%%qwen --chat other\nElsewhere")
     table = fresh.run("%qwen usage").markdown
     assert "| default | 2 |" in table and "| other | 1 |" in table and "**session**" in table
-    assert "saved by caching" in table
+    default = next(line for line in table.splitlines() if line.startswith("| default |"))
+    assert "saved " in default and "(" in default  # saved N% (M tokens) against full price
     sent = json.dumps([r.body for r in fresh.server.requests])
     assert "thinking\": {\"type\": \"disabled\"" in sent
 
@@ -127,3 +128,94 @@ def test_each_tool_round_reads_what_the_round_before_wrote(fresh):
         assert markers(body)[-1] == f"messages[{len(body['messages']) - 1}][0]"  # the new tool results
         written = before.usage["cache_creation_input_tokens"] + before.usage["cache_read_input_tokens"]
         assert after.usage["cache_read_input_tokens"] == written
+
+
+
+# -- inline media and the cache -----------------------------------------------------------------
+
+MAKE_PNG = """
+import random as _r, struct as _s, zlib as _z
+def _png(seed, size):
+    side = max(8, int((size / 3) ** 0.5))
+    rng = _r.Random(seed)
+    rows = b"".join(b"\\x00" + rng.randbytes(side * 3) for _ in range(side))
+    chunk = lambda k, d: _s.pack(">I", len(d)) + k + d + _s.pack(">I", _z.crc32(k + d))
+    head = _s.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", head) + chunk(b"IDAT", _z.compress(rows, 0)) + chunk(b"IEND", b"")
+"""
+
+
+def strip(value):
+    if isinstance(value, dict):
+        return {k: strip(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [strip(v) for v in value]
+    return value
+
+
+def inline_count(body: dict) -> int:
+    return json.dumps(body["messages"]).count('"base64"')
+
+
+def image_chat(kernel, turns: int, size: int = 20_000, keep: int = 3) -> list:
+    """``turns`` cells each sending its own inline image; the requests the server got."""
+    assert kernel.run(MAKE_PNG).status == "ok"
+    kernel.run(f"%qwen config keep_media_turns={keep}")
+    set_context(kernel)
+    first = len(kernel.server.requests)
+    for turn in range(turns):
+        kernel.run(f"_plot = _png({turn}, {size})")
+        run = kernel.run(f"%%qwen\nPlot {turn}: {{_plot}} what trend do you see? " + "Explain it slowly. " * 10)
+        assert run.status == "ok", run.error_text
+    return kernel.server.requests[first:]
+
+
+def test_old_images_leave_in_batches_and_the_prefix_stays_byte_stable_between(fresh):
+    requests = image_chat(fresh, 11)
+    # K = 3: the newest 3 turns always, 3 more waiting, then the waiting ones leave at once.
+    assert [inline_count(r.body) for r in requests] == [1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7]
+    for before, after in itertools.pairwise(requests):
+        sent, next_sent = strip(before.body["messages"]), strip(after.body["messages"])
+        dropped = inline_count(after.body) < inline_count(before.body)
+        # Between drops every request starts with the previous one byte for byte ...
+        assert (json.dumps(next_sent[: len(sent)]) == json.dumps(sent)) is not dropped
+        usage = after.usage
+        previous = before.usage
+        written = previous["cache_read_input_tokens"] + previous["cache_creation_input_tokens"]
+        if not dropped:  # ... so it reads everything the previous one cached
+            assert usage["cache_read_input_tokens"] == written
+        else:  # the drop reads the prefix before the first image (system prompt and turn 0's question)
+            assert len(CONTEXT) // 4 < usage["cache_read_input_tokens"] < written
+    placeholder = requests[7].body["messages"][0]["content"]
+    assert any("no longer attached" in b.get("text", "") for b in placeholder)
+    table = fresh.run("%qwen usage").markdown
+    default = next(line for line in table.splitlines() if line.startswith("| default |"))
+    assert "saved " in default
+
+
+def test_the_request_size_stays_within_twice_the_per_turn_drop(fresh):
+    size, keep = 200_000, 3
+    requests = image_chat(fresh, 14, size=size, keep=keep)
+    largest = max(int(r.headers["content-length"]) for r in requests)
+    encoded = size * 4 / 3
+    assert largest < (2 * keep + 1) * encoded + 60_000  # 7 images and the text
+    assert largest < 2 * (keep + 1) * encoded  # within 2× of resending K + 1 images
+    assert int(requests[-1].headers["content-length"]) < largest  # it does not keep growing
+
+
+def test_a_cell_per_new_conversation_shows_what_caching_cost(fresh):
+    for i in range(2):
+        run = fresh.run(f"%%qwen --chat c{i}\n" + CONTEXT[: 6000 + i])  # a long prompt, written, never read
+        assert run.status == "ok", run.error_text
+    table = fresh.run("%qwen usage").markdown
+    line = next(line for line in table.splitlines() if line.startswith("| c0 |"))
+    assert "**cost 25% more (" in line
+    assert "**cost" in next(line for line in table.splitlines() if line.startswith("| **session** |"))
+    panel = fresh.run("%qwen panel")
+    fallback = "".join(panel.data("text/plain"))  # what nbconvert and GitHub show
+    assert "c0: cost 25% more" in fallback and "c1: cost 25% more" in fallback
+    fresh.run("_p = _qm._panels[-1]")
+    fresh.run("%%qwen --chat c2\n" + CONTEXT[:6000])
+    fresh.run("%%qwen --chat c2\nAnd again, shorter.")
+    live = fresh.run("print(_p.totals.value)").stdout  # the widget, refreshed when the answer ended
+    assert "c0: cost 25% more" in live and "c2: saved" in live
