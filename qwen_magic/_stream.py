@@ -32,6 +32,8 @@ def run(
     # Joined once at the end: appending to a str per delta would copy the answer each time.
     text: list[str] = []
     thinking: list[str] = []
+    # A view that wants the other events (a tool's input as it streams) has ``event()``.
+    other = getattr(view, "event", None)
     try:
         if stream:
             # Leaving the ``with`` block closes the response: an interrupt cancels the request.
@@ -47,6 +49,8 @@ def run(
                         _first_token(answer)
                         thinking.append(event.thinking)
                         view.thinking(event.thinking)
+                    elif other is not None:
+                        other(event)
                 message = events.get_final_message()
         else:
             message = client.messages.create(**request)

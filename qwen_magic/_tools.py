@@ -510,6 +510,7 @@ def converse(
     stream: bool = True,
     on_reply: Callable[[dict[str, Any], Answer], None] | None = None,
     remark: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    until: Callable[[], bool] | None = None,
 ) -> None:
     """Stream ``request`` into ``answer``; while the answer calls tools, run them and stream on.
 
@@ -517,6 +518,8 @@ def converse(
     every request sent and its answer; ``remark`` places cache markers on each follow-up
     request (so every round reads what the one before it wrote). On return ``answer`` is the turn's last answer and
     ``answer.rounds`` holds the earlier ones, each with the tool results that answered it.
+    ``until()``, asked after each round's calls ran, ends the turn with their results
+    (``--schema``: the answer tool got its value).
     """
     from ._stream import run
 
@@ -551,7 +554,7 @@ def converse(
             # Whatever happened, every tool_use is answered before anything else is sent.
             answer.next_round(result_content(calls, outcomes))
         rounds += 1
-        if interrupted is not None or refusal is not None:
+        if interrupted is not None or refusal is not None or (until is not None and until()):
             answer.finished_at = time.monotonic()
             error = None
             if interrupted is not None:
