@@ -484,6 +484,7 @@ def obtain(
                 + (f"; … {len(tool.errors) - SHOWN_ERRORS} more" if len(tool.errors) > SHOWN_ERRORS else "")
                 + f". {output} was not assigned; ask again more precisely, or raise %qwen config max_repairs=N."
             )
+        _note(f"No valid value yet ({_short(tool.errors)}); asking again: repair {tool.failures} of {max_repairs}.")
         repair: Block = {
             "type": "text",
             "text": (
@@ -578,7 +579,21 @@ class ValueView:
         self._inner.text(delta)
 
     def show(self, bundle: Bundle) -> Callable[[Bundle], None]:
-        return self._inner.show(bundle)
+        """Tool calls as usual, except the answer tool's: shown only when its value was refused.
+
+        An accepted value is already on screen (the ```json block, then its rendering).
+        """
+        if not bundle.get("text/plain", "").startswith(f"🔧 {self._name}("):
+            return self._inner.show(bundle)
+        shown: list[Callable[[Bundle], None]] = []
+
+        def paint(repainted: Bundle) -> None:
+            if shown:
+                shown[0](repainted)
+            elif "⚠" in repainted.get("text/plain", ""):
+                shown.append(self._inner.show(repainted))
+
+        return paint
 
     def event(self, event: Any) -> None:
         """Raw stream events: a ``tool_use`` block of the answer tool opens, grows and closes."""
@@ -611,7 +626,7 @@ def describe_value(target: Target, value: Any) -> str:
         rows, columns = value.shape
         return f"a {target.spelling} of {rows:,} row{'s' if rows != 1 else ''} × {columns} columns"
     size = ""
-    if isinstance(value, str):
+    if isinstance(value, str) and target.type in (str, Any):  # not for a Literal or an Enum
         size = f" of {len(value):,} characters"
     elif isinstance(value, (list, tuple, dict, set, frozenset)):
         size = f" of {len(value):,} item{'s' if len(value) != 1 else ''}"
@@ -683,6 +698,11 @@ def _safe_repr(value: Any) -> str:
         return repr(value)
     except Exception as exc:
         return f"<{type(value).__name__} object: repr failed: {type(exc).__name__}>"
+
+
+def _short(errors: list[str]) -> str:
+    first = errors[0] if errors else "no value came"
+    return first + (f"; {len(errors) - 1} more" if len(errors) > 1 else "")
 
 
 def _cut(text: str) -> str:

@@ -79,6 +79,10 @@ def notes(run) -> list[str]:
     return [o["data"]["text/plain"] for o in run.outputs if "qwen-note" in o.get("data", {}).get("text/html", "")]
 
 
+def tool_lines(run) -> list[str]:
+    return [o["data"]["text/plain"] for o in run.outputs if "qwen-tool" in o.get("data", {}).get("text/html", "")]
+
+
 def answer(value, *, wrapped: bool = True, **stream) -> Stream:
     return Stream(tool_calls=[ToolCall("answer", {"value": value} if wrapped else value)], **stream)
 
@@ -142,6 +146,7 @@ def test_the_value_streams_as_a_json_block_then_a_table_and_a_note(qk):
     assert "<th>name</th><th>population</th>" in table["text/html"] and "<td>Quito</td>" in table["text/html"]
     assert table["text/plain"].startswith("[City(name='Paris', population=0)")
     assert notes(run) == ["Stored a list[City] of 4 items in cities"]
+    assert tool_lines(run) == []
     order = [o["data"].get("text/plain", "") for o in run.outputs if "data" in o]
     assert order.index(table["text/plain"]) > max(i for i, t in enumerate(order) if "```json" in t)
 
@@ -188,6 +193,8 @@ def test_an_invalid_tool_answer_is_repaired_on_the_second_round(qk):
     assert "0.population: Input should be a valid integer" in result["content"] and '"lots"' in result["content"]
     assert_valid_history(second.body["messages"])
     assert notes(run) == ["Stored a list[City] of 1 item in cities"]
+    (refused,) = tool_lines(run)  # the refused value is shown with why; the accepted one is not repeated
+    assert refused.startswith("🔧 answer(value=[{'name': 'Paris', 'population': 'lots'}]) ⚠ Error: the arguments")
     # The next cell continues a valid history: call, error, call, acceptance, then the new prompt.
     qk.server.queue(Stream(text="Added."))
     ok(qk.run("%%qwen\nNow add Lima."))
@@ -207,6 +214,8 @@ def test_an_invalid_text_answer_is_repaired_with_a_user_message(qk):
     assert second[-2] == {"role": "assistant", "content": [{"type": "text", "text": "It is Paris, with about two million people."}]}
     repair = second[-1]["content"][0]["text"]
     assert "no JSON value" in repair and "`answer`" in repair
+    assert notes(run)[0].startswith("No valid value yet (the answer held no JSON value")
+    assert notes(run)[0].endswith("asking again: repair 1 of 2.")
     assert_valid_history(second)
 
 
@@ -289,6 +298,8 @@ def test_tools_run_first_then_the_value_is_asked_for(qk):
     assert stored(qk, "cities")["repr"] == "[City(name='Paris', population=2100000)]"
     first, second = qk.server.requests
     assert first.body["tool_choice"] == {"type": "any"}
+    (line,) = tool_lines(run)
+    assert line.startswith("🔧 lookup(city='Paris') → 2100000")
     assert [t["name"] for t in first.body["tools"]] == ["lookup", "answer"]
     assert "When you have what you need from the other tools" in first.body["messages"][-1]["content"][-1]["text"]
     assert_valid_history(second.body["messages"])

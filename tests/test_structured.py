@@ -332,4 +332,6 @@ def test_a_list_of_records_renders_as_an_escaped_table_and_anything_else_as_its_
     assert describe_value(t, value) == "a list[City] of 1 item"
     assert rendering(target("int"), 5)["text/html"] == '<pre class="qwen-value">5</pre>'
     assert describe_value(target("int"), 5) == "an int"
+    assert describe_value(target("str"), "abc") == "a str of 3 characters"
+    assert describe_value(target("Literal['abc', 'b']"), "abc") == "a Literal['abc', 'b']"
     assert describe_value(parse_target(None, True, "d", {}), {"a": 1}) == "JSON (a dict of 1 item)"
