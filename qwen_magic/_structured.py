@@ -335,12 +335,21 @@ class AnswerTool(Tool):
 
 
 def check(target: Target, data: Any) -> tuple[bool, Any]:
-    """``(True, value)`` for data that validates, else ``(False, ["where: what", …])``."""
+    """``(True, value)`` for data that validates, else ``(False, ["where: what", …])``.
+
+    ``{"value": X}`` where no wrapper was asked for is read as ``X`` when only ``X`` fits:
+    a model that wraps every answer out of habit is not sent back for it.
+    """
     from pydantic import ValidationError
 
     try:
         return True, target.validate(data)
     except ValidationError as error:
+        if not target.wrapped and isinstance(data, dict) and set(data) == {"value"}:
+            try:
+                return True, target.validate(data["value"])
+            except ValidationError:
+                pass
         problems = []
         for item in error.errors(include_url=False):
             where = ".".join(str(part) for part in item.get("loc", ())) or "(the value)"
@@ -392,9 +401,12 @@ def from_text(target: Target, text: str) -> tuple[bool, Any]:
 
 @dataclass
 class Forcing:
-    """Models for which the service refused a forced ``tool_choice`` in this session."""
+    """``(model, thinking)`` pairs for which the service refused a forced ``tool_choice`` this session.
 
-    refused: set[str] = field(default_factory=set)
+    Thinking is part of the key: some services refuse forcing only while the model thinks.
+    """
+
+    refused: set[tuple[str, bool]] = field(default_factory=set)
 
 
 def obtain(
@@ -422,8 +434,9 @@ def obtain(
     name = tool_name_for(tools)
     tool = AnswerTool(target, name, output, max_repairs)
     toolbox = Toolbox({**(tools or {}), name: tool})
-    model = request["model"]
-    forced = model not in forcing.refused
+    thinks = (request.get("thinking") or {}).get("type") == "enabled"
+    key = (request["model"], thinks)
+    forced = key not in forcing.refused
     base = request["messages"]
 
     def choice() -> dict[str, Any]:
@@ -453,10 +466,11 @@ def obtain(
                 raise
             # Refused before anything arrived: most likely the forced tool_choice. Once per model.
             forced = False
-            forcing.refused.add(model)
+            forcing.refused.add(key)
+            which = f"{key[0]} with thinking" if thinks else key[0]
             _note(
                 f"The service refused a forced tool_choice ({error}); asking again with tool_choice "
-                f"auto and the instruction. Not forcing {model} again in this session."
+                f"auto and the instruction. Not forcing {which} again in this session."
             )
             answer.__dict__.update(Answer(answer.model, cassette=answer.cassette).__dict__)
             request = {**request, "tool_choice": choice()}
@@ -473,6 +487,8 @@ def obtain(
             ok, result = from_text(target, text) if text.strip() else (False, ["no value came"])
             if ok:
                 return target.result(result)
+            if answer.stop_reason == "max_tokens":
+                result = ["the answer was cut at max_tokens before the value was complete (raise --max-tokens)"]
             tool.failures += 1
             tool.errors = result
         if tool.failures > max_repairs:

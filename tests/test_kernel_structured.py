@@ -389,3 +389,57 @@ def test_a_recorded_schema_cell_replays(qk, tmp_path):
         assert "replayed from" in "".join(run.data("text/plain"))
     finally:
         qk.run("%qwen replay --stop")
+
+
+def test_a_value_cut_at_max_tokens_is_asked_for_again(qk):
+    qk.server.queue(
+        Stream(tool_calls=[ToolCall("answer", {"value": [1, 2]})], stop_reason="max_tokens"),
+        answer([1, 2, 3]),
+    )
+    run = qk.run('%%qwen -o value --schema "list[int]"\nCount to three.')
+    ok(run)
+    assert stored(qk, "value")["repr"] == "[1, 2, 3]"
+    last = qk.server.requests[1].body["messages"][-1]["content"]
+    assert [b["type"] for b in last] == ["tool_result", "text"]
+    assert last[0]["content"].startswith("Not run: the answer stopped (max_tokens)")
+    assert "cut at max_tokens" in last[1]["text"]
+    assert_valid_history(qk.server.requests[1].body["messages"])
+
+
+def test_forcing_refused_while_thinking_is_still_tried_without(qk):
+    qk.server.queue(Status(400, "invalid_request_error", "tool_choice forces a tool: not with thinking"), answer(1))
+    ok(qk.run("%%qwen --thinking -o value --schema int\nN?"))
+    assert [r.body["tool_choice"]["type"] for r in qk.server.requests] == ["tool", "auto"]
+    qk.server.queue(answer(2))
+    ok(qk.run("%%qwen -o value --schema int\nN?"))
+    assert qk.server.requests[-1].body["tool_choice"]["type"] == "tool"
+    qk.server.queue(answer(3))
+    ok(qk.run("%%qwen --thinking -o value --schema int\nN?"))
+    assert qk.server.requests[-1].body["tool_choice"]["type"] == "auto"
+    assert stored(qk, "value")["repr"] == "3"
+
+
+def test_in_terminal_ipython_the_value_streams_as_plain_text(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    script = tmp_path / "terminal.py"
+    script.write_text(
+        f"import sys, os\nsys.path.insert(0, {str(tests)!r})\n"
+        "from fake_dashscope import FakeDashScope, Stream, ToolCall\n"
+        "from IPython.terminal.interactiveshell import TerminalInteractiveShell\n"
+        "with FakeDashScope() as server:\n"
+        "    os.environ['DASHSCOPE_BASE_URL'] = server.url\n"
+        "    os.environ['DASHSCOPE_API_KEY'] = server.api_key\n"
+        "    server.queue(Stream(tool_calls=[ToolCall('answer', {'value': {'a': 1.5}})], json_chunk=2))\n"
+        "    shell = TerminalInteractiveShell.instance()\n"
+        "    shell.run_line_magic('load_ext', 'qwen_magic')\n"
+        "    shell.run_cell_magic('qwen', '-o d --schema \"dict[str, float]\"', 'Numbers')\n"
+        "    print('stored:', shell.user_ns['d'])\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert '```json\n{\n  "value": {\n    "a": 1.5\n  }\n}\n```' in out.stdout
+    assert "Stored a dict[str, float] of 1 item in d" in out.stdout and "stored: {'a': 1.5}" in out.stdout

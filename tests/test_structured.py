@@ -251,6 +251,9 @@ def test_text_in_the_tool_shape_is_unwrapped():
     t = target("list[int]")
     assert from_text(t, '{"value": [1, "2"]}') == (True, [1, 2])
     assert from_text(target("dict[str, int]"), '{"value": 1}') == (True, {"value": 1})
+    assert from_text(target("dict[str, int]"), '{"value": {"a": 1}}') == (True, {"a": 1})
+    assert check(target("City"), {"value": {"name": "Lima", "population": 2}}) == (True, City(name="Lima", population=2))
+    assert not check(target("City"), {"value": {"name": "Lima"}})[0]
 
 
 # -- the streamed view ----------------------------------------------------------------------
