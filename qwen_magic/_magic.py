@@ -208,24 +208,19 @@ class QwenMagics(Magics):
         request = chat.request(prompt, options)
         show_preview(prompt)  # what the model is shown, above its answer
         answer = Answer(model=options.model, cassette=transport.footer if transport is not None else None)
-        loop: dict[str, Any] = {
-            "views": lambda: view_for(self.shell),
-            "max_rounds": self.max_tool_rounds,
-            "stream": args.stream,
-            "on_reply": lambda sent, reply: self._count(chat, sent, reply),
-            "remark": lambda follow_up: place_markers(follow_up, options.cache, options.estimator),
-        }
+        loop: Any = converse if target is None else self._value_loop(target, args.output)
         try:
-            if target is None:
-                converse(client, request, answer, tools, **loop)
-            else:
-                from . import _structured
-
-                self._forcing = self._forcing or _structured.Forcing()
-                value = _structured.obtain(
-                    target, args.output, client, request, answer, tools,
-                    forcing=self._forcing, max_repairs=self.max_repairs, **loop,
-                )
+            loop(
+                client,
+                request,
+                answer,
+                tools,
+                views=lambda: view_for(self.shell),
+                max_rounds=self.max_tool_rounds,
+                stream=args.stream,
+                on_reply=lambda sent, reply: self._count(chat, sent, reply),
+                remark=lambda follow_up: place_markers(follow_up, options.cache, options.estimator),
+            )
         finally:
             chat.record(Turn(prompt, answer, cell_id, source))
             if self._panels:
@@ -233,8 +228,15 @@ class QwenMagics(Magics):
 
                 refresh_panels(self)
         if target is not None:
-            _structured.deliver(self.shell.user_ns, args.output, target, value)
+            loop.deliver(self.shell.user_ns)
         return answer
+
+    def _value_loop(self, target: Any, output: str) -> Any:
+        """The tool loop that asks for a value of ``target`` (``--schema``/``--json``), then stores it."""
+        from ._structured import Forcing, ValueLoop
+
+        self._forcing = self._forcing or Forcing()
+        return ValueLoop(target, output, self._forcing, self.max_repairs)
 
     def _count(self, chat: Any, request: dict[str, Any], answer: Answer) -> None:
         """Add one request and its usage to the session's and the conversation's totals."""

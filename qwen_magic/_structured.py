@@ -524,6 +524,36 @@ def obtain(
             request = remark(request)
 
 
+@dataclass
+class ValueLoop:
+    """``converse``'s signature, asking for a value: call it like ``converse``, then ``deliver``."""
+
+    target: Target
+    output: str
+    forcing: Forcing
+    max_repairs: int
+    value: Any = None
+
+    def __call__(
+        self, client: anthropic.Anthropic, request: dict[str, Any], answer: Answer, tools: Toolbox | None, **loop: Any
+    ) -> None:
+        self.value = obtain(
+            self.target,
+            self.output,
+            client,
+            request,
+            answer,
+            tools,
+            forcing=self.forcing,
+            max_repairs=self.max_repairs,
+            **loop,
+        )
+
+    def deliver(self, namespace: dict[str, Any]) -> None:
+        """Store the value (only ever a valid one: ``obtain`` raised otherwise) and show it."""
+        deliver(namespace, self.output, self.target, self.value)
+
+
 # -- showing ------------------------------------------------------------------------------
 
 
