@@ -16,7 +16,8 @@ One job: turn a model answer into a validated Python value for ``NAME``.
   before anything arrived) the request is sent again with ``auto``, and forcing is not
   tried again for that model in this session.
 - **JSON in text.** A model that answers in text is taken at its word by one rule: the
-  whole text if it is JSON, else the *last* fenced block tagged ``json`` or untagged.
+  whole text if it is JSON, else the *last* fenced block tagged ``json`` or untagged
+  (and, for a string type, a one-line answer as the string).
 - **Validation and repair.** pydantic in lax mode (``"3"`` fits an ``int``). A value that
   does not validate, or no value, goes back to the model with the errors (as the tool
   result, or as a user message after a text answer) at most ``max_repairs`` times; then
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import enum
 import html
 import json
 import re
@@ -158,7 +160,7 @@ def _target(spelling: str, kind: Any, **extra: Any) -> Target:
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(
-            f"--schema {spelling!r} cannot be described as a JSON schema: {reason} Use a pydantic model, a "
+            f"--schema {spelling!r} cannot be described as a JSON schema: {reason.rstrip('.')}. Use a pydantic model, a "
             "dataclass, a TypedDict, an Enum, builtins, Literal, or containers of these."
         ) from None
     return Target(spelling, kind, schema=schema, adapter=adapter, **extra)
@@ -200,7 +202,7 @@ def _lookup(name: str, namespace: dict[str, Any], spelling: str) -> Any:
         return namespace[name]
     if hasattr(builtins, name):
         return getattr(builtins, name)
-    if not name.startswith("_") and hasattr(typing, name):  # Optional, Literal, Any … without an import
+    if name in typing.__all__:  # Optional, Literal, Any … without an import
         return getattr(typing, name)
     if name == "DataFrame":
         return _FRAME
@@ -390,9 +392,18 @@ def json_in_text(text: str) -> tuple[bool, Any]:
 
 
 def from_text(target: Target, text: str) -> tuple[bool, Any]:
-    """The validated value a text answer gives, or the problems with it."""
+    """The validated value a text answer gives, or the problems with it.
+
+    Besides JSON: for a string type (``str``, a ``Literal`` or ``Enum`` of strings) a
+    one-line answer is the string itself — ``positive`` needs no quotes to be a value.
+    """
     found, data = json_in_text(text)
     if not found:
+        line = text.strip().strip("`\"'").strip()
+        if line and "\n" not in line and target.type is not Any:
+            valid, value = check(target, line)
+            if valid and isinstance(value, (str, enum.Enum)):
+                return True, value
         return False, [data]
     if target.wrapped and isinstance(data, dict) and set(data) == {"value"}:
         data = data["value"]  # the tool's shape, written out

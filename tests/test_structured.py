@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 import itertools
 import json
 import types
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, NewType, Optional
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from structured_responders import sample
 from typing_extensions import TypedDict
 
@@ -75,6 +76,28 @@ NAMESPACE: dict[str, Any] = {
     "Optional": Optional,
     "models": types.SimpleNamespace(City=City, _secret=City),
     "five": 5,
+    "typing": __import__("typing"),
+    "UserId": NewType("UserId", int),
+    "Cities": list[City],
+    "Positive": Annotated[int, Field(gt=0)],
+}
+
+
+class Trip(BaseModel):
+    to: City
+    on: datetime.date
+    note: str | None = None
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+NAMESPACE |= {"Trip": Trip, "Level": Level}
+EXPECTED_LATE = {
+    "Trip": Trip(to=City(name="Oslo", population=1), on=datetime.date(2024, 5, 1)),
+    "Level": Level.HIGH,
 }
 
 
@@ -103,11 +126,22 @@ KINDS = [
     ("models.City", {"name": "Quito", "population": 4}, City(name="Quito", population=4)),
     ("list[Literal['a', 'b']]", ["a", "b", "a"], ["a", "b", "a"]),
     ("dict[str, list[Point]]", {"p": [{"x": 0, "y": 0}]}, {"p": [Point(0.0, 0.0)]}),
+    ("Trip", {"to": {"name": "Oslo", "population": 1}, "on": "2024-05-01"}, None),
+    ("set[str]", ["a", "b", "a"], {"a", "b"}),
+    ("list[tuple[str, int]]", [["a", 1], ["b", "2"]], [("a", 1), ("b", 2)]),
+    ("typing.List[City]", [{"name": "Lima", "population": 1}], [City(name="Lima", population=1)]),
+    ("UserId", "7", 7),
+    ("Cities", [], []),
+    ("Positive", "3", 3),
+    ("Level", 2, None),
+    ("Literal[-1, 0, True]", -1, -1),
+    ("Movie | None", {"title": "Up", "year": 2009}, {"title": "Up", "year": 2009}),
 ]
 
 
 @pytest.mark.parametrize(("spec", "data", "expected"), KINDS, ids=[k[0] for k in KINDS])
 def test_each_kind_of_type_validates_and_converts(spec, data, expected):
+    expected = EXPECTED_LATE.get(spec, expected)
     t = target(spec)
     ok, value = check(t, data)
     assert ok, value
@@ -167,7 +201,8 @@ def test_invalid_values_say_where_and_what():
         ("models.Town", "has no attribute 'Town'"),
         ("Plain", "cannot be described as a JSON schema"),
         ("list[Plain]", "cannot be described as a JSON schema"),
-        ("typing.Callable[[int], int]", "not defined"),
+        ("typing.Callable[[int], int]", "cannot be described as a JSON schema: Cannot generate a JsonSchema"),
+        ("collections.OrderedDict", "'collections' is not defined"),
         ("Callable[[int], int]", "cannot be described as a JSON schema"),
         ("int[str]", "is not a type"),
         ("lambda: int", "only names, attributes and subscripts"),
@@ -245,6 +280,16 @@ def test_json_in_text_takes_the_text_alone_or_the_last_json_block(text, expected
 def test_json_in_text_refuses_what_the_rule_does_not_cover(text, why):
     found, reason = json_in_text(text)
     assert not found and why in reason
+
+
+def test_a_one_line_text_is_the_value_of_a_string_type_only():
+    assert from_text(target("Literal['yes', 'no']"), "no\n") == (True, "no")
+    assert from_text(target("Color"), "`green`") == (True, Color.GREEN)
+    assert from_text(target("str"), "Paris") == (True, "Paris")
+    assert not from_text(target("Color"), "It is green.")[0]
+    assert not from_text(target("str"), "Paris\nLima")[0]
+    assert not from_text(target("int"), "forty-two")[0]
+    assert not from_text(parse_target(None, True, "d", {}), "no JSON here")[0]
 
 
 def test_text_in_the_tool_shape_is_unwrapped():
