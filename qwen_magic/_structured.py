@@ -250,7 +250,11 @@ def _evaluate(node: ast.expr, namespace: dict[str, Any], spelling: str) -> Any:
         try:
             return left | right
         except Exception:
-            return typing.Union[left, right]  # noqa: UP007 - classes without __or__ (TypedDict)
+            pass
+        try:
+            return typing.Union[left, right]  # noqa: UP007 - classes without __or__
+        except Exception as exc:
+            raise UsageError(f"--schema {spelling!r}: {ast.unparse(node)!r} is not a type ({exc}).") from None
     raise UsageError(
         f"--schema {spelling!r}: only names, attributes and subscripts make a type (e.g. City, list[City], "
         f"dict[str, float], Literal['a', 'b']); {ast.unparse(node)!r} is not allowed."

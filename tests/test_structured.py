@@ -383,3 +383,41 @@ def test_a_list_of_records_renders_as_an_escaped_table_and_anything_else_as_its_
     assert describe_value(target("str"), "abc") == "a str of 3 characters"
     assert describe_value(target("Literal['abc', 'b']"), "abc") == "a Literal['abc', 'b']"
     assert describe_value(parse_target(None, True, "d", {}), {"a": 1}) == "JSON (a dict of 1 item)"
+
+
+PROSE = st.text(alphabet=st.characters(blacklist_characters="`~", blacklist_categories=("Cs",)), max_size=60)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=JSON_VALUES, before=PROSE, after=PROSE, tag=st.sampled_from(["json", "", "JSON"]))
+def test_a_json_block_among_any_prose_is_found(value, before, after, tag):
+    text = f"{before}\n```{tag}\n{json.dumps(value, ensure_ascii=False, indent=1)}\n```\n{after}"
+    assert json_in_text(text) == (True, value)
+
+
+TYPE_WORDS = st.sampled_from(
+    ["City", "list", "dict", "str", "int", "Optional", "Literal", "make", "five", "models", "Plain", "x", "1", "'a'"]
+)
+TYPE_TEXT = st.recursive(
+    TYPE_WORDS,
+    lambda inner: st.one_of(
+        st.builds(lambda a, b: f"{a}[{b}]", inner, inner),
+        st.builds(lambda a, b: f"{a}[{b}, {b}]", inner, inner),
+        st.builds(lambda a, b: f"{a}.{b}", inner, TYPE_WORDS),
+        st.builds(lambda a, b: f"{a} | {b}", inner, inner),
+        st.builds(lambda a: f"{a}()", inner),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(spec=st.one_of(TYPE_TEXT, st.text(max_size=30)))
+def test_any_schema_text_gives_a_target_or_a_usage_error_and_runs_nothing(spec):
+    try:
+        result = parse_target(spec, False, "x", NAMESPACE)
+    except UsageError as error:
+        assert "--schema" in str(error)
+    else:
+        assert result is not None and result.input_schema()["type"] == "object"
+    assert not called
