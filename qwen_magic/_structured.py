@@ -35,6 +35,7 @@ import enum
 import html
 import json
 import re
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -192,9 +193,9 @@ def _is_type(value: Any) -> bool:
     """Whether ``value`` can stand for a type: a class, a generic alias, a typing special form."""
     if value is None or value is Any or isinstance(value, type):
         return True
-    if typing.get_origin(value) is not None:
+    if typing.get_origin(value) is not None or isinstance(value, types.UnionType):
         return True
-    return type(value).__module__ in ("typing", "typing_extensions", "types")
+    return type(value).__module__ in ("typing", "typing_extensions")  # Any, NewType, TypeVar …
 
 
 def _lookup(name: str, namespace: dict[str, Any], spelling: str) -> Any:

@@ -199,6 +199,7 @@ def test_invalid_values_say_where_and_what():
         ("City.__class__", "private attribute '__class__'"),
         ("models._secret", "private attribute '_secret'"),
         ("models.Town", "has no attribute 'Town'"),
+        ("models", "is a SimpleNamespace value, not a type"),
         ("Plain", "cannot be described as a JSON schema"),
         ("list[Plain]", "cannot be described as a JSON schema"),
         ("typing.Callable[[int], int]", "cannot be described as a JSON schema: Cannot generate a JsonSchema"),
