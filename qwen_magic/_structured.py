@@ -658,19 +658,27 @@ class ValueView:
         return paint
 
     def event(self, event: Any) -> None:
-        """Raw stream events: a ``tool_use`` block of the answer tool opens, grows and closes."""
-        kind = event.type
+        """Other stream events: a ``tool_use`` block of the answer tool opens, grows and closes.
+
+        Its input arrives in raw ``content_block_delta`` events holding an
+        ``input_json_delta``. The SDK's ``messages.stream()`` helper passes those on and
+        adds an ``input_json`` event for each; that one is ignored, or the JSON would show twice.
+        """
+        kind = getattr(event, "type", None)
         if kind == "content_block_start":
             block = event.content_block
             if getattr(block, "type", None) == "tool_use" and getattr(block, "name", None) == self._name:
                 self._open = JsonIndenter()
                 self.text(("\n\n" if self._wrote else "") + "```json\n")
-        elif kind == "input_json" and self._open is not None:
-            piece = self._open.feed(event.partial_json)
-            if piece:
-                self._inner.text(piece)
         elif kind == "content_block_stop" and self._open is not None:
             self._close()
+        elif self._open is not None:
+            partial = None
+            if kind == "content_block_delta" and getattr(event.delta, "type", None) == "input_json_delta":
+                partial = event.delta.partial_json
+            piece = self._open.feed(partial) if partial else ""
+            if piece:
+                self._inner.text(piece)
 
     def _close(self) -> None:
         self._open = None

@@ -363,8 +363,12 @@ def test_the_view_streams_only_the_answer_tool_as_a_json_block():
     view.event(_event("input_json", partial_json='{"q": 1}'))
     view.event(_event("content_block_stop"))
     view.event(_event("content_block_start", content_block=types.SimpleNamespace(type="tool_use", name="answer")))
-    for piece in ['{"val', 'ue": [1,', " 2]}"]:
+    # Raw deltas are read; the SDK helper's input_json event repeating each one is not.
+    for piece in ["", '{"val', 'ue": [1,', " 2]}"]:
+        delta = types.SimpleNamespace(type="input_json_delta", partial_json=piece)
+        view.event(_event("content_block_delta", index=1, delta=delta))
         view.event(_event("input_json", partial_json=piece))
+    view.event(_event("message_delta", delta=types.SimpleNamespace(stop_reason="tool_use")))
     view.finish(types.SimpleNamespace())  # no content_block_stop: a cut stream still closes the block
     shown = "".join(inner.texts)
     assert shown.startswith("Here:\n\n```json\n") and shown.endswith("\n```\n") and inner.finished
