@@ -7,6 +7,7 @@ import datetime
 import enum
 import itertools
 import json
+import re
 import types
 from typing import Annotated, Any, Literal, NewType, Optional
 
@@ -426,3 +427,37 @@ def test_any_schema_text_gives_a_target_or_a_usage_error_and_runs_nothing(spec):
     else:
         assert result is not None and result.input_schema()["type"] == "object"
     assert not called
+
+
+# -- the fake server checks tool_choice as the service documents it ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("choice", "tools", "refused"),
+    [
+        ({"type": "auto"}, None, None),
+        ({"type": "tool", "name": "answer"}, ["answer"], None),
+        ({"type": "any"}, ["answer", "lookup"], None),
+        ({"type": "none"}, ["answer"], None),
+        ({"type": "tool", "name": "other"}, ["answer"], "tool_choice.name: 'other' is not one of the tools"),
+        ({"type": "any"}, None, "tool_choice: type 'any' needs tools"),
+        ({"type": "required"}, ["answer"], "tool_choice.type: Input should be"),
+    ],
+)
+def test_the_fake_server_validates_tool_choice(server, choice, tools, refused):
+    import anthropic
+
+    client = anthropic.Anthropic(api_key=server.api_key, base_url=server.url, max_retries=0)
+    request: dict[str, Any] = {
+        "model": "qwen3.6-plus",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tool_choice": choice,
+    }
+    if tools:
+        request["tools"] = [{"name": n, "input_schema": {"type": "object"}} for n in tools]
+    if refused is None:
+        assert client.messages.create(**request).stop_reason
+    else:
+        with pytest.raises(anthropic.BadRequestError, match=re.escape(refused)):
+            client.messages.create(**request)
