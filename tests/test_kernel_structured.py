@@ -130,6 +130,21 @@ def test_each_kind_of_type_arrives_as_a_tool_call_and_is_stored_converted(qk, sp
     assert note.startswith("Stored a") and note.endswith(" in value") and spelled in note
 
 
+@pytest.mark.parametrize("form", ["bare", "fenced"])
+@pytest.mark.parametrize(("spec", "sent", "kind", "expected"), KINDS, ids=[f"{k[0]}-{k[2]}" for k in KINDS])
+def test_each_kind_of_type_arrives_as_json_text_too(qk, spec, sent, kind, expected, form):
+    text = json.dumps(sent, ensure_ascii=False)
+    if form == "fenced":
+        text = f"Here is the value you asked for.\n\n```json\n{json.dumps(sent, indent=2)}\n```\n\nAnything else?"
+    qk.server.queue(Stream(text=text, chunk=6))
+    run = qk.run(f"%%qwen -o value --schema {spec}\nGive me one.")
+    ok(run)
+    assert stored(qk, "value") == {"type": kind, "repr": expected}
+    assert len(qk.server.requests) == 1
+    (note,) = notes(run)
+    assert note.startswith("Stored a") and note.endswith(" in value")
+
+
 def test_the_value_streams_as_a_json_block_then_a_table_and_a_note(qk):
     cities = [{"name": n, "population": 1000 * i} for i, n in enumerate(["Paris", "Lima", "Oslo", "Quito"])]
     qk.server.queue(answer(cities, json_chunk=3, delay=0.02))
