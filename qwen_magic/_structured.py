@@ -14,7 +14,8 @@ One job: turn a model answer into a validated Python value for ``NAME``.
   end of the prompt asking to call it. ``tool_choice`` forces the call (``any`` when the
   cell also offers ``--tools``, so they run first); if the service refuses forcing (a 400
   before anything arrived) the request is sent again with ``auto``, and forcing is not
-  tried again for that model in this session.
+  tried again for that model (with or without thinking) in this session. With ``--tools``,
+  a prose ending after the tools ran is asked once for the value, not counted as a repair.
 - **JSON in text.** A model that answers in text is taken at its word by one rule: the
   whole text if it is JSON, else the *last* fenced block tagged ``json`` or untagged
   (and, for a string type, a one-line answer as the string).
@@ -463,6 +464,7 @@ def obtain(
     # Repairs after a text answer are rounds too; the tools keep their own limit on top.
     rounds = max_rounds + max_repairs + 1
     request = {**request, "tool_choice": choice()}
+    nudged = False
     while True:
         try:
             converse(
@@ -498,6 +500,7 @@ def obtain(
                 f"no value for {output}: the tool rounds ran out before the model gave one "
                 f"(raise %qwen config max_tool_rounds=N). {output} was not assigned."
             )
+        free = False  # with --tools, a prose ending after the tools ran is asked for the value once, free
         if tool.failures <= max_repairs:
             text = answer.text if answer.history_content() else ""
             ok, result = from_text(target, text) if text.strip() else (False, ["no value came"])
@@ -505,8 +508,11 @@ def obtain(
                 return target.result(result)
             if answer.stop_reason == "max_tokens":
                 result = ["the answer was cut at max_tokens before the value was complete (raise --max-tokens)"]
-            tool.failures += 1
-            tool.errors = result
+            elif tools and not nudged and not json_in_text(text)[0]:
+                nudged = free = True
+            if not free:
+                tool.failures += 1
+                tool.errors = result
         if tool.failures > max_repairs:
             attempts = tool.failures
             raise InvalidValue(
@@ -516,19 +522,23 @@ def obtain(
                 + (f"; … {len(tool.errors) - SHOWN_ERRORS} more" if len(tool.errors) > SHOWN_ERRORS else "")
                 + f". {output} was not assigned; ask again more precisely, or raise %qwen config max_repairs=N."
             )
-        _note(f"No valid value yet ({_short(tool.errors)}); asking again: repair {tool.failures} of {max_repairs}.")
-        repair: Block = {
-            "type": "text",
-            "text": (
+        if free:
+            ask = f"Now give your answer: call the tool `{name}` with the value, following its input schema."
+        else:
+            _note(f"No valid value yet ({_short(tool.errors)}); asking again: repair {tool.failures} of {max_repairs}.")
+            ask = (
                 "That answer gave no valid value: " + "; ".join(tool.errors[:SENT_ERRORS]) + ". "
                 f"Call the tool `{name}` with a corrected value that follows its input schema."
-            ),
-        }
+            )
+        fresh = Answer(answer.model, rounds=answer.rounds, cassette=answer.cassette)
         if answer.history_content():
-            answer.next_round([repair])
-        else:  # the attempt ended with tool results (or nothing): the repair joins that message
-            answer.rounds[-1].tool_results.append(repair)
-            answer.__dict__.update(Answer(answer.model, rounds=answer.rounds, cassette=answer.cassette).__dict__)
+            answer.next_round([{"type": "text", "text": ask}])
+        elif answer.rounds:  # the attempt ended with tool results: the request joins that message
+            answer.rounds[-1].tool_results.append({"type": "text", "text": ask})
+            answer.__dict__.update(fresh.__dict__)
+        else:  # an empty first answer: nothing to answer, so the same request goes again
+            answer.__dict__.update(fresh.__dict__)
+            continue
         messages = list(base)
         for done in answer.rounds:
             messages += [

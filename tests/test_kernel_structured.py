@@ -458,3 +458,30 @@ def test_in_terminal_ipython_the_value_streams_as_plain_text(tmp_path):
     assert out.returncode == 0, out.stderr
     assert '```json\n{\n  "value": {\n    "a": 1.5\n  }\n}\n```' in out.stdout
     assert "Stored a dict[str, float] of 1 item in d" in out.stdout and "stored: {'a': 1.5}" in out.stdout
+
+
+def test_after_the_tools_a_prose_ending_is_asked_for_the_value_without_using_a_repair(qk):
+    ok(qk.run("%qwen config max_repairs=0"))
+    qk.server.queue(
+        Stream(text="Looking up.", tool_calls=[ToolCall("lookup", {"city": "Lima"})]),
+        Stream(text="Lima has about 2.1 million people."),
+        answer([{"name": "Lima", "population": 2100000}]),
+    )
+    run = qk.run('%%qwen --tools lookup -o cities --schema "list[City]"\nPopulation of Lima?')
+    ok(run)
+    assert stored(qk, "cities")["repr"] == "[City(name='Lima', population=2100000)]"
+    third = qk.server.requests[2].body["messages"]
+    assert third[-2]["content"] == [{"type": "text", "text": "Lima has about 2.1 million people."}]
+    assert third[-1]["content"][0]["text"].startswith("Now give your answer: call the tool `answer`")
+    assert_valid_history(third)
+    assert notes(run) == ["Stored a list[City] of 1 item in cities"]  # no repair was spent
+
+
+def test_an_empty_answer_is_asked_again(qk):
+    qk.server.queue(Stream(text="", stop_reason="end_turn"), answer(4))
+    run = qk.run("%%qwen -o value --schema int\nN?")
+    ok(run)
+    assert stored(qk, "value")["repr"] == "4"
+    first, second = qk.server.requests
+    assert first.body["messages"] == second.body["messages"]
+    assert any(n.startswith("No valid value yet (no value came)") for n in notes(run))
