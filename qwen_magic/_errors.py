@@ -9,7 +9,8 @@ instead of a traceback, through IPython's ``_render_traceback_`` hook.
     └── QwenError              a request did not produce a complete answer
         ├── ServiceError       the service answered with an error (status, type)
         ├── ConnectionFailed   no answer: refused, timed out, or cut mid-stream
-        └── Interrupted        the user interrupted the kernel while it streamed
+        ├── Interrupted        the user interrupted the kernel while it streamed
+        └── InvalidValue       -o NAME --schema/--json: no valid value came, even after repairs
 """
 
 from __future__ import annotations
@@ -57,3 +58,7 @@ class ConnectionFailed(QwenError):
 
 class Interrupted(QwenError):
     """The kernel was interrupted while the answer streamed."""
+
+
+class InvalidValue(QwenError):
+    """``--schema``/``--json``: the answers gave no valid value; the variable was not assigned."""

@@ -91,6 +91,9 @@ class QwenMagics(Magics):
     max_tool_rounds = Int(
         8, min=1, help="Most tool rounds (run the calls, send the results) in one cell with --tools."
     ).tag(config=True)
+    max_repairs = Int(
+        2, min=0, help="With --schema/--json: times an invalid value is sent back to the model to correct."
+    ).tag(config=True)
     cassette = Unicode("", help="Cassette file (JSON lines) that cassette_mode records to or replays from.").tag(
         config=True
     )
@@ -133,6 +136,7 @@ class QwenMagics(Magics):
         self._cassette: Any = None  # the open Recorder or Player, for (mode, path) in _cassette_id
         self._cassette_id: tuple[str, str] | None = None
         self._forced_replay = False
+        self._forcing: Any = None  # --schema: models that refused a forced tool_choice (_structured.Forcing)
         replay = os.environ.get(REPLAY_VARIABLE, "").strip()
         if replay:  # the whole session answers from the cassette, whatever the notebook records
             self.cassette, self.cassette_mode, self._forced_replay = replay, "replay", True
@@ -160,6 +164,8 @@ class QwenMagics(Magics):
     @argument("--no-stream", dest="stream", action="store_false", help="Wait for the whole answer.")
     @argument("--code", action="store_true", help="Put the answer's main code block in a new cell below (not run).")
     @argument("-o", "--output", metavar="NAME", help="Store the answer's text (with --code, its code) in variable NAME.")
+    @argument("--schema", metavar="TYPE", help='With -o: store the answer as a validated TYPE, e.g. "list[City]", DataFrame[Row].')
+    @argument("--json", action="store_true", help="With -o: store the answer as parsed JSON (any JSON value).")
     @argument(
         "--tools",
         nargs="?",
@@ -193,6 +199,7 @@ class QwenMagics(Magics):
             )
             return None
         _check_output_name(args.output)
+        target = self._target(args)
         prompt = build_prompt(cell, self.shell.user_ns, held_key)
         _masked_note(held_key)
         if args.cache:
@@ -202,14 +209,30 @@ class QwenMagics(Magics):
         if self._asked_in_cell:  # a cell that asks several times (run_cell_magic in a loop) re-runs nothing
             cell_id, source = None, None
         self._asked_in_cell = True
-        answer = self._ask(chat, prompt, args, cell_id, source)
-        self._deliver(answer, args)
+        answer = self._ask(chat, prompt, args, cell_id, source, target)
+        self._deliver(answer, args, target)
         return None
 
-    def _ask(self, chat: Any, prompt: list[Any], args: Any, cell_id: str | None, source: str | None) -> Answer:
+    def _target(self, args: Any) -> Any:
+        """``--schema TYPE`` / ``--json``: what ``-o NAME`` gets, checked before anything is sent."""
+        if args.schema is None and not args.json:
+            return None
+        if args.code:
+            raise UsageError("--code and --schema/--json cannot go together: one stores code, the other a value.")
+        from ._structured import parse_target
+
+        return parse_target(args.schema, args.json, args.output, self.shell.user_ns)
+
+    def _ask(
+        self, chat: Any, prompt: list[Any], args: Any, cell_id: str | None, source: str | None, target: Any = None
+    ) -> Answer:
         """Send ``prompt`` as the next turn of ``chat`` and stream the answer into the output."""
         options = self._options(args)
         tools = offered(args.tools, self.shell.user_ns)
+        if target is not None:
+            from ._structured import instruction, tool_name_for
+
+            prompt = [*prompt, instruction(target, tool_name_for(tools), bool(tools))]
         transport = self.cassette_transport()
         client = client_for(self.endpoint(), transport)  # a missing key stops here, before anything is sent
         if chat.is_rerun(cell_id, source):
@@ -221,9 +244,10 @@ class QwenMagics(Magics):
             cassette=transport.footer if transport is not None else None,
             replayed=bool(getattr(transport, "replaying", False)),
         )
+        loop: Any = converse if target is None else self._value_loop(target, args.output)
         try:
             with image_policy(self.answer_images, prompt):
-                converse(
+                loop(
                     client,
                     request,
                     answer,
@@ -241,7 +265,16 @@ class QwenMagics(Magics):
                 from ._widgets import refresh_panels
 
                 refresh_panels(self)
+        if target is not None:
+            loop.deliver(self.shell.user_ns)
         return answer
+
+    def _value_loop(self, target: Any, output: str) -> Any:
+        """The tool loop that asks for a value of ``target`` (``--schema``/``--json``), then stores it."""
+        from ._structured import Forcing, ValueLoop
+
+        self._forcing = self._forcing or Forcing()
+        return ValueLoop(target, output, self._forcing, self.max_repairs)
 
     def _count(self, chat: Any, request: dict[str, Any], answer: Answer) -> None:
         """Add one request and its usage to the session's and the conversation's totals."""
@@ -253,8 +286,10 @@ class QwenMagics(Magics):
             chat.spent = chat.spent + u
             self.estimator.calibrate(chat.estimate(request, self.estimator), u.input_tokens + u.cache_read + u.cache_write)
 
-    def _deliver(self, answer: Answer, args: Any) -> None:
+    def _deliver(self, answer: Answer, args: Any, target: Any = None) -> None:
         """``--code`` and ``--output``: hand the answer back to the notebook."""
+        if target is not None:  # --schema/--json: the value was stored by _ask
+            return
         text = answer.text
         if args.code:
             from ._analysis import main_code_block
@@ -281,6 +316,7 @@ class QwenMagics(Magics):
 
         args = parse_argstring(self.qwen, line)
         _check_output_name(args.output)
+        target = self._target(args)
         error = last_error(self.shell)
         etype = getattr(sys, "last_type", None)
         if error is None:
@@ -299,8 +335,8 @@ class QwenMagics(Magics):
         if sent != question:
             _masked_note(["the traceback or the cell"])
         prompt = [{"type": "text", "text": sent}]
-        answer = self._ask(chat, prompt, args, None, None)
-        self._deliver(answer, args)
+        answer = self._ask(chat, prompt, args, None, None, target)
+        self._deliver(answer, args, target)
 
     def _options(self, args: Any) -> Options:
         thinking = self.thinking if args.thinking is None else args.thinking

@@ -50,6 +50,9 @@ def run(
     """
     view.start(answer)
     message = _Message()
+    # A view that wants the other events (a tool's input as it streams) has ``event()``:
+    # it gets each event's JSON as a dict.
+    other = getattr(view, "event", None)
     try:
         if stream:
             # Leaving the ``with`` block closes the response: an interrupt cancels the request.
@@ -63,6 +66,8 @@ def run(
                     if piece is not None:
                         _first_token(answer)
                         (view.text if kind == "text" else view.thinking)(piece)
+                    elif other is not None:
+                        other(data)
         else:
             reply = client.messages.create(**request)
             _first_token(answer)

@@ -525,6 +525,7 @@ def converse(
     on_reply: Callable[[dict[str, Any], Answer], None] | None = None,
     remark: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     called: list[str] | None = None,
+    until: Callable[[], bool] | None = None,
 ) -> None:
     """Stream ``request`` into ``answer``; while the answer calls tools, run them and stream on.
 
@@ -533,7 +534,8 @@ def converse(
     request (so every round reads what the one before it wrote); ``called``: the tools the
     history has called, if the caller keeps count (else the messages are scanned). On return
     ``answer`` is the turn's last answer and ``answer.rounds`` holds the earlier ones, each
-    with the tool results that answered it.
+    with the tool results that answered it. ``until()``, asked after each round's calls ran,
+    ends the turn with their results (``--schema``: the answer tool got its value).
     """
     from ._stream import run
 
@@ -574,7 +576,7 @@ def converse(
                 _make_acceptable(call, broken)
             answer.next_round(result_content(calls, outcomes))
         rounds += 1
-        if interrupted is not None or refusal is not None:
+        if interrupted is not None or refusal is not None or (until is not None and until()):
             answer.finished_at = time.monotonic()
             error = None
             if interrupted is not None:

@@ -418,6 +418,7 @@ def _validate(body: Any, known_models: Iterable[str]) -> None:
     _validate_thinking(body.get("thinking"))
     _validate_system(body.get("system"))
     _validate_tools(body.get("tools"))
+    _validate_tool_choice(body.get("tool_choice"), body.get("tools"))
     if "messages" not in body:
         raise _bad("messages: Field required")
     messages = body["messages"]
@@ -466,6 +467,18 @@ def _validate_tools(tools: Any) -> None:
             raise _bad(f"tools.{n}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'")
         if not isinstance(tool.get("input_schema"), dict):
             raise _bad(f"tools.{n}.input_schema: Field required")
+
+
+def _validate_tool_choice(choice: Any, tools: Any) -> None:
+    """Accept ``auto``/``none``; ``any`` and ``tool`` need tools, ``tool`` one of them by name."""
+    if choice is None:
+        return
+    if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "none", "tool"):
+        raise _bad('tool_choice.type: Input should be "auto", "any", "none" or "tool"')
+    if choice["type"] in ("any", "tool") and not tools:
+        raise _bad(f"tool_choice: type {choice['type']!r} needs tools")
+    if choice["type"] == "tool" and choice.get("name") not in {t.get("name") for t in tools}:
+        raise _bad(f"tool_choice.name: {choice.get('name')!r} is not one of the tools")
 
 
 def _validate_messages(messages: list[Any]) -> None:

@@ -16,6 +16,10 @@ def last_user_text(body: dict[str, Any]) -> str:
 
 def responder(body: dict[str, Any]) -> Stream:
     """Plausible, deterministic answers: code when code is asked for, thinking when it is on."""
+    from structured_responders import value_reply  # --schema/--json cells: a value that fits
+
+    if (reply := value_reply(body)) is not None:
+        return reply
     last = body["messages"][-1]["content"]
     if body.get("tools") and body.get("tool_choice", {}).get("type") != "none":
         if isinstance(last, list) and any(b.get("type") == "tool_result" for b in last):

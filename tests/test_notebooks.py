@@ -131,3 +131,29 @@ def test_04_tools(server, monkeypatch, tmp_path):
     assert {t["name"] for t in first.body["tools"]} == {"stock", "price"}
     results = [b for b in second.body["messages"][-1]["content"] if b["type"] == "tool_result"]
     assert [r["content"] for r in results] == ["12", "0.8"]
+
+
+def test_07_structured_output(server, monkeypatch, tmp_path):
+    pytest.importorskip("pandas")
+    pytest.importorskip("matplotlib")
+    nb = execute("07-structured-output", server, monkeypatch, tmp_path)
+    (ask,) = cells_with(nb, '--schema "list[City]"')
+    assert "Stored a list[City] of 3 items in cities" in shown(ask) and "<th>population</th>" in shown(ask)
+    (printed,) = cells_with(nb, "biggest = max")
+    assert shown(printed).strip() == "City Lima 9751717"
+    (mood,) = cells_with(nb, "print(repr(mood))")
+    assert shown(mood).strip() == "'positive'"
+    (receipt,) = cells_with(nb, '-o receipt --schema "DataFrame[Row]"')
+    assert "Stored a DataFrame[Row] of 3 rows × 2 columns in receipt" in shown(receipt)
+    (dtypes,) = cells_with(nb, "receipt.dtypes")
+    assert "price" in shown(dtypes) and "float64" in shown(dtypes)
+    asked_for_rows = next(r for r in server.requests if "DataFrame[Row]" in last_user_text(r.body))
+    assert any(b["type"] == "image" for b in asked_for_rows.body["messages"][-1]["content"])
+    (style,) = cells_with(nb, "print(type(style)")
+    assert shown(style).startswith("dict ")
+    (follow_up,) = cells_with(nb, "visit in winter")
+    history = server.requests[-1].body["messages"]
+    assert any(b.get("type") == "tool_use" and b["name"] == "answer" for m in history for b in m["content"])
+    assert "You asked" in shown(follow_up)
+    (bad,) = cells_with(nb, "list[Town]")
+    assert "'Town' is not defined in the notebook" in shown(bad)
