@@ -120,6 +120,25 @@ def _event_data(client: Any, events: Any) -> Iterator[Any]:
             yield json.loads(sse.data)
 
 
+def _tool_input(raw: str) -> Any:
+    """A tool call's streamed arguments: the JSON object they spell, else their text as it came.
+
+    Strict JSON (no ``NaN``/``Infinity``, nothing cut short): anything else stays text, which
+    the tool loop answers with an error result and keeps out of the history it resends.
+    """
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return raw
+    return value if isinstance(value, dict) else raw
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 class _Malformed(Exception):
     """An event that is JSON but not of the shape the Messages API streams."""
 
@@ -205,14 +224,7 @@ class _Message:
         elif kind == "thinking":
             block["thinking"] = block.get("thinking", "") + "".join(parts)
         elif parts and "input" in block:
-            from jiter import from_json
-
-            raw = "".join(parts)
-            try:
-                block["input"] = from_json(raw.encode(), partial_mode=True)
-            except ValueError:
-                # Not a JSON object: the tool loop answers the call with an error the model can read.
-                block["input"] = raw
+            block["input"] = _tool_input("".join(parts))
 
     def finish(self, answer: Answer, *, partial: bool = False) -> None:
         """Fill ``answer`` with what arrived: all of it, or (``partial``) the text and thinking so far."""

@@ -441,6 +441,7 @@ def obtain(
     stream: bool = True,
     on_reply: Callable[[dict[str, Any], Answer], None] | None = None,
     remark: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    called: list[str] | None = None,
 ) -> Any:
     """Ask until a valid value comes (or the repairs run out): the tool loop with the answer tool.
 
@@ -477,6 +478,7 @@ def obtain(
                 stream=stream,
                 on_reply=on_reply,
                 remark=remark,
+                called=called,
                 until=tool.settled,
             )
         except ServiceError as error:

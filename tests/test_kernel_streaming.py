@@ -9,10 +9,11 @@ import time
 
 import pytest
 from fake_dashscope import Stream
+from kernel_harness import is_markdown
 
 pytestmark = pytest.mark.kernel
 
-WINDOW_BYTES = 1200  # a live repaint's markdown, whatever the block's length (the view's window is ~500 chars)
+WINDOW_BYTES = 12_000  # a live repaint's rendered HTML (coloured code: many spans a line), whatever the block's length
 
 
 def code_block(lines: int) -> str:
@@ -34,24 +35,24 @@ def paragraph(words: int) -> str:
 
 
 SHAPES = {
-    "code": (code_block, 150, "```python"),
-    "table": (table, 260, "| id | name | value |"),
-    "list": (bullet_list, 150, "- item"),
+    "code": (code_block, 150, "language-python"),
+    "table": (table, 260, "<th>name</th>"),
+    "list": (bullet_list, 150, "<li>item"),
     "paragraph": (paragraph, 1100, "word"),
 }
 
 
 def live_markdown(run) -> list[str]:
-    """The markdown of every repaint that is not a finished part (those carry text/plain too)."""
+    """The rendered HTML of every repaint that is not a finished part (those carry text/plain too)."""
     return [
-        m["content"]["data"]["text/markdown"]
+        m["content"]["data"]["text/html"]
         for m in run.of("display_data", "update_display_data")
-        if "text/markdown" in m["content"]["data"] and "text/plain" not in m["content"]["data"]
+        if is_markdown(m["content"]["data"]) and "text/plain" not in m["content"]["data"]
     ]
 
 
 def answer_outputs(run) -> list[dict]:
-    return [o for o in run.outputs if "text/markdown" in o.get("data", {})]
+    return [o for o in run.outputs if is_markdown(o.get("data", {}))]
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
@@ -72,11 +73,10 @@ def test_a_long_block_streams_as_a_bounded_window_and_is_published_whole_once(fr
     assert hidden == sorted(hidden) and hidden[-1] > len(text) / 2
     # Published whole, once: the final outputs are the answer, with nothing of a window left.
     outputs = answer_outputs(run)
-    assert "".join(o["data"]["text/markdown"] for o in outputs) == text
     assert "".join(o["data"]["text/plain"] for o in outputs) == text
-    assert not any("characters above" in o["data"]["text/markdown"] for o in outputs)
+    assert not any("characters above" in o["data"]["text/html"] for o in outputs)
     whole = [m for m in run.of("display_data", "update_display_data") if "text/plain" in m["content"]["data"]
-             and "text/markdown" in m["content"]["data"]]
+             and is_markdown(m["content"]["data"])]
     assert sum(len(m["content"]["data"]["text/plain"]) for m in whole) == len(text), "each part is sent whole once"
     assert "qwen-usage" in run.outputs[-1]["data"].get("text/html", "")
 
@@ -97,7 +97,6 @@ def test_blocks_after_a_long_block_follow_it_and_all_is_whole_in_the_end(fresh):
     run = fresh.run("%%qwen\nMixed")
     assert run.status == "ok", run.error_text
     outputs = answer_outputs(run)
-    assert "".join(o["data"]["text/markdown"] for o in outputs) == text
     assert "".join(o["data"]["text/plain"] for o in outputs) == text
     history = fresh.run("%qwen history")
     assert code_block(200).strip() in history.markdown.replace("\r", "")
@@ -151,8 +150,10 @@ def test_text_that_cannot_be_encoded_is_named_not_a_unicode_traceback(fresh):
     fresh.run("bad = 'abc \\ud800 def'")
     before = len(fresh.server.requests)
     run = fresh.run("%%qwen\nLook at {bad}")
-    text = assert_short_error(run, "cannot be sent as UTF-8", "surrogate")
-    assert "UnicodeEncodeError" not in text
+    # Caught where the prompt is built (a UsageError naming the value), before anything is sent.
+    text = run.stderr + run.error_text
+    assert run.status == "error" and "lone surrogate" in text and "{bad}" in text, text
+    assert "UnicodeEncodeError" not in text and "Traceback" not in text
     assert len(fresh.server.requests) == before
 
 
@@ -247,6 +248,6 @@ def test_a_saved_notebook_carries_provenance_and_validates(server, monkeypatch, 
         tagged = [o for o in cell.outputs if "qwen_magic" in o.get("metadata", {})]
         assert len(tagged) == 1 and tagged[0] is cell.outputs[-1]
         assert tagged[0].metadata["qwen_magic"]["model"] == "qwen3.6-plus"
-        plain = "".join(o.data.get("text/plain", "") for o in cell.outputs if "text/markdown" in o.get("data", {}))
+        plain = "".join(o.data.get("text/plain", "") for o in cell.outputs if is_markdown(o.get("data", {})))
         assert plain == text
-        assert not any("characters above" in o.get("data", {}).get("text/markdown", "") for o in cell.outputs)
+        assert not any("characters above" in o.get("data", {}).get("text/html", "") for o in cell.outputs)

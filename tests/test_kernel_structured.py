@@ -150,9 +150,9 @@ def test_the_value_streams_as_a_json_block_then_a_table_and_a_note(qk):
     qk.server.queue(answer(cities, json_chunk=3, delay=0.02))
     run = qk.run('%%qwen -o cities --schema "list[City]"\nFour cities.')
     ok(run)
-    # While it streamed: the live markdown was a growing ```json block, re-indented one record a line.
-    live = [m["content"]["data"].get("text/markdown", "") for m in run.of("display_data", "update_display_data")]
-    growing = [md for md in live if md.startswith("```json") and "Quito" not in md]
+    # While it streamed: the live output was a growing json code block, re-indented one record a line.
+    live = [m["content"]["data"].get("text/html", "") for m in run.of("display_data", "update_display_data")]
+    growing = [h for h in live if "qwen-markdown" in h and "<pre" in h and "Paris" in h and "Quito" not in h]
     assert growing, live
     assert '"value": [\n    {"name": "Paris", "population": 0},\n' in run.markdown
     assert run.markdown.rstrip().endswith("```")

@@ -352,8 +352,9 @@ class _Recorder:
         return lambda _: None
 
 
-def _event(kind: str, **fields: Any) -> Any:
-    return types.SimpleNamespace(type=kind, **fields)
+def _event(kind: str, **fields: Any) -> dict[str, Any]:
+    """A raw stream event's JSON, as the stream loop hands it to ``view.event``."""
+    return {"type": kind, **{k: vars(v) if isinstance(v, types.SimpleNamespace) else v for k, v in fields.items()}}
 
 
 def test_the_view_streams_only_the_answer_tool_as_a_json_block():
