@@ -480,11 +480,11 @@ def test_ordinary_markdown_renders_as_before() -> None:
                 "<table>", '<th style="text-align:right">', "<ol>", "<ul>", "<hr>",
                 "<code>inline &lt;div&gt; code</code>", '<a href="https://example.com/path?q=1&amp;r=2#frag"',
                 '<img src="https://example.com/img.png" alt="diagram" title="Title">', 'href="docs/a.md"',
-                '<pre><code class="language-python">', '<code class="language-html">']:  # fmt: skip
+                '<pre class="highlight"><code class="language-python">', '<code class="language-html">']:  # fmt: skip
         assert tag in out, tag
-    # Python is coloured with JupyterLab's editor colours; HTML in code stays text.
+    # Python is coloured with Pygments' classes (JupyterLab styles them); HTML in code stays text.
     assert "alert(" in visible_text(out) and "&lt;" in out.split('<code class="language-html">')[1].split("</code>")[0]
-    assert '<span style="color:var(--jp-mirror-editor-keyword-color)">def</span>' in out
+    assert '<span class="k">def</span>' in out
     assert typeset(out) == ["$a<b$", "$x^2 + y^2 = z^2$", "$$\n\\int_0^1 f(x)\\,dx < \\infty\n$$",
                             "$a<b$"]  # fmt: skip
     assert "costs of $5 and $10" in visible_text(out)
