@@ -140,7 +140,10 @@ def _cleaner() -> Any:
 # --- Which image hosts the answer may load ---------------------------------------------
 
 # None: load every http(s) image ("show"); a set: only these hosts, the rest become links.
-_IMAGE_HOSTS: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar("qwen_image_hosts", default=None)
+# Outside an answering cell (history, export) no host is known to be the user's: links.
+_IMAGE_HOSTS: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
+    "qwen_image_hosts", default=frozenset()
+)
 _URL = re.compile(r"https?://[^\s<>()\[\]\"'`]+", re.I)
 
 
