@@ -423,7 +423,7 @@ def _math_block(state: StateBlock, start_line: int, end_line: int, silent: bool)
     else:
         return False
     content = state.src[pos : state.eMarks[line]].strip()
-    if not _math_allowed(content):
+    if not _math_allowed(content) or not _mathjax_agrees(content, 0, len(content), closer_length(content, 0)):
         return False
     if not silent:
         token = state.push("math_block", "", 0)

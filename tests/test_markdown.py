@@ -340,6 +340,9 @@ DOLLAR_CASES = [
     ("a \\( b", []),
     ("C:\\Users\\(x) and \\begin{x}", []),
     ("$\\href{javascript:alert(1)}{x}$", []),  # TeX that makes links stays text
+    ("$$\na $$ b\n$$\n", ["$$\na $$"]),  # a display block MathJax would end early is not one block
+    ("\\begin{align}\na &= b\n\\end{align}\n", ["\\begin{align}\na &= b\n\\end{align}"]),
+    ("$$\n{a\n$$\n", []),
 ]
 
 
