@@ -55,6 +55,7 @@ SHAPES: dict[str, Callable[[int], str]] = {
     "nested lists": lambda n: _repeat("".join("  " * d + "- item\n" for d in range(40)), n),
     "nested quotes": lambda n: _repeat("".join("> " * d + "quote\n" for d in range(1, 40)), n),
     "unclosed fence": lambda n: "```python\n" + _repeat("x = [1, 2, 3]  # <b>$5</b>\n", n),
+    "bare URLs and www": lambda n: _repeat("https://x.example/a_b*c www.q.example x@y.example:", n),
     "table rows": lambda n: "| a | b |\n|---|---|\n" + _repeat("| `x` | $y$ |\n", n),
     "ordinary paragraphs": lambda n: _repeat("Some *text* with `code` and $x^2$ math.\n\n", n),
 }

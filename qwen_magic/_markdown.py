@@ -11,13 +11,18 @@ sanitizer instead of showing as text), cleans the HTML with nh3 (an allow-list o
 and attributes; link URLs http(s)/mailto or relative, image URLs http(s) only) and
 publishes ``text/html``, with the model's markdown unchanged in ``text/plain`` for
 saving, copying and terminals. What the browser gets is exactly what nh3 let through.
+The alternative, escaping every ``<``/``&`` construct the sanitizer does not allow in the
+markdown, still hands model text to marked and to JupyterLab's math pass: two more
+parsers to agree with. Code is coloured here too (Pygments' short classes, which
+JupyterLab styles in its editor colours), since JupyterLab highlights only markdown.
 
 Math and dollars. Math is found while parsing, the way pandoc does: ``$…$`` when the
 opening ``$`` has a non-space character after it and the next ``$`` has a non-space
 character before it and no digit after it; ``$$…$$``, ``\\(…\\)``, ``\\[…\\]`` and
-``\\begin{…}…\\end{…}`` always. Code wins over math where it starts first, and emphasis
-never reaches inside math. Each math span is written HTML-escaped in an element of its
-own (``<span class="qm-math">``). MathJax (which JupyterLab runs over HTML outputs too)
+``\\begin{…}…\\end{…}`` always, unless MathJax would end them elsewhere (unbalanced
+braces) or the TeX makes links or loads code (``\\href``, ``\\require``): those stay
+text. Code wins over math where it starts first, and emphasis never reaches inside math.
+Each math span is written HTML-escaped in an element of its own (``<span class="qm-math">``). MathJax (which JupyterLab runs over HTML outputs too)
 looks for delimiters only within runs of text that no element interrupts, so every other
 ``$`` and ``\\`` of the text is also put in an element of its own: alone it pairs with
 nothing, in JupyterLab live or reopened, in Notebook 7, or anywhere MathJax does not run
@@ -32,7 +37,10 @@ source keeps only its alt text, so nothing shows as a broken image when reopened
 
 ``stable_prefix(text)`` says where streamed text can be cut: every top-level block before
 the offset is finished and cannot change however the text goes on, so the view publishes
-it once and re-renders only the open tail after it.
+it once and re-renders only the open tail after it. Both it and the live tail's rendering
+stay linear in the answer however long one block stays open (see ``_live_html``), and
+the parser is kept from its slow paths on pathological text (``_find``,
+``_when_links_possible``): ``benchmarks/bench_adversarial.py`` measures it.
 """
 
 from __future__ import annotations
@@ -75,7 +83,8 @@ _ALLOWED_ATTRIBUTES = {
     "th": {"style", "colspan", "rowspan"},
     "td": {"style", "colspan", "rowspan"},
     "code": {"class"},
-    "span": {"class", "style"},
+    "pre": {"class"},
+    "span": {"class"},
     "abbr": {"title"},
     "details": {"open"},
 }
@@ -91,25 +100,11 @@ _CODE_CLASS = re.compile(r"language-[\w.+#-]{1,40}")
 _ALIGN_STYLE = re.compile(r"text-align:(?:left|right|center)")
 _MATH_CLASS = "qm-math"
 
-# Pygments token families → the colour JupyterLab's own editor theme gives them.
-_TOKEN_COLOURS = (
-    ("Comment", "comment"),
-    ("Keyword.Constant", "builtin"),
-    ("Keyword", "keyword"),
-    ("Operator.Word", "keyword"),
-    ("Name.Builtin", "builtin"),
-    ("Name.Function", "def"),
-    ("Name.Class", "def"),
-    ("Name.Decorator", "meta"),
-    ("Name.Tag", "tag"),
-    ("Name.Attribute", "attribute"),
-    ("Literal.String", "string"),
-    ("Literal.Number", "number"),
-    ("Operator", "operator"),
-    ("Generic.Heading", "header"),
-    ("Generic.Subheading", "header"),
-)
-_COLOUR_STYLES = frozenset(f"color:var(--jp-mirror-editor-{name}-color)" for _, name in _TOKEN_COLOURS)
+# Code is coloured with Pygments' short class names, which JupyterLab styles in its editor
+# colours (jupyterlab_pygments, installed with nbconvert); plain names, text and punctuation
+# get no element, to keep the bytes down.
+_PLAIN_TOKENS = frozenset({"", "n", "w", "p", "nx", "err"})
+_TOKEN_CLASS = re.compile(r"[a-z]{1,3}[0-9]?")
 _HIGHLIGHT_LIMIT = 20_000  # characters of one code block worth colouring; longer ones stay plain
 
 
@@ -119,12 +114,12 @@ def _attribute_filter(tag: str, attribute: str, value: str) -> str | None:
         if tag == "code":
             m = _CODE_CLASS.match(value)
             return m.group(0) if m else None
-        return value if tag == "span" and value == _MATH_CLASS else None
+        if tag == "pre":
+            return value if value == "highlight" else None
+        return value if tag == "span" and (value == _MATH_CLASS or _TOKEN_CLASS.fullmatch(value)) else None
     if attribute == "style":
         value = value.replace(" ", "")
-        if tag in ("th", "td"):
-            return value if _ALIGN_STYLE.fullmatch(value) else None
-        return value if value in _COLOUR_STYLES else None
+        return value if tag in ("th", "td") and _ALIGN_STYLE.fullmatch(value) else None
     return value
 
 
@@ -145,7 +140,10 @@ def _cleaner() -> Any:
 # --- Which image hosts the answer may load ---------------------------------------------
 
 # None: load every http(s) image ("show"); a set: only these hosts, the rest become links.
-_IMAGE_HOSTS: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar("qwen_image_hosts", default=None)
+# Outside an answering cell (history, export) no host is known to be the user's: links.
+_IMAGE_HOSTS: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
+    "qwen_image_hosts", default=frozenset()
+)
 _URL = re.compile(r"https?://[^\s<>()\[\]\"'`]+", re.I)
 
 
@@ -202,6 +200,14 @@ def _parser(kind: str = "render") -> MarkdownIt:
     if kind == "blocks":
         md.disable("inline")  # block boundaries need no inline parsing
         return md
+    try:  # bare URLs become links, as GFM (and so JupyterLab's marked) makes them
+        import linkify_it  # noqa: F401
+
+        md.options["linkify"] = True
+        md.enable("linkify")
+        md.core.ruler.after("linkify", "gfm_autolinks", _gfm_autolinks_only)
+    except ImportError:  # the `linkify` extra of markdown-it-py is missing: bare URLs stay text
+        pass
     # Every link and image becomes a token, so that nh3 judges its URL and a refused one
     # keeps its text (markdown-it's own check would leave `[x](javascript:…)` as text).
     md.validateLink = lambda url: True  # type: ignore[method-assign]
@@ -213,6 +219,33 @@ def _parser(kind: str = "render") -> MarkdownIt:
     md.add_render_rule("math_block", _render_math_block)
     md.options["highlight"] = _highlight
     return md
+
+
+_GFM_AUTOLINK = re.compile(r"(?:https?://|www\.)|[^\s@/:]+@", re.I)
+
+
+def _gfm_autolinks_only(state: Any) -> None:
+    """Undo linkify's links that GFM would not make (``example.com`` without a scheme or ``www.``)."""
+    for block in state.tokens:
+        children = block.children
+        if block.type != "inline" or not children or not any(t.markup == "linkify" for t in children):
+            continue
+        kept: list[Any] = []
+        i = 0
+        while i < len(children):
+            token = children[i]
+            if (
+                token.type == "link_open"
+                and token.markup == "linkify"
+                and i + 2 < len(children)
+                and not _GFM_AUTOLINK.match(children[i + 1].content)
+            ):
+                kept.append(children[i + 1])  # the text, without the link around it
+                i += 3
+                continue
+            kept.append(token)
+            i += 1
+        block.children = kept
 
 
 def _math_inline(state: StateInline, silent: bool) -> bool:
@@ -390,7 +423,7 @@ def _math_block(state: StateBlock, start_line: int, end_line: int, silent: bool)
     else:
         return False
     content = state.src[pos : state.eMarks[line]].strip()
-    if not _math_allowed(content):
+    if not _math_allowed(content) or not _mathjax_agrees(content, 0, len(content), closer_length(content, 0)):
         return False
     if not silent:
         token = state.push("math_block", "", 0)
@@ -409,42 +442,44 @@ def _render_math_block(self: Any, tokens: Any, idx: int, options: Any, env: Any)
 
 
 def _highlight(code: str, lang: str, attrs: str) -> str:
-    """Code coloured by Pygments with JupyterLab's editor colours, or "" to leave it plain."""
+    """Code coloured by Pygments (a whole ``<pre class="highlight">``), or "" to leave it plain."""
     if not lang or len(code) > _HIGHLIGHT_LIMIT:
         return ""
     lexer = _lexer(lang.lower())
     if lexer is None:
         return ""
     out: list[str] = []
-    colour, run = "", []
+    css, run = "", []
     for kind, value in lexer.get_tokens(code):
-        this = _colour(kind)
-        if this != colour and run:
-            out.append(_span(colour, "".join(run)))
+        this = _css_class(kind)
+        if this != css and run:
+            out.append(_span(css, "".join(run)))
             run = []
-        colour = this
+        css = this
         run.append(value)
     if run:
-        out.append(_span(colour, "".join(run)))
+        out.append(_span(css, "".join(run)))
     highlighted = "".join(out)
     # Pygments ends the text with a newline of its own; keep the code's own ending.
     if highlighted.endswith("\n") and not code.endswith("\n"):
         highlighted = highlighted[:-1]
-    return highlighted or ""
+    language = html.escape(lang, quote=True)
+    return f'<pre class="highlight"><code class="language-{language}">{highlighted}</code></pre>'
 
 
-def _span(colour: str, text: str) -> str:
+def _span(css: str, text: str) -> str:
     text = html.escape(text, quote=False)
-    return f'<span style="color:var(--jp-mirror-editor-{colour}-color)">{text}</span>' if colour else text
+    return f'<span class="{css}">{text}</span>' if css else text
 
 
 @functools.cache
-def _colour(kind: Any) -> str:
-    name = str(kind).removeprefix("Token.")
-    for family, colour in _TOKEN_COLOURS:
-        if name == family or name.startswith(family + "."):
-            return colour
-    return ""
+def _css_class(kind: Any) -> str:
+    from pygments.token import STANDARD_TYPES
+
+    while kind not in STANDARD_TYPES and kind.parent is not None:
+        kind = kind.parent
+    css = STANDARD_TYPES.get(kind, "")
+    return "" if css in _PLAIN_TOKENS else css
 
 
 @functools.cache

@@ -436,8 +436,10 @@ def test_the_answer_renders_as_markdown(ran: Run) -> None:
     assert answer.locator("strong").inner_text() == "bold"
     code = answer.locator("pre code")
     assert "def greet(name: str) -> str:" in code.inner_text()
-    # Fenced code is coloured in the kernel (Pygments, in JupyterLab's editor colours).
-    tokens = code.evaluate("c => [...c.querySelectorAll('span[style]')].map(s => s.textContent)")
+    # Fenced code is coloured in the kernel (Pygments classes, styled by JupyterLab in its editor colours).
+    tokens = code.evaluate("c => [...c.querySelectorAll('span[class]')].map(s => s.textContent)")
+    colours = code.evaluate("c => [...c.querySelectorAll('span.k')].map(s => getComputedStyle(s).color)")
+    assert colours and len(set(colours)) == 1 and colours[0] != code.evaluate("c => getComputedStyle(c).color")
     assert {"def", "return", "# say hello"} <= set(tokens), tokens
     table = answer.locator("table")
     assert table.locator("th").all_inner_texts() == ["model", "tokens"]
@@ -562,7 +564,7 @@ def reopened(saved: Path, lab: Lab, browser: Any, artifacts: Path) -> Any:
 def _assert_saved_answers_render(page: Any) -> None:
     answer = _outputs(page, ANSWER_CELL)
     assert answer.locator("h1").inner_text().startswith("Streaming report")
-    assert answer.locator("pre code span[style]").count() > 5
+    assert answer.locator("pre code span[class]").count() > 5
     assert answer.locator("table th").count() == 2
     assert answer.locator("details.qwen-thinking").get_attribute("open") is None
     for cell in (ANSWER_CELL, PAYLOAD_CELL):

