@@ -23,6 +23,7 @@ from typing import Any
 
 from ._answer import Answer, Usage
 from ._cache import MARKER, TokenEstimator, place_markers
+from ._context import clock
 from ._media import detach_media
 from ._prompt import Block, prompt_text
 from ._tools import tool_lines
@@ -38,6 +39,13 @@ class Turn:
     answer: Answer
     cell_id: str | None = None
     source: str | None = None
+    context: Any = None  # the notebook context sent first in ``prompt`` (a ``_context.Context``), if any
+    upto: int = 0  # the capture clock when sent: the next turn's context starts after it
+
+    @property
+    def own_prompt(self) -> list[Block]:
+        """The prompt without the notebook context in front of it."""
+        return self.prompt[len(self.context.blocks) :] if self.context is not None else self.prompt
 
 
 @dataclass
@@ -64,12 +72,18 @@ class Conversation:
     turns: list[Turn] = field(default_factory=list)
     spent: Usage = field(default_factory=Usage)  # every request's usage, replaced turns included
     requests: int = 0
+    started: int = 0  # the capture clock at creation or reset: the first turn's context starts after it
 
     def reset(self) -> None:
         """Forget the turns and the system prompt."""
         self.system = None
         self.system_cache = False
         self.turns.clear()
+        self.started = clock()
+
+    def context_mark(self) -> int:
+        """The capture clock after which cells are new to this conversation."""
+        return self.turns[-1].upto if self.turns else self.started
 
     def is_rerun(self, cell_id: str | None, source: str | None) -> bool:
         """Whether this cell produced the latest turn (so running it again replaces it)."""
@@ -137,7 +151,9 @@ class Conversation:
             lines += ["", "**System:**", "", self.system]
         for i, turn in enumerate(self.turns, 1):
             answer = turn.answer
-            lines += ["", f"**You ({i}):**", "", prompt_text(turn.prompt), ""]
+            if turn.context is not None:
+                lines += ["", f"*{turn.context.summary()}*", "", *(f"- {line}" for line in turn.context.lines())]
+            lines += ["", f"**You ({i}):**", "", prompt_text(turn.own_prompt), ""]
             for done in answer.rounds:
                 if done.thinking:
                     lines += ["> *Thinking:*", ">", "\n".join("> " + line for line in done.thinking.splitlines()), ""]
@@ -170,6 +186,15 @@ def _say(messages: list[dict[str, Any]], role: str, content: list[Block]) -> lis
 class Chats(dict[str, Conversation]):
     """Named conversations, created on first use."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.origin = clock()  # a new conversation's context starts after this: load, or forgetting all
+
     def __missing__(self, name: str) -> Conversation:
-        chat = self[name] = Conversation(name)
+        chat = self[name] = Conversation(name, started=self.origin)
         return chat
+
+    def clear(self) -> None:
+        """Forget every conversation; new ones see only cells run from now on."""
+        super().clear()
+        self.origin = clock()
