@@ -1,10 +1,14 @@
 """The notebook as context: capture what each cell ran, printed, showed and raised, and turn it into a turn's blocks.
 
 Capture (``Capture``, installed by ``%load_ext``) follows IPython's ``pre_run_cell`` and
-``post_run_cell`` events. While a cell runs, ``sys.stdout``/``sys.stderr`` are stand-ins
-that hand every write to the real stream first (what the user sees is unchanged) and keep
-a bounded head and tail of it (``Bounded``): a cell printing a million lines costs a list
-append per write, and memory stays small. Rich output is read where IPython publishes it:
+``post_run_cell`` events and keeps a bounded head and tail of what each cell prints
+(``Bounded``), so memory stays small whatever it prints. Under ipykernel the text is read
+where the kernel's ``OutStream`` flushes it to the frontend, a batch at a time and only for
+the running cell's parent message: a cell printing a million lines pays nothing per line
+(a per-write stand-in cost 10–15%, measured by ``benchmarks/bench_context.py``). Elsewhere
+(terminal IPython, other streams) ``sys.stdout``/``sys.stderr`` are stand-ins for the cell
+that hand every write to the real stream first and keep a copy. Either way what the user
+sees is unchanged. Rich output is read where IPython publishes it:
 ``display_pub.publish`` (``display()``, matplotlib's inline figures) and the display hook's
 ``write_format_data`` (``Out``) are wrapped, not hooked, because a display-publisher hook
 would make the streaming view give up its direct path. ``%%qwen``/``%qwen`` cells and cells
@@ -25,6 +29,7 @@ import base64
 import html
 import re
 import sys
+import threading
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +117,25 @@ class Bounded:
         return f"{head}\n[… {size(cut)} cut from the middle …]\n{tail}"
 
 
+def _tap(stream: Any, on_flush: Any) -> Any:
+    """Wrap an ipykernel ``OutStream``'s flush so ``on_flush(parent, text)`` sees each batch; None if it has none."""
+    original = getattr(stream, "_flush_buffers", None)  # ipykernel 7: {parent: text} per flush
+    if original is None or not callable(original) or "_flush_buffers" in getattr(stream, "__dict__", {}):
+        return None
+
+    def flushed() -> Any:
+        for parent, data in original():
+            try:
+                if data:
+                    on_flush(parent, data)
+            except Exception:  # capture must never lose the user's output
+                pass
+            yield parent, data
+
+    stream._flush_buffers = flushed
+    return original
+
+
 class _Tee:
     """A cell's ``sys.stdout``/``sys.stderr``: the real stream gets every write first, a bounded copy is kept."""
 
@@ -170,6 +194,9 @@ class Capture:
         self._saved: tuple[Any, Any] | None = None
         self._publish: Any = None
         self._write_format_data: Any = None
+        self._tapped: dict[str, Any] = {}  # "stdout"/"stderr" → the OutStream whose flushes are read
+        self._parent: Any = None  # the running cell's parent header, as the OutStream keys its text
+        self._lock = threading.Lock()
 
     # -- installing ----------------------------------------------------------------------
 
@@ -185,6 +212,10 @@ class Capture:
         if hook is not None and hasattr(hook, "write_format_data"):
             self._write_format_data = hook.write_format_data
             hook.write_format_data = self._result
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if getattr(self.shell, "kernel", None) is not None and _tap(stream, self._flushed_to(name)) is not None:
+                self._tapped[name] = stream
 
     def uninstall(self) -> None:
         """Undo ``install``."""
@@ -198,6 +229,9 @@ class Capture:
             self.shell.display_pub.__dict__.pop("publish", None)
         if self._write_format_data is not None:
             self.shell.displayhook.__dict__.pop("write_format_data", None)
+        for stream in self._tapped.values():
+            stream.__dict__.pop("_flush_buffers", None)
+        self._tapped.clear()
 
     def clear(self) -> None:
         """Forget every captured cell."""
@@ -212,13 +246,23 @@ class Capture:
             self.current = None
             return
         count = getattr(self.shell, "execution_count", None) if getattr(info, "store_history", True) else None
-        cell = self.current = Cell(0, count, source)
+        cell = Cell(0, count, source)
         self._saved = (sys.stdout, sys.stderr)
-        sys.stdout = _Tee(sys.stdout, cell.stdout)
-        sys.stderr = _Tee(sys.stderr, cell.stderr)
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if self._tapped.get(name) is stream:
+                self._parent = frozenset(stream.parent_header.items())
+            else:
+                setattr(sys, name, _Tee(stream, getattr(cell, name)))
+        self.current = cell
 
     def post_run_cell(self, result: Any) -> None:
-        cell, self.current = self.current, None
+        cell = self.current
+        for name, stream in self._tapped.items():
+            if getattr(sys, name) is stream:
+                stream.flush()  # the cell's last lines reach the frontend now, and the capture with them
+        with self._lock:
+            self.current = None
         self._restore_streams()
         if cell is None:
             return
@@ -235,6 +279,15 @@ class Capture:
         cell.number = _tick()
         self.cells.append(cell)
         del self.cells[:-MAX_CELLS]
+
+    def _flushed_to(self, name: str) -> Any:
+        def on_flush(parent: dict[str, Any], text: str) -> None:
+            with self._lock:
+                cell = self.current
+                if cell is not None and frozenset(parent.items()) == self._parent:
+                    getattr(cell, name).add(text)
+
+        return on_flush
 
     def _restore_streams(self) -> None:
         if self._saved is None:
