@@ -44,6 +44,9 @@ OUTPUT_SHARE = 0.4  # one output may take at most this share of the turn's budge
 MIN_OUTPUT_CHARS = 300  # below this an output is not worth cutting to: the cell keeps its source only
 MAX_IMAGE_BASE64 = 10 * 1024 * 1024  # DashScope's inline limit
 
+INTRO = "[Notebook context: the cells I ran since my last message, oldest first.]"
+NOTE_RESERVE = 100  # characters kept for the note naming the cells left out
+
 _SKIP = re.compile(r"#\s*qwen\s*:\s*skip\b", re.IGNORECASE)
 _OWN = re.compile(r"%%?qwen\b")
 _clock = 0  # the number of the latest captured cell, process-wide
@@ -500,7 +503,7 @@ def build(
     share = max(MIN_OUTPUT_CHARS, int(budget * OUTPUT_SHARE))
     entries: list[Entry] = []
     dropped: list[Cell] = []
-    used = 0.0
+    used = float(len(INTRO) + NOTE_RESERVE)  # the intro and the note of what was left out count too
     images_left = images
     reduced = False  # once a cell is cut to its source, every older one is too
     for cell in reversed(cells):
@@ -534,7 +537,7 @@ def build(
     dropped.reverse()
     if not entries and not dropped:
         return None
-    intro = "[Notebook context: the cells I ran since my last message, oldest first.]"
+    intro = INTRO
     if dropped:
         intro += f"\n[Left out for the context budget: {_span(dropped)} ({_plural(len(dropped), 'older cell')}).]"
     blocks: list[dict[str, Any]] = []
