@@ -47,6 +47,7 @@ MAX_IMAGE_BASE64 = 10 * 1024 * 1024  # DashScope's inline limit
 INTRO = "[Notebook context: the cells I ran since my last message, oldest first.]"
 NOTE_RESERVE = 100  # characters kept for the note naming the cells left out
 
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 _SKIP = re.compile(r"#\s*qwen\s*:\s*skip\b", re.IGNORECASE)
 _OWN = re.compile(r"%%?qwen\b")
 _clock = 0  # the number of the latest captured cell, process-wide
@@ -200,6 +201,7 @@ class Capture:
         self._tapped: dict[str, Any] = {}  # "stdout"/"stderr" → the OutStream whose flushes are read
         self._parent: Any = None  # the running cell's parent header, as the OutStream keys its text
         self._lock = threading.Lock()
+        self._hushed: _Tee | None = None
 
     # -- installing ----------------------------------------------------------------------
 
@@ -215,6 +217,22 @@ class Capture:
         if hook is not None and hasattr(hook, "write_format_data"):
             self._write_format_data = hook.write_format_data
             hook.write_format_data = self._result
+        if hook is not None and hasattr(hook, "start_displayhook") and hasattr(hook, "finish_displayhook"):
+            # A terminal's display hook prints ``Out[1]: 42`` to stdout: kept as the result, not as printed text.
+            start, finish = hook.start_displayhook, hook.finish_displayhook
+            hook.start_displayhook = lambda *a, **k: (self._hush(), start(*a, **k))[1]
+            hook.finish_displayhook = lambda *a, **k: (finish(*a, **k), self._unhush())[0]
+        show = getattr(self.shell, "_showtraceback", None)
+        if show is not None:
+            # A terminal prints the coloured traceback to stdout: the error is kept from the exception instead.
+            def showtraceback(*args: Any, **kwargs: Any) -> Any:
+                self._hush()
+                try:
+                    return show(*args, **kwargs)
+                finally:
+                    self._unhush()
+
+            self.shell._showtraceback = showtraceback
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
             if getattr(self.shell, "kernel", None) is not None and _tap(stream, self._flushed_to(name)) is not None:
@@ -231,7 +249,9 @@ class Capture:
         if self._publish is not None:
             self.shell.display_pub.__dict__.pop("publish", None)
         if self._write_format_data is not None:
-            self.shell.displayhook.__dict__.pop("write_format_data", None)
+            for name in ("write_format_data", "start_displayhook", "finish_displayhook"):
+                self.shell.displayhook.__dict__.pop(name, None)
+        self.shell.__dict__.pop("_showtraceback", None)
         for stream in self._tapped.values():
             stream.__dict__.pop("_flush_buffers", None)
         self._tapped.clear()
@@ -291,6 +311,16 @@ class Capture:
                     getattr(cell, name).add(text)
 
         return on_flush
+
+    def _hush(self) -> None:
+        if isinstance(sys.stdout, _Tee) and self._hushed is None:
+            self._hushed = sys.stdout
+            sys.stdout = sys.stdout._stream
+
+    def _unhush(self) -> None:
+        hushed, self._hushed = self._hushed, None
+        if hushed is not None and sys.stdout is hushed._stream:
+            sys.stdout = hushed
 
     def _restore_streams(self) -> None:
         if self._saved is None:
@@ -564,7 +594,7 @@ def _whole(cell: Cell, limit: int) -> Entry:
     texts: dict[str, str] = {}
     for name, stream in (("stdout", cell.stdout), ("stderr", cell.stderr), ("display", cell.shown)):
         if stream.total:
-            texts[name] = stream.text(limit)
+            texts[name] = _plain(stream.text(limit))
             if stream.total > len(stream.head) + len(stream.tail) or len(stream.head) + len(stream.tail) > limit:
                 cuts.append(f"{name} {size(stream.total)} → {size(len(texts[name]))}")
     if cell.result is not None:
@@ -597,6 +627,11 @@ def _render(cell: Cell, texts: dict[str, str], *, source_only: bool) -> str:
     if "error" in texts:
         lines += [f"Raised {cell.error_name}:", _fence(texts["error"].rstrip("\n"), "text")]
     return "\n".join(lines)
+
+
+def _plain(text: str) -> str:
+    """Terminal colours and cursor moves left out (a coloured log line reads as its words)."""
+    return _ANSI.sub("", text) if "\x1b" in text else text
 
 
 def _fence(text: str, info: str) -> str:

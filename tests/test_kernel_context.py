@@ -283,3 +283,51 @@ def test_unload_restores_the_streams_and_display_paths(ctx):
         assert ctx.run("print('still printing')").stdout == "still printing\n"
     finally:
         ctx.run("%load_ext qwen_magic")
+
+
+def test_the_panel_toggle_is_the_context_setting(ctx):
+    ctx.run("_p = (get_ipython().run_line_magic('qwen', 'panel') or _qm._panels[-1])")
+    assert ctx.run("print(_p.context.value, end='')").stdout == "True"
+    ctx.run("_p.context.value = False")
+    assert ctx.run("print(_qm.context, end='')").stdout == "off"
+    ctx.run("k = 'while off'")
+    ctx.run("%%qwen\nOff by the panel")
+    assert sent(ctx) == [{"type": "text", "text": "Off by the panel"}]
+    ctx.run("%qwen config context=auto")
+    assert ctx.run("print(_p.context.value, end='')").stdout == "True"
+    assert "context auto" in ctx.run("%qwen").data("text/plain")[0]
+
+
+def test_terminal_ipython_captures_through_stream_stand_ins(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    script = tmp_path / "term.py"
+    script.write_text(
+        f"import sys, os, json\nsys.path.insert(0, {str(tests)!r})\n"
+        "from fake_dashscope import FakeDashScope\n"
+        "from IPython.terminal.interactiveshell import TerminalInteractiveShell\n"
+        "with FakeDashScope() as server:\n"
+        "    os.environ['DASHSCOPE_BASE_URL'] = server.url\n"
+        "    os.environ['DASHSCOPE_API_KEY'] = server.api_key\n"
+        "    shell = TerminalInteractiveShell.instance()\n"
+        "    shell.run_line_magic('load_ext', 'qwen_magic')\n"
+        "    real = sys.stdout\n"
+        "    shell.run_cell('print(\"terminal line\")\\n6 * 7', store_history=True)\n"
+        "    assert sys.stdout is real, 'the stream stand-in must be removed after the cell'\n"
+        "    shell.run_cell('import sys\\nprint(\"to stderr\", file=sys.stderr)\\nraise ValueError(\"bad value\")', store_history=True)\n"
+        "    shell.run_cell('%%qwen\\nWhat happened?', store_history=True)\n"
+        "    print('BODY=' + json.dumps(server.requests[-1].body['messages'][-1]['content']))\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "terminal line" in out.stdout and "to stderr" in out.stderr  # the user still sees it
+    (body,) = [line[5:] for line in out.stdout.splitlines() if line.startswith("BODY=")]
+    blocks = json.loads(body)
+    first, second, own = (b["text"] for b in blocks)
+    assert "Printed:\n```text\nterminal line\n```" in first and "Out[1]:\n```text\n42\n```" in first
+    assert "Printed to stderr:\n```text\nto stderr\n```" in second
+    assert "ValueError: bad value" in second and "\x1b" not in second
+    assert own == "What happened?"
