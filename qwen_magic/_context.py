@@ -525,7 +525,7 @@ def build(
     key: str | None = None,
 ) -> Context | None:
     """The blocks for ``cells`` (oldest first) within ``tokens`` and ``images``; None when there are none."""
-    if not cells:
+    if not cells or tokens <= 0:  # a budget of 0 sends nothing, not even a note
         return None
     from ._text import mask_key
 
