@@ -23,7 +23,9 @@ def ctx(fresh):
     run = fresh.run(
         "%qwen context clear\n"
         "get_ipython().magics_manager.registry['QwenMagics'].context = 'auto'\n"
-        "get_ipython().magics_manager.registry['QwenMagics'].chats.clear()"
+        "get_ipython().magics_manager.registry['QwenMagics'].chats.clear()\n"
+        # Earlier tests calibrate the token estimate; the budget tests expect the starting 3.5 characters a token.
+        "get_ipython().magics_manager.registry['QwenMagics'].estimator.chars_per_token = 3.5"
     )
     assert run.status == "ok", run.error_text
     return fresh
@@ -108,8 +110,8 @@ def test_a_matplotlib_figure_is_sent_and_counted_in_the_manifest(ctx):
 
 
 def test_budget_cuts_long_output_in_the_middle_then_sources_then_drops_older_cells(ctx):
-    ctx.run("%qwen config context_tokens=400")
-    for i in range(6):
+    ctx.run("%qwen config context_tokens=800")
+    for i in range(12):
         ctx.run(f"old_{i} = {i}\nprint('old cell {i} output ' * 20)")
     ctx.run("print('\\n'.join(f'line {i}' for i in range(5000)))")
     run = ctx.run("%%qwen\nSummarise")
@@ -121,11 +123,11 @@ def test_budget_cuts_long_output_in_the_middle_then_sources_then_drops_older_cel
     assert "line 0\n" in newest and "line 4999" in newest
     assert re.search(r"\[… \d+ kB cut from the middle …\]", newest)
     # Older cells keep their source only, with a note, and the oldest are left out with a note.
-    assert "[its outputs (stdout) left out for the context budget]" in context_text
+    assert "[its outputs (stdout) left out for the context budget]" in context_text, manifest(run)["text/plain"]
     assert "Left out for the context budget: In [" in blocks[0]["text"]
     assert "old_0 = 0" not in context_text
     # Within the budget (estimated like every prompt: about 3.5 characters a token).
-    assert len(context_text) / 3.5 <= 400 * 1.05
+    assert len(context_text) / 3.5 <= 800
     line = manifest(run)["text/plain"]
     assert re.search(r"\(cut: .*In \[\d+\] stdout 49 kB → \d+ k?B;", line), line
     assert "source only" in line and "left out" in line
