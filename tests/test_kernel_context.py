@@ -333,3 +333,45 @@ def test_terminal_ipython_captures_through_stream_stand_ins(tmp_path):
     assert "Printed to stderr:\n```text\nto stderr\n```" in second
     assert "ValueError: bad value" in second and "\x1b" not in second
     assert own == "What happened?"
+
+
+def test_a_lesson_with_context_replays_in_a_fresh_kernel_despite_new_addresses_and_temp_paths(tmp_path):
+    import os
+
+    import nbclient
+    import nbformat
+    from fake_dashscope import FakeDashScope
+    from kernel_harness import ROOT
+
+    cassette = tmp_path / "lesson.jsonl"
+    cells = [
+        "%load_ext qwen_magic",
+        f"%qwen record {cassette}",
+        "class Box:\n    pass\nBox()",  # Out: <__main__.Box at 0x7f…>, a new address in every process
+        "import warnings\nwarnings.warn('careful')",  # stderr names the kernel's temp file of the cell
+        "%%qwen\nWhat are these?",
+    ]
+
+    def run(env: dict[str, str]) -> Any:
+        notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+        base = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "QWEN_MAGIC_REPLAY"):
+            base.pop(name, None)
+        nbclient.NotebookClient(notebook, timeout=60, kernel_name="python3", allow_errors=True).execute(
+            env={**base, **env}
+        )
+        return notebook
+
+    with FakeDashScope() as server:
+        server.queue(Stream(text="A box and a warning."))
+        live = run({"DASHSCOPE_BASE_URL": server.url, "DASHSCOPE_API_KEY": server.api_key})
+        context = server.requests[-1].body["messages"][-1]["content"]
+        url = server.url
+    joined = "\n".join(b["text"] for b in context if b["type"] == "text")
+    assert re.search(r"<__main__\.Box (object )?at 0x[0-9a-f]{6,}>", joined) and "ipykernel_" in joined, joined
+    assert "A box and a warning." in json.dumps(live.cells[4].outputs)
+
+    replayed = run({"DASHSCOPE_BASE_URL": url, "QWEN_MAGIC_REPLAY": str(cassette)})
+    answer = "".join(o.get("data", {}).get("text/markdown", "") for o in replayed.cells[4].outputs)
+    errors = [o for o in replayed.cells[4].outputs if o.output_type == "error"]
+    assert answer == "A box and a warning.", (errors and errors[0].traceback) or replayed.cells[4].outputs
