@@ -38,6 +38,7 @@ HEAD_CHARS = 6000  # kept from the start of each stream of a cell
 TAIL_CHARS = 6000  # and from its end
 DISPLAY_CHARS = 4000  # head and tail of a cell's displayed text/plain
 IMAGES_PER_CELL = 6  # images kept per cell (the latest)
+MAX_IMAGES = 32  # images kept in all: older cells keep only how many they showed
 MAX_CELLS = 200  # cells kept; older ones are forgotten
 SOURCE_CHARS = 8000  # a longer source is cut in the middle
 OUTPUT_SHARE = 0.4  # one output may take at most this share of the turn's budget
@@ -302,6 +303,11 @@ class Capture:
         cell.number = _tick()
         self.cells.append(cell)
         del self.cells[:-MAX_CELLS]
+        kept = 0
+        for older in reversed(self.cells):  # memory stays bounded in a notebook full of figures
+            kept += len(older.images)
+            if kept > MAX_IMAGES:
+                older.images = older.images[kept - MAX_IMAGES :] if kept - len(older.images) < MAX_IMAGES else []
 
     def _flushed_to(self, name: str) -> Any:
         def on_flush(parent: dict[str, Any], text: str) -> None:

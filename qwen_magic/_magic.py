@@ -7,6 +7,7 @@ import keyword
 import os
 import shlex
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -457,7 +458,7 @@ class QwenMagics(Magics):
             _note(f"Forgot {count} captured cell(s): the next %%qwen cell sends only cells run from now on.")
             return
         chat = self.chats[args.chat or DEFAULT_CHAT]
-        context = self.notebook_context(chat, argparse_namespace(context=True))
+        context = self.notebook_context(chat, SimpleNamespace(context=True))
         state = "" if self.context == "auto" else " (context is off: only %%qwen --context would send it)"
         if context is None:
             _note(f"No notebook context to send: no cell has run since conversation `{chat.name}`'s last turn{state}.")
@@ -514,13 +515,6 @@ class QwenMagics(Magics):
         rows.append("Input-token equivalents = input + 1.25 × cache written + 0.1 × cache read; "
                     "the saving compares them with sending every prompt token at the full price.")
         return "\n".join(rows)
-
-
-def argparse_namespace(**values: Any) -> Any:
-    """A stand-in for parsed cell options."""
-    import argparse
-
-    return argparse.Namespace(**values)
 
 
 def _check_output_name(name: str | None) -> None:
