@@ -636,8 +636,12 @@ def _render(cell: Cell, texts: dict[str, str], *, source_only: bool) -> str:
 
 
 def _plain(text: str) -> str:
-    """Terminal colours and cursor moves left out (a coloured log line reads as its words)."""
-    return _ANSI.sub("", text) if "\x1b" in text else text
+    """Text as a terminal would leave it: colours and cursor moves out, a line redrawn after ``\\r`` (a progress bar) only as it ended."""
+    if "\x1b" in text:
+        text = _ANSI.sub("", text)
+    if "\r" in text:
+        text = "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
+    return text
 
 
 def _fence(text: str, info: str) -> str:

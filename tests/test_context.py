@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import sys
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -142,3 +143,35 @@ def _span(cells: list[Cell]) -> str:
 
 def _cells(n: int) -> str:
     return f"{n} older cell{'s' if n != 1 else ''}"
+
+
+def test_capture_in_an_in_process_shell_keeps_what_each_cell_did(capsys) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from qwen_magic import _context
+
+    shell = InteractiveShell.instance()
+    capture = _context.Capture(shell)
+    capture.install()
+    try:
+        shell.run_cell("import sys\nfor p in (10, 50, 100):\n    print(f'\\r{p}%', end='', file=sys.stderr)\nprint('done')", store_history=True)
+        shell.run_cell("# qwen: skip\nprint('private')", store_history=True)
+        shell.run_cell("%qwen context", store_history=True)  # not a registered magic here: still never captured
+        shell.run_cell("{'a': 1}", store_history=True)
+        png = {"image/png": PNG, "text/plain": "<Figure>"}
+        for _ in range(_context.MAX_IMAGES + 5):
+            shell.run_cell(f"get_ipython().display_pub.publish({png!r})", store_history=True)
+    finally:
+        capture.uninstall()
+    assert "private" in capsys.readouterr().out  # the user still saw everything
+    first, result, *figures = capture.cells
+    assert first.stdout.text() == "done\n"
+    context = build([first], tokens=1000, images=0, chars_per_token=3.5, upto=0)
+    assert context is not None and "Printed to stderr:\n```text\n100%\n```" in context.blocks[0]["text"]
+    assert result.result == "{'a': 1}" and result.stdout.total == 0  # Out is the result, not printed text
+    assert len(figures) == _context.MAX_IMAGES + 5
+    assert sum(len(c.images) for c in figures) == _context.MAX_IMAGES  # memory stays bounded
+    assert all(c.images for c in figures[-_context.MAX_IMAGES :]) and not figures[0].images
+    assert all(c.images_seen == 1 and c.shown.text() == "<Figure>\n" for c in figures)
+    assert [c.number for c in capture.cells] == sorted(c.number for c in capture.cells)
+    assert sys.stdout is not None and not isinstance(sys.stdout, _context._Tee)
