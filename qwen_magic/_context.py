@@ -385,11 +385,12 @@ class Capture:
     def _traceback(self, exc: BaseException) -> str:
         """``Type: message`` and the traceback, cell frames named ``In [N]``, IPython's own frames left out."""
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/IPython/core/" not in f.filename]
-        names = getattr(getattr(self.shell, "compile", None), "_filename_map", {}) or {}
-        for frame in frames:
-            if frame.filename in names:
-                frame.filename = f"In [{names[frame.filename]}]"
         text = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(type(exc), exc))
+        # Cell files (``/tmp/ipykernel_42/123.py``, ``<ipython-input-3-…>``) by the name the user knows.
+        names = getattr(getattr(self.shell, "compile", None), "_filename_map", {}) or {}
+        for filename in {f.filename for f in frames} | {getattr(exc, "filename", None) or ""}:
+            if filename in names:
+                text = text.replace(f'"{filename}"', f'"In [{names[filename]}]"')
         head = "Traceback (most recent call last):\n" if frames else ""
         return _bounded(head + text, HEAD_CHARS)
 

@@ -158,13 +158,15 @@ def test_capture_in_an_in_process_shell_keeps_what_each_cell_did(capsys) -> None
         shell.run_cell("# qwen: skip\nprint('private')", store_history=True)
         shell.run_cell("%qwen context", store_history=True)  # not a registered magic here: still never captured
         shell.run_cell("{'a': 1}", store_history=True)
+        shell.run_cell("total = (1 +", store_history=True)
         png = {"image/png": PNG, "text/plain": "<Figure>"}
         for _ in range(_context.MAX_IMAGES + 5):
             shell.run_cell(f"get_ipython().display_pub.publish({png!r})", store_history=True)
     finally:
         capture.uninstall()
     assert "private" in capsys.readouterr().out  # the user still saw everything
-    first, result, *figures = capture.cells
+    first, result, syntax, *figures = capture.cells
+    assert syntax.error_name == "SyntaxError" and f'"In [{syntax.count}]", line 1' in (syntax.error or "")
     assert first.stdout.text() == "done\n"
     context = build([first], tokens=1000, images=0, chars_per_token=3.5, upto=0)
     assert context is not None and "Printed to stderr:\n```text\n100%\n```" in context.blocks[0]["text"]
