@@ -165,7 +165,9 @@ class QwenMagics(Magics):
         args = parse_argstring(self.qwen, line)
         chat = self.chats[args.chat]
         if args.new:
+            unseen = chat.context_mark()
             chat.reset()
+            chat.started = unseen  # the fresh conversation still sees the cells this one had not been sent
         if args.system:
             blocks = build_prompt(cell, self.shell.user_ns) if cell.strip() else []
             if any(block["type"] != "text" for block in blocks):

@@ -167,6 +167,9 @@ def test_each_conversation_gets_the_cells_run_since_its_own_previous_turn(ctx):
     assert "first cell" in side and "second cell" in side
     ctx.run("%%qwen\nThree")  # nothing new for the default conversation
     assert sent(ctx) == [{"type": "text", "text": "Three"}]
+    ctx.run("n = 'before new'")
+    ctx.run("%%qwen --new\nNew")  # a fresh conversation in the same cell still sees what was not yet sent
+    assert "before new" in texts(sent(ctx))[0] and len(ctx.server.requests[-1].body["messages"]) == 1
     ctx.run("c = 'third cell'")
     ctx.run("%qwen reset")
     ctx.run("d = 'after reset'")
