@@ -603,7 +603,8 @@ def _whole(cell: Cell, limit: int) -> Entry:
         if stream.total:
             texts[name] = _plain(stream.text(limit))
             if stream.total > len(stream.head) + len(stream.tail) or len(stream.head) + len(stream.tail) > limit:
-                cuts.append(f"{name} {size(stream.total)} → {size(len(texts[name]))}")
+                label = "output" if name == "stdout" else name  # what a cell printed is its output
+                cuts.append(f"{label} {size(stream.total)} → {size(len(texts[name]))}")
     if cell.result is not None:
         texts["Out"] = _middle(cell.result, limit)
         if len(texts["Out"]) < len(cell.result):

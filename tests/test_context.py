@@ -9,7 +9,7 @@ import sys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qwen_magic._context import INTRO, Bounded, Cell, build, skipped
+from qwen_magic._context import INTRO, Bounded, Cell, _plain, build, skipped
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 40).decode()
 KEY = "sk-property-test-key-000111"
@@ -95,7 +95,7 @@ def test_with_room_enough_everything_is_sent_whole(cells: list[Cell]) -> None:
     assert context is not None and not context.dropped and "cut:" not in context.summary()
     for entry in context.entries:
         assert entry.form == "whole"
-        assert entry.cell.stdout.text().rstrip("\n").replace(KEY, "sk-…0111") in entry.text
+        assert _plain(entry.cell.stdout.text()).rstrip("\n").replace(KEY, "sk-…0111") in entry.text
 
 
 @given(st.lists(st.text(max_size=3000), max_size=60), st.integers(1, 500), st.integers(1, 500))
@@ -133,7 +133,7 @@ def test_cut_markers_say_how_much(tmp_path) -> None:
     cell.stdout.add("x" * 41_000)
     context = build([cell], tokens=700, images=0, chars_per_token=3.5, upto=1)
     assert context is not None
-    assert re.search(r"In \[7\] stdout 41 kB → \d+ (B|kB)", context.summary())
+    assert re.search(r"In \[7\] output 41 kB → \d+ (B|kB)", context.summary())
     assert re.search(r"\[… \d+ kB cut from the middle …\]", context.blocks[0]["text"])
 
 

@@ -129,7 +129,7 @@ def test_budget_cuts_long_output_in_the_middle_then_sources_then_drops_older_cel
     # Within the budget (estimated like every prompt: about 3.5 characters a token).
     assert len(context_text) / 3.5 <= 800
     line = manifest(run)["text/plain"]
-    assert re.search(r"\(cut: .*In \[\d+\] stdout 49 kB → \d+ k?B;", line), line
+    assert re.search(r"\(cut: .*In \[\d+\] output 49 kB → \d+ k?B;", line), line
     assert "source only" in line and "left out" in line
     html_text = manifest(run)["text/html"]
     assert html_text.startswith('<details class="qwen-context"') and "<li>" in html_text
