@@ -34,6 +34,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _text
+
 HEAD_CHARS = 6000  # kept from the start of each stream of a cell
 TAIL_CHARS = 6000  # and from its end
 DISPLAY_CHARS = 4000  # head and tail of a cell's displayed text/plain
@@ -480,7 +482,7 @@ class Context:
                 what.append("cut: " + ", ".join(entry.cuts))
             if entry.form == "source" and _outputs(cell):
                 what.append("outputs left out")
-            out.append(f"{cell.label} {_short(first, 60)} — {', '.join(what)}")
+            out.append(f"{cell.label} {_short(_text.visible_controls(first), 60)} — {', '.join(what)}")
         for cell in self.dropped:
             out.append(f"{cell.label} — left out (over the budget)")
         return out
@@ -508,7 +510,9 @@ class Context:
                 from ._media import describe
 
                 parts.append(describe(block))
-        return "\n\n".join(parts)
+        from ._text import visible_controls  # shown in a terminal too: no escape sequence may act
+
+        return visible_controls("\n\n".join(parts))
 
 
 def _outputs(cell: Cell) -> list[tuple[str, bool]]:
