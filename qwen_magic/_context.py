@@ -3,8 +3,8 @@
 Capture (``Capture``, installed by ``%load_ext``) follows IPython's ``pre_run_cell`` and
 ``post_run_cell`` events and keeps a bounded head and tail of what each cell prints
 (``Bounded``), so memory stays small whatever it prints. Under ipykernel the text is read
-where the kernel's ``OutStream`` flushes it to the frontend, a batch at a time and only for
-the running cell's parent message: a cell printing a million lines pays nothing per line
+where the kernel's ``OutStream`` flushes it to the frontend, a batch at a time (ipykernel 7:
+only the running cell's parent message's): a cell printing a million lines pays nothing per line
 (a per-write stand-in cost 10–15%, measured by ``benchmarks/bench_context.py``). Elsewhere
 (terminal IPython, other streams) ``sys.stdout``/``sys.stderr`` are stand-ins for the cell
 that hand every write to the real stream first and keep a copy. Either way what the user
@@ -124,23 +124,43 @@ class Bounded:
         return f"{head}\n[… {size(cut)} cut from the middle …]\n{tail}"
 
 
-def _tap(stream: Any, on_flush: Any) -> Any:
-    """Wrap an ipykernel ``OutStream``'s flush so ``on_flush(parent, text)`` sees each batch; None if it has none."""
-    original = getattr(stream, "_flush_buffers", None)  # ipykernel 7: {parent: text} per flush
-    if original is None or not callable(original) or "_flush_buffers" in getattr(stream, "__dict__", {}):
-        return None
+def _tap(stream: Any, on_flush: Any) -> str | None:
+    """Wrap an ipykernel ``OutStream``'s flush so ``on_flush(parent, text)`` sees each batch.
 
-    def flushed() -> Any:
-        for parent, data in original():
-            try:
-                if data:
-                    on_flush(parent, data)
-            except Exception:  # capture must never lose the user's output
-                pass
-            yield parent, data
+    Returns the name of the wrapped method, or None for a stream that has neither.
+    ipykernel 7 keeps a buffer per parent message (``_flush_buffers`` yields them);
+    ipykernel 6 one buffer sent under the stream's current ``parent_header`` (``_flush_buffer``).
+    """
+    owned = getattr(stream, "__dict__", {})
+    batches = getattr(stream, "_flush_buffers", None)
+    if callable(batches) and "_flush_buffers" not in owned:
 
-    stream._flush_buffers = flushed
-    return original
+        def flushed() -> Any:
+            for parent, data in batches():
+                _tell(on_flush, parent, data)
+                yield parent, data
+
+        stream._flush_buffers = flushed
+        return "_flush_buffers"
+    single = getattr(stream, "_flush_buffer", None)
+    if callable(single) and "_flush_buffer" not in owned and batches is None:
+
+        def flushed_one() -> Any:
+            data = single()
+            _tell(on_flush, getattr(stream, "parent_header", {}), data)
+            return data
+
+        stream._flush_buffer = flushed_one
+        return "_flush_buffer"
+    return None
+
+
+def _tell(on_flush: Any, parent: Any, data: Any) -> None:
+    try:
+        if data and isinstance(data, str):
+            on_flush(parent, data)
+    except Exception:  # capture must never lose the user's output
+        pass
 
 
 class _Tee:
@@ -201,7 +221,7 @@ class Capture:
         self._saved: tuple[Any, Any] | None = None
         self._publish: Any = None
         self._write_format_data: Any = None
-        self._tapped: dict[str, Any] = {}  # "stdout"/"stderr" → the OutStream whose flushes are read
+        self._tapped: dict[str, tuple[Any, str]] = {}  # "stdout"/"stderr" → (the OutStream read, its wrapped method)
         self._parent: Any = None  # the running cell's parent header, as the OutStream keys its text
         self._lock = threading.Lock()
         self._hushed: _Tee | None = None
@@ -238,8 +258,10 @@ class Capture:
             self.shell._showtraceback = showtraceback
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
-            if getattr(self.shell, "kernel", None) is not None and _tap(stream, self._flushed_to(name)) is not None:
-                self._tapped[name] = stream
+            if getattr(self.shell, "kernel", None) is not None:
+                method = _tap(stream, self._flushed_to(name))
+                if method is not None:
+                    self._tapped[name] = (stream, method)
 
     def uninstall(self) -> None:
         """Undo ``install``."""
@@ -255,8 +277,8 @@ class Capture:
             for name in ("write_format_data", "start_displayhook", "finish_displayhook"):
                 self.shell.displayhook.__dict__.pop(name, None)
         self.shell.__dict__.pop("_showtraceback", None)
-        for stream in self._tapped.values():
-            stream.__dict__.pop("_flush_buffers", None)
+        for stream, method in self._tapped.values():
+            stream.__dict__.pop(method, None)
         self._tapped.clear()
 
     def clear(self) -> None:
@@ -276,7 +298,7 @@ class Capture:
         self._saved = (sys.stdout, sys.stderr)
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
-            if self._tapped.get(name) is stream:
+            if self._tapped.get(name, (None,))[0] is stream:
                 self._parent = frozenset(stream.parent_header.items())
             else:
                 setattr(sys, name, _Tee(stream, getattr(cell, name)))
@@ -284,7 +306,7 @@ class Capture:
 
     def post_run_cell(self, result: Any) -> None:
         cell = self.current
-        for name, stream in self._tapped.items():
+        for name, (stream, _method) in self._tapped.items():
             if getattr(sys, name) is stream:
                 stream.flush()  # the cell's last lines reach the frontend now, and the capture with them
         with self._lock:

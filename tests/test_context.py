@@ -6,6 +6,7 @@ import base64
 import re
 import sys
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -177,3 +178,83 @@ def test_capture_in_an_in_process_shell_keeps_what_each_cell_did(capsys) -> None
     assert all(c.images_seen == 1 and c.shown.text() == "<Figure>\n" for c in figures)
     assert [c.number for c in capture.cells] == sorted(c.number for c in capture.cells)
     assert sys.stdout is not None and not isinstance(sys.stdout, _context._Tee)
+
+
+class _KernelStream:
+    """An ipykernel-6-like stream: one buffer, sent under the current parent header when flushed."""
+
+    def __init__(self) -> None:
+        self.parent_header: dict[str, str] = {"msg_id": "one"}
+        self.buffer: list[str] = []
+        self.sent: list[tuple[str, str]] = []
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        self.buffer.append(text)
+        return len(text)
+
+    def _flush_buffer(self) -> str:
+        data, self.buffer = "".join(self.buffer), []
+        return data
+
+    def flush(self) -> None:
+        data = self._flush_buffer()
+        if data:
+            self.sent.append((self.parent_header["msg_id"], data))
+
+
+class _KernelStream7(_KernelStream):
+    """An ipykernel-7-like stream: a buffer per parent message."""
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        self.buffer.append((self.parent_header["msg_id"], text))  # type: ignore[arg-type]
+        return len(text)
+
+    def _flush_buffers(self):  # type: ignore[no-untyped-def]
+        buffers: dict[str, str] = {}
+        for parent, text in self.buffer:  # type: ignore[misc]
+            buffers[parent] = buffers.get(parent, "") + text
+        self.buffer = []
+        for parent, data in buffers.items():
+            yield {"msg_id": parent}, data
+
+    def flush(self) -> None:
+        for parent, data in self._flush_buffers():
+            self.sent.append((parent["msg_id"], data))
+
+
+@pytest.mark.parametrize("kind", [_KernelStream, _KernelStream7], ids=["ipykernel-6", "ipykernel-7"])
+def test_kernel_streams_are_read_where_they_flush_for_the_running_cell_only(monkeypatch, kind) -> None:
+    from types import SimpleNamespace
+
+    from qwen_magic import _context
+
+    out, err = kind(), kind()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    callbacks: dict[str, list] = {"pre_run_cell": [], "post_run_cell": []}
+    events = SimpleNamespace(
+        register=lambda name, f: callbacks[name].append(f), unregister=lambda name, f: callbacks[name].remove(f)
+    )
+    shell = SimpleNamespace(events=events, kernel=object(), execution_count=5)
+    capture = _context.Capture(shell)
+    capture.install()
+    assert type(out).__dict__.keys() & vars(out).keys()  # the flush method is wrapped on the instance
+    callbacks["pre_run_cell"][0](SimpleNamespace(raw_cell="print('x')", store_history=True))
+    assert sys.stdout is out  # no stand-in: nothing is added to each write
+    print("in the cell")
+    if kind is _KernelStream7:  # ipykernel 7 keeps other requests' output apart (comms, other cells' threads)
+        out.parent_header = {"msg_id": "other"}
+        print("not this cell")
+        out.parent_header = {"msg_id": "one"}
+    callbacks["post_run_cell"][0](SimpleNamespace(execution_count=5, error_in_exec=None, error_before_exec=None))
+    print("after the cell")
+    out.flush()
+    (cell,) = capture.cells
+    assert cell.stdout.text() == "in the cell\n", kind
+    shown = "in the cell\nnot this cell\nafter the cell\n" if kind is _KernelStream7 else "in the cell\nafter the cell\n"
+    assert "".join(text for _, text in out.sent) == shown  # everything still reaches the frontend
+    capture.uninstall()
+    assert not (type(out).__dict__.keys() & vars(out).keys())
