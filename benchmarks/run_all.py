@@ -7,6 +7,7 @@ import sys
 import time
 
 import bench_cache
+import bench_context
 import bench_load
 import bench_streaming
 
@@ -17,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     codes = []
-    for bench in (bench_load, bench_streaming, bench_cache):
+    for bench in (bench_load, bench_streaming, bench_cache, bench_context):
         codes.append(bench.main(["--no-fail"] if args.no_fail else []))
         print()
     print(f"all benchmarks: {time.monotonic() - started:.0f} s; " + ("all targets met" if not any(codes) else

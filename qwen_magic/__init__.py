@@ -37,5 +37,6 @@ def unload_ipython_extension(ipython: Any) -> None:
         ipython.magics_manager.magics[kind].pop("qwen", None)
     if magics is not None:
         ipython.events.unregister("pre_run_cell", magics._remember_cell)
+        magics.capture.uninstall()
         if magics in ipython.configurables:
             ipython.configurables.remove(magics)

@@ -109,13 +109,14 @@ def _is_cell(shell: Any, filename: str) -> bool:
     return filename in known or filename.startswith("<ipython-input-")
 
 
-def explain_prompt(traceback_text: str, source: str) -> str:
-    """The question ``%qwen explain`` asks."""
+def explain_prompt(traceback_text: str, source: str, printed: str = "") -> str:
+    """The question ``%qwen explain`` asks (``printed``: what the cell wrote to stdout/stderr, if captured)."""
     cell = f"The cell that raised it:\n\n```python\n{source}\n```\n\n" if source else ""
+    output = f"What it printed before it failed:\n\n```text\n{printed}\n```\n\n" if printed else ""
     return (
         "My notebook cell raised an exception. Explain in plain words what went wrong and why, "
         "then give a corrected version of the cell in one ```python code block.\n\n"
-        f"{cell}The traceback:\n\n```text\n{traceback_text}\n```"
+        f"{cell}{output}The traceback:\n\n```text\n{traceback_text}\n```"
     )
 
 

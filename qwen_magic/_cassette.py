@@ -32,7 +32,11 @@ body normalised so that what does not change the answer's meaning does not count
 - ``tool_use`` ids, and the ``tool_result`` ids answering them, become ``tool_1``,
   ``tool_2`` … in order of appearance (also where an id is quoted inside text);
 - text loses the whitespace at its ends; a string ``content`` or ``system`` counts as one
-  text block; inline (base64) media count by their SHA-256, not their bytes.
+  text block; inline (base64) media count by their SHA-256, not their bytes;
+- in text, what differs from run to run of the same notebook does not count: memory
+  addresses (``0x7f3a…`` in reprs) and the kernel's temporary paths (``/tmp/ipykernel_42/
+  123.py``, ``<ipython-input-3-…>``, ``/tmp/tmpab12cd34``) — they reach requests through the
+  notebook context (``_context``).
 
 Everything else counts: model, system, the messages' text and media, tools, tool_choice,
 thinking and its budget, temperature and the other sampling fields, ``max_tokens`` (a
@@ -61,6 +65,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -155,10 +160,26 @@ def _clean(value: Any, ids: dict[str, str]) -> Any:
         else:
             out[key] = _clean(item, ids)
     if out.get("type") == "text" and isinstance(out.get("text"), str):
-        out["text"] = out["text"].strip()
+        out["text"] = _stable(out["text"].strip())
     if out.get("type") == "tool_result" and isinstance(out.get("content"), str):
-        out["content"] = out["content"].strip()
+        out["content"] = _stable(out["content"].strip())
     return out
+
+
+_ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,16}\b")
+_CELL_FILE = re.compile(r"[^\s\"'<>()]*ipykernel_\d+[/\\]\d+\.py|<ipython-input-\d+-[0-9a-f]+>")
+_TEMP_DIR = re.compile(r"(?:/tmp|/var/folders/[^/\s]+/[^/\s]+/T|[A-Za-z]:\\[^\s]*?\\Temp)[/\\]tmp[\w-]{6,}")
+
+
+def _stable(text: str) -> str:
+    """``text`` without what changes between two runs of the same notebook (addresses, temp paths)."""
+    if "0x" in text:
+        text = _ADDRESS.sub("0x…", text)
+    if "ipykernel_" in text or "<ipython-input-" in text:
+        text = _CELL_FILE.sub("<cell>", text)
+    if "tmp" in text:
+        text = _TEMP_DIR.sub("<tmp>", text)
+    return text
 
 
 def _canonical(value: Any) -> str:
@@ -167,7 +188,8 @@ def _canonical(value: Any) -> str:
 
 def request_key(method: str, path: str, request: Any) -> str:
     """The string a recorded exchange is found by."""
-    return _canonical([method.upper(), path, request])
+    # Normalised again: a cassette written before a normalisation rule was added still matches.
+    return _canonical([method.upper(), path, normalise(request)])
 
 
 def describe_request(request: httpx2.Request) -> tuple[str, str, Any]:

@@ -24,6 +24,8 @@ LINE_HELP = """\
 %qwen record [--stop]      what is being recorded, or stop recording
 %qwen replay FILE [--speed X]  answer from a cassette, no network (X=10: ten times faster,
                            0: no waiting); %qwen replay [--speed X|--stop]: status, pace, stop
+%qwen context [--chat N]   the notebook context the next %%qwen cell would send (nothing is sent)
+%qwen context clear        forget the cells captured so far
 %qwen help                 this text, plus the %%qwen cell options
 """
 
@@ -54,6 +56,9 @@ def _parser() -> MagicArgumentParser:
     replay.add_argument("file", nargs="?")
     replay.add_argument("--speed", type=_speed, default=None)
     replay.add_argument("--stop", action="store_true")
+    context = commands.add_parser("context", add_help=False)
+    context.add_argument("action", nargs="?", choices=["clear"])
+    context.add_argument("--chat", default=None)
     return parser
 
 
@@ -76,7 +81,7 @@ def parse_line(line: str) -> argparse.Namespace:
         raise UsageError(f"%qwen: {exc}") from None
     if not words:
         return argparse.Namespace(command="panel")
-    if words[0] not in ("help", "panel", "usage", "config", "history", "reset", "explain", "export", "tools", "record", "replay"):
+    if words[0] not in ("help", "panel", "usage", "config", "history", "reset", "explain", "export", "tools", "record", "replay", "context"):
         raise UsageError(f"%qwen: unknown command {words[0]!r}.\n{LINE_HELP}")
     if words[0] == "explain":
         # The cell magic's own parser reads the rest (argparse's REMAINDER drops a leading --flag).

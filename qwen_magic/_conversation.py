@@ -26,6 +26,7 @@ from typing import Any
 
 from ._answer import Answer, Usage
 from ._cache import MARKER, PrefixIndex, TokenEstimator, estimate_prompt, is_inline, media_floor, place_markers
+from ._context import clock
 from ._media import detach_media
 from ._prompt import Block, prompt_text
 from ._tools import tool_lines
@@ -41,6 +42,13 @@ class Turn:
     answer: Answer
     cell_id: str | None = None
     source: str | None = None
+    context: Any = None  # the notebook context sent first in ``prompt`` (a ``_context.Context``), if any
+    upto: int = 0  # the capture clock when sent: the next turn's context starts after it
+
+    @property
+    def own_prompt(self) -> list[Block]:
+        """The prompt without the notebook context in front of it."""
+        return self.prompt[len(self.context.blocks) :] if self.context is not None else self.prompt
 
 
 @dataclass
@@ -77,6 +85,7 @@ class Conversation:
     _built_floor: int = field(default=0, repr=False)
     _index: PrefixIndex = field(default_factory=PrefixIndex, repr=False)
     _plain: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the last request, unmarked
+    started: int = 0  # the capture clock at creation or reset: the first turn's context starts after it
 
     def reset(self) -> None:
         """Forget the turns and the system prompt."""
@@ -84,6 +93,11 @@ class Conversation:
         self.system_cache = False
         self.turns.clear()
         self.media_floor = 0
+        self.started = clock()
+
+    def context_mark(self) -> int:
+        """The capture clock after which cells are new to this conversation."""
+        return self.turns[-1].upto if self.turns else self.started
 
     def is_rerun(self, cell_id: str | None, source: str | None) -> bool:
         """Whether this cell produced the latest turn (so running it again replaces it)."""
@@ -245,7 +259,9 @@ class Conversation:
             lines += ["", "**System:**", "", self.system]
         for i, turn in enumerate(self.turns, 1):
             answer = turn.answer
-            lines += ["", f"**You ({i}):**", "", prompt_text(turn.prompt), ""]
+            if turn.context is not None:
+                lines += ["", f"*{turn.context.summary()}*", "", *(f"- {line}" for line in turn.context.lines())]
+            lines += ["", f"**You ({i}):**", "", prompt_text(turn.own_prompt), ""]
             for done in answer.rounds:
                 if done.thinking:
                     lines += ["> *Thinking:*", ">", "\n".join("> " + line for line in done.thinking.splitlines()), ""]
@@ -305,6 +321,15 @@ def _say(messages: list[dict[str, Any]], role: str, content: list[Block]) -> lis
 class Chats(dict[str, Conversation]):
     """Named conversations, created on first use."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.origin = clock()  # a new conversation's context starts after this: load, or forgetting all
+
     def __missing__(self, name: str) -> Conversation:
-        chat = self[name] = Conversation(name)
+        chat = self[name] = Conversation(name, started=self.origin)
         return chat
+
+    def clear(self) -> None:
+        """Forget every conversation; new ones see only cells run from now on."""
+        super().clear()
+        self.origin = clock()

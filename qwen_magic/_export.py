@@ -64,7 +64,11 @@ def _turn_cell(nbformat: Any, turn: Turn, number: int) -> Any:
         return f"QWENMAGICFRAGMENT{len(fragments) - 1}END"
 
     parts = [f"### {number}. You", ""]
-    for block in turn.prompt:
+    if turn.context is not None:  # the notebook context sent with the prompt, collapsed
+        summary, sent = _escape(turn.context.summary()), _escape(turn.context.preview())
+        parts += [own(f'<details class="qwen-context"><summary>{summary}</summary><pre style="white-space:pre-wrap">'
+                      f"{sent}</pre></details>"), ""]
+    for block in turn.own_prompt:
         kind = block.get("type")
         if kind == "text":
             parts += [_quote(block["text"]), ""]

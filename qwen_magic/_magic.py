@@ -10,6 +10,7 @@ import re
 import shlex
 import sys
 import unicodedata
+from types import SimpleNamespace
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -22,6 +23,7 @@ from . import _command
 from ._answer import Answer, Usage
 from ._cache import MODES, TokenEstimator, equivalents, mark, saving_text
 from ._client import Endpoint, client_for, resolve_base_url
+from ._context import Capture, clock
 from ._conversation import DEFAULT_CHAT, Chats, Options, Turn
 from ._errors import QwenError
 from ._markdown import image_policy
@@ -110,6 +112,15 @@ class QwenMagics(Magics):
     replay_speed = FiniteFloat(1.0, min=0.0, inf_means="no waiting", help="Replay pace: 1 as recorded, 10 ten times faster, 0 or inf no waiting.").tag(
         config=True
     )
+    context = Enum(
+        ["auto", "off"],
+        default_value="auto",
+        help="auto: each %%qwen cell also sends the cells run since the conversation's last turn; off: only its own text.",
+    ).tag(config=True)
+    context_tokens = Int(6000, min=0, help="Most tokens (estimated) of notebook context one turn sends.").tag(config=True)
+    context_images = Int(4, min=0, help="Most images (figures the cells displayed) one turn's context sends.").tag(
+        config=True
+    )
 
     @validate("timeout")
     def _positive_timeout(self, proposal: dict[str, Any]) -> float:
@@ -141,8 +152,10 @@ class QwenMagics(Magics):
         if replay:  # the whole session answers from the cassette, whatever the notebook records
             self.cassette, self.cassette_mode, self._forced_replay = replay, "replay", True
             _note(f"{REPLAY_VARIABLE}: answers come from the cassette {replay}; no network, no key needed.")
+        self.capture = Capture(shell)
         if shell is not None:
             shell.events.register("pre_run_cell", self._remember_cell)
+            self.capture.install()
 
     def _remember_cell(self, info: Any) -> None:
         self._cell = (getattr(info, "cell_id", None), getattr(info, "raw_cell", None))
@@ -163,6 +176,8 @@ class QwenMagics(Magics):
     @argument("--chat", default=DEFAULT_CHAT, help="Name of an independent conversation.")
     @argument("--no-stream", dest="stream", action="store_false", help="Wait for the whole answer.")
     @argument("--code", action="store_true", help="Put the answer's main code block in a new cell below (not run).")
+    @argument("--context", action="store_true", default=None, help="Send the cells run since the last turn (when context is off).")
+    @argument("--no-context", dest="context", action="store_false", default=None, help="Send only this cell's text.")
     @argument("-o", "--output", metavar="NAME", help="Store the answer's text (with --code, its code) in variable NAME.")
     @argument("--schema", metavar="TYPE", help='With -o: store the answer as a validated TYPE, e.g. "list[City]", DataFrame[Row].')
     @argument("--json", action="store_true", help="With -o: store the answer as parsed JSON (any JSON value).")
@@ -184,7 +199,9 @@ class QwenMagics(Magics):
         args = parse_argstring(self.qwen, line)
         chat = self.chats[args.chat]
         if args.new:
+            unseen = chat.context_mark()
             chat.reset()
+            chat.started = unseen  # the fresh conversation still sees the cells this one had not been sent
         held_key: list[str] = []  # the {name}s whose values held the API key (masked before sending)
         if args.system:
             blocks = build_prompt(cell, self.shell.user_ns, held_key) if cell.strip() else []
@@ -223,8 +240,30 @@ class QwenMagics(Magics):
 
         return parse_target(args.schema, args.json, args.output, self.shell.user_ns)
 
+    def notebook_context(self, chat: Any, args: Any = None, *, exclude: Any = None) -> Any:
+        """The cells ``chat`` has not seen yet, as a turn's context within the budget (None: nothing to send)."""
+        wanted = getattr(args, "context", None)
+        if not (self.context == "auto" if wanted is None else wanted):
+            return None
+        from ._context import build
+
+        return build(
+            self.capture.since(chat.context_mark(), exclude=exclude),
+            tokens=self.context_tokens,
+            images=self.context_images,
+            chars_per_token=self.estimator.chars_per_token,
+            upto=clock(),
+        )
+
     def _ask(
-        self, chat: Any, prompt: list[Any], args: Any, cell_id: str | None, source: str | None, target: Any = None
+        self,
+        chat: Any,
+        prompt: list[Any],
+        args: Any,
+        cell_id: str | None,
+        source: str | None,
+        target: Any = None,
+        exclude: Any = None,
     ) -> Answer:
         """Send ``prompt`` as the next turn of ``chat`` and stream the answer into the output."""
         options = self._options(args)
@@ -237,8 +276,14 @@ class QwenMagics(Magics):
         client = client_for(self.endpoint(), transport)  # a missing key stops here, before anything is sent
         if chat.is_rerun(cell_id, source):
             chat.turns.pop()
+        own, upto = prompt, clock()
+        context = self.notebook_context(chat, args, exclude=exclude)
+        if context is not None:
+            prompt = [*context.blocks, *prompt]
         request = chat.request(prompt, options)
-        show_preview(prompt)  # what the model is shown, above its answer
+        if context is not None:
+            display(context.manifest_bundle(), raw=True)
+        show_preview(own)  # what the model is shown, above its answer
         answer = Answer(
             model=options.model,
             cassette=transport.footer if transport is not None else None,
@@ -246,7 +291,7 @@ class QwenMagics(Magics):
         )
         loop: Any = converse if target is None else self._value_loop(target, args.output)
         try:
-            with image_policy(self.answer_images, prompt):
+            with image_policy(self.answer_images, own):
                 loop(
                     client,
                     request,
@@ -260,7 +305,7 @@ class QwenMagics(Magics):
                     called=chat.called(),
                 )
         finally:
-            chat.record(Turn(prompt, answer, cell_id, source))
+            chat.record(Turn(prompt, answer, cell_id, source, context=context, upto=upto))
             if self._panels:
                 from ._widgets import refresh_panels
 
@@ -326,16 +371,23 @@ class QwenMagics(Magics):
             _note("The last error came from %qwen itself (its message says what to do). Run the failing "
                   "cell again, then %qwen explain.")
             return
-        traceback_text, source = error
+        # The captured cell (its source, what it printed, its traceback) when the error came from one.
+        cell = self.capture.failed(getattr(sys, "last_value", None))
+        if cell is not None:
+            from ._context import explain_parts
+
+            traceback_text, source, printed = explain_parts(cell)
+        else:
+            (traceback_text, source), printed = error, ""
         _note(f"Explaining {etype.__name__ if etype else 'the last error'}…")
         chat = self.chats[args.chat]
-        question = explain_prompt(traceback_text, source)
+        question = explain_prompt(traceback_text, source, printed)
         sent = mask_key(question).encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates: escaped
         question = question.encode("utf-8", "backslashreplace").decode("utf-8")
         if sent != question:
             _masked_note(["the traceback or the cell"])
         prompt = [{"type": "text", "text": sent}]
-        answer = self._ask(chat, prompt, args, None, None, target)
+        answer = self._ask(chat, prompt, args, None, None, target, exclude=cell)
         self._deliver(answer, args, target)
 
     def _options(self, args: Any) -> Options:
@@ -479,10 +531,35 @@ class QwenMagics(Magics):
             _markdown_out(describe(offered(",".join(args.names), self.shell.user_ns) or Toolbox()))
         elif args.command in ("record", "replay"):
             self._cassette_command(args)
+        elif args.command == "context":
+            self._context_command(args)
         elif args.command == "panel":
             from ._widgets import show_panel
 
             show_panel(self)
+
+    def _context_command(self, args: Any) -> None:
+        """``%qwen context [--chat NAME]``: what the next cell would send; ``%qwen context clear``: forget the capture."""
+        if args.action == "clear":
+            count = len(self.capture.cells)
+            self.capture.clear()
+            _note(f"Forgot {count} captured cell(s): the next %%qwen cell sends only cells run from now on.")
+            return
+        chat = self.chats[args.chat or DEFAULT_CHAT]
+        context = self.notebook_context(chat, SimpleNamespace(context=True))
+        state = "" if self.context == "auto" else " (context is off: only %%qwen --context would send it)"
+        if context is None:
+            _note(f"No notebook context to send: no cell has run since conversation `{chat.name}`'s last turn{state}.")
+            return
+        text = f"{context.summary()}{state}\n\n{context.preview()}"
+        display(
+            {
+                "text/html": '<pre class="qwen-context-preview" style="white-space:pre-wrap;font-size:0.85em">'
+                f"{html.escape(text)}</pre>",
+                "text/plain": text,
+            },
+            raw=True,
+        )
 
     def settings(self) -> dict[str, Any]:
         """The configurable settings and their current values."""

@@ -94,7 +94,7 @@ def settings_text(magics: QwenMagics) -> str:
     budget = f" (budget {magics.thinking_budget:,})" if magics.thinking else ""
     return (
         f"model {magics.model} · thinking {'on' if magics.thinking else 'off'}{budget} · "
-        f"max tokens {magics.max_tokens:,} · cache {magics.cache}"
+        f"max tokens {magics.max_tokens:,} · cache {magics.cache} · context {magics.context}"
     )
 
 
@@ -121,6 +121,10 @@ class Panel:
             value=magics.max_tokens, min=1, max=1_000_000, step=512, description="Max tokens", style=style
         )
         self.cache = w.Dropdown(options=["auto", "manual", "off"], value=magics.cache, description="Cache", style=style)
+        self.context = w.ToggleButton(
+            value=magics.context == "auto", description="Context", icon="book",
+            tooltip="Send the cells run since the last question (QwenMagics.context)",
+        )
         # ipywidgets gives buttons a fixed width that cuts this label to "New conversat…".
         self.new = w.Button(description="New conversation", icon="refresh", layout=w.Layout(width="auto"))
         self.totals = w.HTML(value=self._totals_html())
@@ -131,6 +135,7 @@ class Panel:
             link((magics, "thinking_budget"), (self.budget, "value")),
             link((magics, "max_tokens"), (self.max_tokens, "value")),
             link((magics, "cache"), (self.cache, "value")),
+            link((magics, "context"), (self.context, "value"), transform=(lambda v: v == "auto", _auto_or_off)),
         ]
         self.budget.disabled = not magics.thinking
         self.thinking.observe(self._on_thinking, names="value")
@@ -138,7 +143,7 @@ class Panel:
         layout = w.Layout(flex_flow="row wrap", align_items="center", gap="0.5em")
         self.widget = w.VBox(
             [
-                w.HBox([self.model, self.thinking, self.budget, self.max_tokens, self.cache, self.new], layout=layout),
+                w.HBox([self.model, self.thinking, self.budget, self.max_tokens, self.cache, self.context, self.new], layout=layout),
                 self.totals,
                 self.status,
             ]
@@ -181,6 +186,10 @@ class Panel:
             + "</div>"
         )
         return widget_bundle(self.widget, static, text)
+
+
+def _auto_or_off(on: bool) -> str:
+    return "auto" if on else "off"
 
 
 def show_panel(magics: QwenMagics) -> Panel | None:

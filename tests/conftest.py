@@ -45,6 +45,9 @@ def fresh(kernel: Kernel) -> Kernel:
         "_qm.totals, _qm.requests = type(_qm.totals)(), 0\n"
         "for _name in _qm.class_trait_names(config=True):\n"
         "    _qm.traits()[_name].set(_qm, _qm.traits()[_name].default())\n"
+        # Notebook context is on by default; these tests assert exact prompts, so it is off here.
+        # tests/test_kernel_context.py turns it back on.
+        "_qm.context = 'off'\n"
     )
     assert result.status == "ok", result.error_text
     return kernel

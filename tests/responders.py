@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fake_dashscope import Stream, ToolCall
@@ -12,6 +13,28 @@ def last_user_text(body: dict[str, Any]) -> str:
     if isinstance(content, str):
         return content
     return " ".join(b.get("text", "") for b in content if b.get("type") == "text")
+
+
+CONTEXT_START = "[Notebook context:"
+CONTEXT_CELL = re.compile(r"^In \[[ \d]*\]:\n")
+
+
+def own_blocks(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The last turn's blocks without the notebook context sent before them."""
+    content = body["messages"][-1]["content"]
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    blocks = list(content)
+    if blocks and blocks[0].get("type") == "text" and blocks[0]["text"].startswith(CONTEXT_START):
+        blocks.pop(0)
+        while blocks and (blocks[0].get("type") == "image" or CONTEXT_CELL.match(blocks[0].get("text", ""))):
+            blocks.pop(0)
+    return blocks
+
+
+def own_text(body: dict[str, Any]) -> str:
+    """What the user typed in the last turn: its text without the notebook context sent before it."""
+    return " ".join(b.get("text", "") for b in own_blocks(body) if b.get("type") == "text")
 
 
 def responder(body: dict[str, Any]) -> Stream:
@@ -27,10 +50,14 @@ def responder(body: dict[str, Any]) -> Stream:
             return Stream(text="The tools said: " + ", ".join(results) + ".", chunk=16)
         calls = [ToolCall(t["name"], sample_arguments(t.get("input_schema", {}))) for t in body["tools"]]
         return Stream(text="Let me check.", tool_calls=calls)
-    question = last_user_text(body)
+    question = own_text(body)
     thinking = "Let me work through it step by step." if body.get("thinking", {}).get("type") == "enabled" else ""
     if "code" in question.lower() or "corrected version" in question:
         text = "Here you go:\n\n```python\nimport matplotlib.pyplot as plt\nprint('fixed')\n```\n"
+    elif "plot empty" in question and "== \"North\"" in last_user_text(body):
+        text = ("The filter `region == \"North\"` matches no rows: the data says `north` in lower case, "
+                "so `north` is empty and nothing is drawn. Compare case-insensitively:\n\n"
+                "```python\nnorth = sales[sales[\"region\"].str.lower() == \"north\"]\n```\n")
     else:
         text = f"## Answer\n\nYou asked: *{question[:80].strip()}*\n\n- point one\n- point two\n"
     return Stream(text=text, thinking=thinking, chunk=16)

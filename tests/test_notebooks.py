@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from responders import last_user_text, responder
+from responders import last_user_text, own_blocks, own_text, responder
 
 pytestmark = pytest.mark.kernel
 
@@ -88,7 +88,7 @@ def test_03_images_and_video(server, monkeypatch, tmp_path):
     assert kinds[0][0] == "image" and kinds[1][0] == "video"
     sources = [r.body["messages"][-1]["content"][0]["source"]["type"] for r in server.requests[:2]]
     assert sources == ["url", "url"]
-    base64_sent = [b for r in server.requests[2:4] for b in r.body["messages"][-1]["content"] if b["type"] == "image"]
+    base64_sent = [b for r in server.requests[2:4] for b in own_blocks(r.body) if b["type"] == "image"]
     assert [b["source"]["type"] for b in base64_sent] == ["base64", "base64"]
     (picture_cell,) = cells_with(nb, "Which shapes")
     assert "<img" in shown(picture_cell)  # the preview of what was sent
@@ -117,6 +117,18 @@ def test_06_data_analysis(server, monkeypatch, tmp_path):
     assert "new cell below" in shown(code_cell)
     (printed,) = [c for c in nb.cells if c.source.strip() == "print(plot_code)"]
     assert "print('fixed')" in shown(printed)
+    # "Why is this plot empty?" with no braces: the plot's cell, its output and its figure went with it.
+    (why,) = cells_with(nb, "Why is this plot empty?")
+    assert "{" not in why.source
+    (asked,) = [r.body for r in server.requests if own_text(r.body) == "Why is this plot empty?"]
+    content = asked["messages"][-1]["content"]
+    context = last_user_text(asked)
+    assert 'north = sales[sales["region"] == "North"]' in context and "0 rows selected" in context
+    images = [b for b in content if b["type"] == "image"]
+    assert len(images) == 1 and images[0]["source"]["media_type"] == "image/png"
+    assert "%%qwen" not in context  # the question cells themselves are not context
+    assert re.search(r"Context: In \[\d+\]–\[\d+\] · 2 cells · 1 figure · ≈[\d,]+ tokens", shown(why))
+    assert "matches no rows" in shown(why)
 
 
 def test_04_tools(server, monkeypatch, tmp_path):

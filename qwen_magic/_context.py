@@ -1,0 +1,727 @@
+"""The notebook as context: capture what each cell ran, printed, showed and raised, and turn it into a turn's blocks.
+
+Capture (``Capture``, installed by ``%load_ext``) follows IPython's ``pre_run_cell`` and
+``post_run_cell`` events and keeps a bounded head and tail of what each cell prints
+(``Bounded``), so memory stays small whatever it prints. Under ipykernel the text is read
+where the kernel's ``OutStream`` flushes it to the frontend, a batch at a time (ipykernel 7:
+only the running cell's parent message's): a cell printing a million lines pays nothing per line
+(a per-write stand-in cost 10–15%, measured by ``benchmarks/bench_context.py``). Elsewhere
+(terminal IPython, other streams) ``sys.stdout``/``sys.stderr`` are stand-ins for the cell
+that hand every write to the real stream first and keep a copy. Either way what the user
+sees is unchanged. Rich output is read where IPython publishes it:
+``display_pub.publish`` (``display()``, matplotlib's inline figures) and the display hook's
+``write_format_data`` (``Out``) are wrapped, not hooked, because a display-publisher hook
+would make the streaming view give up its direct path. ``%%qwen``/``%qwen`` cells and cells
+whose first line is ``# qwen: skip`` are never captured.
+
+Building (``build``) turns the cells a conversation has not seen yet into content blocks
+within a budget (``context_tokens``, estimated like every prompt; ``context_images``):
+newest cells are kept first; an output longer than its share is cut in the middle with a
+marker saying how much went; once a cell does not fit whole, it and every older cell
+keep their source only; what still does not fit is left out, with a one-line note.
+Nothing is cut silently: ``Context.manifest()`` names every cut, and the text the model
+reads says so too.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import sys
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _text
+
+HEAD_CHARS = 6000  # kept from the start of each stream of a cell
+TAIL_CHARS = 6000  # and from its end
+DISPLAY_CHARS = 4000  # head and tail of a cell's displayed text/plain
+IMAGES_PER_CELL = 6  # images kept per cell (the latest)
+MAX_IMAGES = 32  # images kept in all: older cells keep only how many they showed
+MAX_CELLS = 200  # cells kept; older ones are forgotten
+SOURCE_CHARS = 8000  # a longer source is cut in the middle
+OUTPUT_SHARE = 0.4  # one output may take at most this share of the turn's budget
+MIN_OUTPUT_CHARS = 300  # below this an output is not worth cutting to: the cell keeps its source only
+MAX_IMAGE_BASE64 = 10 * 1024 * 1024  # DashScope's inline limit
+
+INTRO = "[Notebook context: the cells I ran since my last message, oldest first.]"
+NOTE_RESERVE = 100  # characters kept for the note naming the cells left out
+
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+_SKIP = re.compile(r"#\s*qwen\s*:\s*skip\b", re.IGNORECASE)
+_OWN = re.compile(r"%%?qwen\b")
+_clock = 0  # the number of the latest captured cell, process-wide
+
+
+def clock() -> int:
+    """The number of the latest captured cell: a conversation sends the cells numbered after its mark."""
+    return _clock
+
+
+def _tick() -> int:
+    global _clock
+    _clock += 1
+    return _clock
+
+
+def skipped(source: str) -> bool:
+    """Whether a cell is never captured: a ``%%qwen``/``%qwen`` cell, or one marked ``# qwen: skip``."""
+    first = next((line.strip() for line in source.splitlines() if line.strip()), "")
+    return bool(_OWN.match(first) or _SKIP.match(first))
+
+
+class Bounded:
+    """A stream's text, kept as its first ``head`` and last ``tail`` characters and its total size."""
+
+    __slots__ = ("head", "head_limit", "parts", "tail", "tail_limit", "total")
+
+    def __init__(self, head: int = HEAD_CHARS, tail: int = TAIL_CHARS) -> None:
+        self.parts: list[str] = []  # recent writes, not yet folded into head/tail
+        self.head = ""
+        self.tail = ""
+        self.total = 0
+        self.head_limit, self.tail_limit = head, tail
+
+    def add(self, text: str) -> None:
+        """Keep ``text`` (folds the pending writes first)."""
+        self.parts.append(text)
+        self.fold()
+
+    def fold(self) -> None:
+        """Fold the pending writes into head and tail."""
+        if not self.parts:
+            return
+        text = "".join(self.parts)
+        self.parts.clear()
+        self.total += len(text)
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            self.head += text[:room]
+            text = text[room:]
+        if text:
+            self.tail = (self.tail + text)[-self.tail_limit :]
+
+    @property
+    def cut(self) -> int:
+        """Characters between head and tail that were not kept."""
+        self.fold()
+        return self.total - len(self.head) - len(self.tail)
+
+    def text(self, limit: int | None = None) -> str:
+        """The kept text, with a marker where the middle was cut; at most about ``limit`` characters."""
+        self.fold()
+        head, tail, cut = self.head, self.tail, self.cut
+        if limit is not None and len(head) + len(tail) > limit:
+            keep_head = limit // 2
+            keep_tail = limit - keep_head
+            cut += len(head) - min(len(head), keep_head) + len(tail) - min(len(tail), keep_tail)
+            head, tail = head[:keep_head], tail[len(tail) - min(len(tail), keep_tail) :]
+        if not cut:
+            return head + tail
+        return f"{head}\n[… {size(cut)} cut from the middle …]\n{tail}"
+
+
+def _tap(stream: Any, on_flush: Any) -> str | None:
+    """Wrap an ipykernel ``OutStream``'s flush so ``on_flush(parent, text)`` sees each batch.
+
+    Returns the name of the wrapped method, or None for a stream that has neither.
+    ipykernel 7 keeps a buffer per parent message (``_flush_buffers`` yields them);
+    ipykernel 6 one buffer sent under the stream's current ``parent_header`` (``_flush_buffer``).
+    """
+    owned = getattr(stream, "__dict__", {})
+    batches = getattr(stream, "_flush_buffers", None)
+    if callable(batches) and "_flush_buffers" not in owned:
+
+        def flushed() -> Any:
+            for parent, data in batches():
+                _tell(on_flush, parent, data)
+                yield parent, data
+
+        stream._flush_buffers = flushed
+        return "_flush_buffers"
+    single = getattr(stream, "_flush_buffer", None)
+    if callable(single) and "_flush_buffer" not in owned and batches is None:
+
+        def flushed_one() -> Any:
+            data = single()
+            _tell(on_flush, getattr(stream, "parent_header", {}), data)
+            return data
+
+        stream._flush_buffer = flushed_one
+        return "_flush_buffer"
+    return None
+
+
+def _tell(on_flush: Any, parent: Any, data: Any) -> None:
+    try:
+        if data and isinstance(data, str):
+            on_flush(parent, data)
+    except Exception:  # capture must never lose the user's output
+        pass
+
+
+class _Tee:
+    """A cell's ``sys.stdout``/``sys.stderr``: the real stream gets every write first, a bounded copy is kept."""
+
+    def __init__(self, stream: Any, sink: Bounded) -> None:
+        self._stream = stream
+        self._write = stream.write
+        self._sink = sink
+        self._parts = sink.parts
+
+    def write(self, text: str) -> int:
+        written = self._write(text)
+        # The fast path is one append; a long write or many pending ones fold (memory stays bounded).
+        if len(text) > 512 or len(self._parts) > 1000:
+            self._sink.add(text)
+        else:
+            self._parts.append(text)
+        return written
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@dataclass
+class Cell:
+    """What one cell ran and produced."""
+
+    number: int  # the capture clock
+    count: int | None  # IPython's execution count: ``In [count]``
+    source: str
+    stdout: Bounded = field(default_factory=Bounded)
+    stderr: Bounded = field(default_factory=Bounded)
+    shown: Bounded = field(default_factory=lambda: Bounded(DISPLAY_CHARS, DISPLAY_CHARS))  # display() text/plain
+    result: str | None = None  # Out, as text
+    images: list[tuple[str, str]] = field(default_factory=list)  # (media type, base64), latest kept
+    images_seen: int = 0
+    error_name: str | None = None
+    error: str | None = None  # "Type: message" and the traceback, no ANSI
+    exception: Any = None  # the exception object, to match ``sys.last_value``
+
+    @property
+    def label(self) -> str:
+        return f"In [{self.count}]" if self.count is not None else "In [ ]"
+
+
+class Capture:
+    """Records every cell the kernel runs (but ``%%qwen`` and skipped ones) while the extension is loaded."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.cells: list[Cell] = []
+        self.current: Cell | None = None
+        self._saved: tuple[Any, Any] | None = None
+        self._publish: Any = None
+        self._write_format_data: Any = None
+        self._tapped: dict[str, tuple[Any, str]] = {}  # "stdout"/"stderr" → (the OutStream read, its wrapped method)
+        self._parent: Any = None  # the running cell's parent header, as the OutStream keys its text
+        self._lock = threading.Lock()
+        self._hushed: _Tee | None = None
+
+    # -- installing ----------------------------------------------------------------------
+
+    def install(self) -> None:
+        """Register the events and wrap the display paths (cheap: nothing is imported)."""
+        self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.post_run_cell)
+        publisher = getattr(self.shell, "display_pub", None)
+        if publisher is not None:
+            self._publish = publisher.publish
+            publisher.publish = self._published
+        hook = getattr(self.shell, "displayhook", None)
+        if hook is not None and hasattr(hook, "write_format_data"):
+            self._write_format_data = hook.write_format_data
+            hook.write_format_data = self._result
+        if hook is not None and hasattr(hook, "start_displayhook") and hasattr(hook, "finish_displayhook"):
+            # A terminal's display hook prints ``Out[1]: 42`` to stdout: kept as the result, not as printed text.
+            start, finish = hook.start_displayhook, hook.finish_displayhook
+            hook.start_displayhook = lambda *a, **k: (self._hush(), start(*a, **k))[1]
+            hook.finish_displayhook = lambda *a, **k: (finish(*a, **k), self._unhush())[0]
+        show = getattr(self.shell, "_showtraceback", None)
+        if show is not None:
+            # A terminal prints the coloured traceback to stdout: the error is kept from the exception instead.
+            def showtraceback(*args: Any, **kwargs: Any) -> Any:
+                self._hush()
+                try:
+                    return show(*args, **kwargs)
+                finally:
+                    self._unhush()
+
+            self.shell._showtraceback = showtraceback
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if getattr(self.shell, "kernel", None) is not None:
+                method = _tap(stream, self._flushed_to(name))
+                if method is not None:
+                    self._tapped[name] = (stream, method)
+
+    def uninstall(self) -> None:
+        """Undo ``install``."""
+        for name, callback in (("pre_run_cell", self.pre_run_cell), ("post_run_cell", self.post_run_cell)):
+            try:
+                self.shell.events.unregister(name, callback)
+            except ValueError:
+                pass
+        self._restore_streams()
+        if self._publish is not None:
+            self.shell.display_pub.__dict__.pop("publish", None)
+        if self._write_format_data is not None:
+            for name in ("write_format_data", "start_displayhook", "finish_displayhook"):
+                self.shell.displayhook.__dict__.pop(name, None)
+        self.shell.__dict__.pop("_showtraceback", None)
+        for stream, method in self._tapped.values():
+            stream.__dict__.pop(method, None)
+        self._tapped.clear()
+
+    def clear(self) -> None:
+        """Forget every captured cell."""
+        self.cells.clear()
+
+    # -- events --------------------------------------------------------------------------
+
+    def pre_run_cell(self, info: Any) -> None:
+        source = getattr(info, "raw_cell", "") or ""
+        self._restore_streams()
+        if skipped(source) or not source.strip():
+            self.current = None
+            return
+        count = getattr(self.shell, "execution_count", None) if getattr(info, "store_history", True) else None
+        cell = Cell(0, count, source)
+        self._saved = (sys.stdout, sys.stderr)
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if self._tapped.get(name, (None,))[0] is stream:
+                self._parent = frozenset(stream.parent_header.items())
+            else:
+                setattr(sys, name, _Tee(stream, getattr(cell, name)))
+        self.current = cell
+
+    def post_run_cell(self, result: Any) -> None:
+        cell = self.current
+        for name, (stream, _method) in self._tapped.items():
+            if getattr(sys, name) is stream:
+                stream.flush()  # the cell's last lines reach the frontend now, and the capture with them
+        with self._lock:
+            self.current = None
+        self._restore_streams()
+        if cell is None:
+            return
+        count = getattr(result, "execution_count", None)
+        if count is not None:
+            cell.count = count
+        exc = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
+        if exc is not None:
+            cell.error_name = type(exc).__name__
+            cell.error = self._traceback(exc)
+            cell.exception = exc
+        for stream in (cell.stdout, cell.stderr, cell.shown):
+            stream.fold()
+        cell.number = _tick()
+        self.cells.append(cell)
+        del self.cells[:-MAX_CELLS]
+        kept = 0
+        for older in reversed(self.cells):  # memory stays bounded in a notebook full of figures
+            kept += len(older.images)
+            if kept > MAX_IMAGES:
+                older.images = older.images[kept - MAX_IMAGES :] if kept - len(older.images) < MAX_IMAGES else []
+
+    def _flushed_to(self, name: str) -> Any:
+        def on_flush(parent: dict[str, Any], text: str) -> None:
+            with self._lock:
+                cell = self.current
+                if cell is not None and frozenset(parent.items()) == self._parent:
+                    getattr(cell, name).add(text)
+
+        return on_flush
+
+    def _hush(self) -> None:
+        if isinstance(sys.stdout, _Tee) and self._hushed is None:
+            self._hushed = sys.stdout
+            sys.stdout = sys.stdout._stream
+
+    def _unhush(self) -> None:
+        hushed, self._hushed = self._hushed, None
+        if hushed is not None and sys.stdout is hushed._stream:
+            sys.stdout = hushed
+
+    def _restore_streams(self) -> None:
+        if self._saved is None:
+            return
+        out, err = self._saved
+        self._saved = None
+        # A cell that replaced the streams itself keeps its own.
+        if isinstance(sys.stdout, _Tee):
+            sys.stdout = out
+        if isinstance(sys.stderr, _Tee):
+            sys.stderr = err
+
+    def _published(self, data: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            cell = self.current
+            if cell is not None and not kwargs.get("update") and isinstance(data, dict):
+                self._keep(cell, data)
+        except Exception:  # capture must never break a display
+            pass
+        return self._publish(data, *args, **kwargs)
+
+    def _result(self, format_dict: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            cell = self.current
+            if cell is not None and isinstance(format_dict, dict):
+                text = format_dict.get("text/plain")
+                if isinstance(text, str):
+                    cell.result = _bounded(text, HEAD_CHARS + TAIL_CHARS)
+                self._keep_images(cell, format_dict)
+        except Exception:
+            pass
+        return self._write_format_data(format_dict, *args, **kwargs)
+
+    def _keep(self, cell: Cell, data: dict[str, Any]) -> None:
+        if any(key.startswith("application/vnd.jupyter.widget") for key in data):
+            return  # a widget's text/plain is its class name: nothing the model can use
+        text = data.get("text/plain")
+        has_image = self._keep_images(cell, data)
+        if isinstance(text, str) and text.strip():
+            cell.shown.add(text if text.endswith("\n") else text + "\n")
+        elif has_image:
+            cell.shown.add("<image>\n")
+
+    def _keep_images(self, cell: Cell, data: dict[str, Any]) -> bool:
+        for media_type in ("image/png", "image/jpeg"):
+            value = data.get(media_type)
+            if isinstance(value, bytes):
+                value = base64.b64encode(value).decode("ascii")
+            if isinstance(value, str) and value:
+                cell.images_seen += 1
+                cell.images.append((media_type, "".join(value.split())))
+                del cell.images[:-IMAGES_PER_CELL]
+                return True
+        return False
+
+    def _traceback(self, exc: BaseException) -> str:
+        """``Type: message`` and the traceback, cell frames named ``In [N]``, IPython's own frames left out."""
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/IPython/core/" not in f.filename]
+        text = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(type(exc), exc))
+        # Cell files (``/tmp/ipykernel_42/123.py``, ``<ipython-input-3-…>``) by the name the user knows.
+        names = getattr(getattr(self.shell, "compile", None), "_filename_map", {}) or {}
+        for filename in {f.filename for f in frames} | {getattr(exc, "filename", None) or ""}:
+            if filename in names:
+                text = text.replace(f'"{filename}"', f'"In [{names[filename]}]"')
+        head = "Traceback (most recent call last):\n" if frames else ""
+        return _bounded(head + text, HEAD_CHARS)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def since(self, mark: int, *, exclude: Cell | None = None) -> list[Cell]:
+        """The cells captured after ``mark``, oldest first."""
+        return [c for c in self.cells if c.number > mark and c is not exclude]
+
+    def failed(self, exception: Any) -> Cell | None:
+        """The captured cell that raised ``exception``."""
+        if exception is None:
+            return None
+        return next((c for c in reversed(self.cells) if c.exception is exception), None)
+
+
+# -- building a turn's context -----------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    """One cell as sent: its text block's text, its images, and what was cut."""
+
+    cell: Cell
+    text: str
+    images: list[tuple[str, str]]
+    form: str  # "whole", "cut" (an output cut to fit), "source" (source only)
+    cuts: list[str] = field(default_factory=list)  # e.g. "stdout 41 kB → 2 kB"
+    images_left: int = 0
+
+
+@dataclass
+class Context:
+    """The context one turn sends: the blocks, and a manifest of what was included and cut."""
+
+    blocks: list[dict[str, Any]]
+    entries: list[Entry]
+    dropped: list[Cell]
+    tokens: float
+    upto: int
+
+    @property
+    def figures(self) -> int:
+        return sum(len(e.images) for e in self.entries)
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for e in self.entries if e.cell.error_name)
+
+    def cut_notes(self) -> list[str]:
+        notes = []
+        for entry in self.entries:
+            label = entry.cell.label
+            notes += [f"{label} {cut}" for cut in entry.cuts]
+            if entry.form == "source":
+                notes.append(f"{label} source only")
+            if entry.images_left:
+                notes.append(f"{label} {entry.images_left} image{'s' * (entry.images_left > 1)} left out")
+        if self.dropped:
+            notes.append(f"{_span(self.dropped)} left out")
+        return notes
+
+    def summary(self) -> str:
+        """``Context: In [3]–[7] · 5 cells · 1 figure · 1 error · ≈2,300 tokens (cut: …)``."""
+        cells = [e.cell for e in self.entries]
+        parts = [f"Context: {_span(cells or self.dropped)}", _plural(len(cells), "cell")]
+        if self.figures:
+            parts.append(_plural(self.figures, "figure"))
+        if self.errors:
+            parts.append(_plural(self.errors, "error"))
+        parts.append(f"≈{self.tokens:,.0f} tokens")
+        notes = self.cut_notes()
+        return " · ".join(parts) + (f" (cut: {'; '.join(notes)})" if notes else "")
+
+    def lines(self) -> list[str]:
+        """One line per cell: what was included."""
+        out = []
+        for entry in self.entries:
+            cell = entry.cell
+            first = next((line for line in cell.source.splitlines() if line.strip()), "").strip()
+            what = ["source"]
+            if entry.form != "source":
+                what += [name for name, kept in _outputs(cell) if kept]
+                if entry.images:
+                    what.append(_plural(len(entry.images), "image"))
+            if entry.cuts:
+                what.append("cut: " + ", ".join(entry.cuts))
+            if entry.form == "source" and _outputs(cell):
+                what.append("outputs left out")
+            out.append(f"{cell.label} {_short(_text.visible_controls(first), 60)} — {', '.join(what)}")
+        for cell in self.dropped:
+            out.append(f"{cell.label} — left out (over the budget)")
+        return out
+
+    def manifest_bundle(self) -> dict[str, str]:
+        """The collapsed one-line manifest as static HTML (every piece escaped) with a plain-text fallback."""
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in self.lines())
+        summary = html.escape(self.summary())
+        return {
+            "text/html": (
+                '<details class="qwen-context" style="color:#888;font-size:0.85em;margin:0.2em 0">'
+                f"<summary>{summary}</summary>"
+                f'<ul style="margin:0.2em 0 0.2em 1.2em;padding:0">{items}</ul></details>'
+            ),
+            "text/plain": self.summary(),
+        }
+
+    def preview(self) -> str:
+        """What is sent, as text: the blocks in order, images as named placeholders."""
+        parts = []
+        for block in self.blocks:
+            if block.get("type") == "text":
+                parts.append(block["text"])
+            else:
+                from ._media import describe
+
+                parts.append(describe(block))
+        from ._text import visible_controls  # shown in a terminal too: no escape sequence may act
+
+        return visible_controls("\n\n".join(parts))
+
+
+def _outputs(cell: Cell) -> list[tuple[str, bool]]:
+    kinds = [
+        ("stdout", cell.stdout.total > 0),
+        ("stderr", cell.stderr.total > 0),
+        ("display", cell.shown.total > 0),
+        ("Out", cell.result is not None),
+        (cell.error_name or "error", cell.error is not None),
+    ]
+    return [(name, True) for name, present in kinds if present]
+
+
+def build(
+    cells: list[Cell],
+    *,
+    tokens: int,
+    images: int,
+    chars_per_token: float,
+    upto: int,
+    key: str | None = None,
+) -> Context | None:
+    """The blocks for ``cells`` (oldest first) within ``tokens`` and ``images``; None when there are none."""
+    if not cells or tokens <= 0:  # a budget of 0 sends nothing, not even a note
+        return None
+    from ._text import mask_key
+
+    budget = tokens * chars_per_token
+    share = max(MIN_OUTPUT_CHARS, int(budget * OUTPUT_SHARE))
+    entries: list[Entry] = []
+    dropped: list[Cell] = []
+    used = float(len(INTRO) + NOTE_RESERVE)  # the intro and the note of what was left out count too
+    images_left = images
+    reduced = False  # once a cell is cut to its source, every older one is too
+    for cell in reversed(cells):
+        if dropped:
+            dropped.append(cell)
+            continue
+        entry = None
+        if not reduced:
+            entry = _whole(cell, share)
+            if used + len(entry.text) > budget:
+                room = int(budget - used - len(_render(cell, {}, source_only=True))) // max(1, len(_outputs(cell)))
+                entry = _whole(cell, min(share, room)) if room >= MIN_OUTPUT_CHARS else None
+                if entry is not None and used + len(entry.text) > budget:
+                    entry = None
+        if entry is None:
+            reduced = True
+            entry = Entry(cell, _render(cell, {}, source_only=True), [], "source")
+            if used + len(entry.text) > budget:
+                dropped.append(cell)
+                continue
+        if entry.form != "source" and cell.images:
+            kept = cell.images[-images_left:] if images_left > 0 else []
+            kept = [(t, d) for t, d in kept if len(d) <= MAX_IMAGE_BASE64]
+            entry.images = kept
+            entry.images_left = cell.images_seen - len(kept)
+            images_left -= len(kept)
+        entry.text = mask_key(entry.text, key)
+        used += len(entry.text)
+        entries.append(entry)
+    entries.reverse()
+    dropped.reverse()
+    if not entries and not dropped:
+        return None
+    intro = INTRO
+    if dropped:
+        intro += f"\n[Left out for the context budget: {_span(dropped)} ({_plural(len(dropped), 'older cell')}).]"
+    blocks: list[dict[str, Any]] = []
+    for index, entry in enumerate(entries):
+        text = f"{intro}\n\n{entry.text}" if index == 0 else entry.text
+        blocks.append({"type": "text", "text": text})
+        for number, (media_type, data) in enumerate(entry.images, 1):
+            blocks.append(_image(entry.cell, number, media_type, data))
+    if not entries:
+        blocks.append({"type": "text", "text": intro})
+    text_chars = sum(len(b["text"]) for b in blocks if b["type"] == "text")
+    return Context(blocks, entries, dropped, text_chars / chars_per_token, upto)
+
+
+def _image(cell: Cell, number: int, media_type: str, data: str) -> dict[str, Any]:
+    from ._media import inline_block
+
+    return inline_block("image", base64.b64decode(data), media_type, f"{cell.label} figure {number}")
+
+
+def _whole(cell: Cell, limit: int) -> Entry:
+    """The cell with every output cut to at most ``limit`` characters (in the middle)."""
+    cuts = []
+    texts: dict[str, str] = {}
+    for name, stream in (("stdout", cell.stdout), ("stderr", cell.stderr), ("display", cell.shown)):
+        if stream.total:
+            texts[name] = _plain(stream.text(limit))
+            if stream.total > len(stream.head) + len(stream.tail) or len(stream.head) + len(stream.tail) > limit:
+                label = "output" if name == "stdout" else name  # what a cell printed is its output
+                cuts.append(f"{label} {size(stream.total)} → {size(len(texts[name]))}")
+    if cell.result is not None:
+        texts["Out"] = _middle(cell.result, limit)
+        if len(texts["Out"]) < len(cell.result):
+            cuts.append(f"Out {size(len(cell.result))} → {size(len(texts['Out']))}")
+    if cell.error is not None:
+        texts["error"] = _middle(cell.error, limit)
+        if len(texts["error"]) < len(cell.error):
+            cuts.append(f"traceback {size(len(cell.error))} → {size(len(texts['error']))}")
+    return Entry(cell, _render(cell, texts, source_only=False), [], "cut" if cuts else "whole", cuts)
+
+
+def _render(cell: Cell, texts: dict[str, str], *, source_only: bool) -> str:
+    """A cell as the model reads it: its label, source, then each output in a fence."""
+    lines = [f"{cell.label}:", _fence(_middle(cell.source.rstrip(), SOURCE_CHARS), "python")]
+    if source_only:
+        if _outputs(cell):
+            names = ", ".join(name for name, _ in _outputs(cell))
+            lines.append(f"[its outputs ({names}) left out for the context budget]")
+        return "\n".join(lines)
+    titles = {"stdout": "Printed:", "stderr": "Printed to stderr:", "display": "Displayed:"}
+    for name in ("stdout", "stderr", "display"):
+        if name in texts:
+            lines += [titles[name], _fence(texts[name].rstrip("\n"), "text")]
+    if "Out" in texts:
+        lines += [f"Out[{cell.count}]:", _fence(texts["Out"], "text")]
+    if cell.images:
+        lines.append(f"[{_plural(cell.images_seen, 'image')} displayed]")
+    if "error" in texts:
+        lines += [f"Raised {cell.error_name}:", _fence(texts["error"].rstrip("\n"), "text")]
+    return "\n".join(lines)
+
+
+def _plain(text: str) -> str:
+    """Text as a terminal would leave it: colours and cursor moves out, a line redrawn after ``\\r`` (a progress bar) only as it ended."""
+    if "\x1b" in text:
+        text = _ANSI.sub("", text)
+    if "\r" in text:
+        text = "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
+    return text
+
+
+def _fence(text: str, info: str) -> str:
+    """``text`` in a code fence longer than any backtick run inside it."""
+    longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=2)
+    ticks = "`" * (longest + 1)
+    return f"{ticks}{info}\n{text}\n{ticks}"
+
+
+def _middle(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 40, 2)
+    cut = len(text) - keep
+    return f"{text[: keep // 2]}\n[… {size(cut)} cut from the middle …]\n{text[len(text) - keep // 2 :]}"
+
+
+def _bounded(text: str, limit: int) -> str:
+    return _middle(text, limit)
+
+
+def size(chars: int) -> str:
+    """A size for people: ``812 B``, ``2 kB``, ``41 kB``, ``1.2 MB`` (characters counted as bytes)."""
+    if chars < 1000:
+        return f"{chars} B"
+    if chars < 1_000_000:
+        return f"{chars / 1000:.0f} kB"
+    return f"{chars / 1_000_000:.1f} MB"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'s' if n != 1 else ''}"
+
+
+def _span(cells: list[Cell]) -> str:
+    if not cells:
+        return "no cells"
+    first, last = cells[0], cells[-1]
+    if first is last:
+        return first.label
+    end = f"[{last.count}]" if last.count is not None else "[ ]"
+    return f"{first.label}–{end}"
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def explain_parts(cell: Cell) -> tuple[str, str, str]:
+    """The failing cell's traceback, source and what it printed, for ``%qwen explain``."""
+    printed = []
+    for name, stream in (("stdout", cell.stdout), ("stderr", cell.stderr)):
+        if stream.total:
+            printed.append(f"{name}:\n{stream.text(3000).rstrip()}")
+    return cell.error or "", cell.source.rstrip(), "\n".join(printed)
