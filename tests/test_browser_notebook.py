@@ -71,6 +71,26 @@ NOTEBOOK = "notebook7.ipynb"
 
 # --- the answers the server streams, beyond those of the JupyterLab test ----------------
 
+# JupyterLab's payloads, and a few that reach script by other roads: a frame's document,
+# a form's action, markup that re-parses differently (mXSS), focus, plugins, CSS.
+MORE_PAYLOADS = """\
+
+More of them.
+
+<iframe srcdoc="<script>parent.__pwned=1</script>"></iframe>
+
+<form action="javascript:window.__pwned=1"><button>send</button></form>
+
+<math><mtext><table><mglyph><style><img src=x onerror="window.__pwned=1"></style></mglyph></table></mtext></math>
+
+<a href="data:text/html,<script>alert(1)</script>">data link</a> and [ref link][r]
+
+[r]: javascript:window.__pwned=1
+
+<input autofocus onfocus="window.__pwned=1"> <object data="javascript:window.__pwned=1"></object>
+
+<p style="background:url(javascript:window.__pwned=1)">styled</p>
+"""
 IMAGES_QUESTION = "Show me some pictures."
 # Image markup with nothing a browser can show. Sanitized, it may leave no image element
 # without a usable src, live or reopened: the browser would paint a broken-image icon
@@ -114,7 +134,7 @@ def _responder(body: dict[str, Any]) -> Reply | None:
     if QUESTION in text:
         return STREAMED
     for question, answer in (
-        (PAYLOAD_QUESTION, PAYLOAD),
+        (PAYLOAD_QUESTION, PAYLOAD + MORE_PAYLOADS),
         (IMAGES_QUESTION, IMAGES),
         (PRICE_QUESTION, PRICES),
     ):
@@ -439,10 +459,10 @@ def test_notebook7_runs_no_script_from_model_text(ran: Run) -> None:
     for cell in (PAYLOAD_CELL, IMAGES_CELL):
         assert _outputs(page, cell).evaluate(DANGEROUS) == []
     payload = _outputs(page, PAYLOAD_CELL)
-    assert "Here are some payloads." in payload.inner_text()
+    assert "Here are some payloads." in payload.inner_text() and "More of them." in payload.inner_text()
     url = page.url
-    for link in payload.locator("a").all():
-        link.click()
+    for clickable in payload.locator("a, button, input").all():
+        clickable.click()
     payload.locator("details", has_text="toggle").locator("summary").click()
     page.wait_for_timeout(500)  # a handler or a javascript: navigation would have run by now
     assert page.evaluate("() => window.__pwned") is None
