@@ -280,7 +280,7 @@ def _math_inline(state: StateInline, silent: bool) -> bool:
         stop = close + len(closer)
     else:
         return False
-    if stop > end or not _math_allowed(src[pos:stop]) or not _mathjax_agrees(src, pos, stop, closer_length(src, pos)):
+    if stop > end or not _math_allowed(src[pos:stop]) or not _mathjax_agrees(src, pos, stop, _opener_length(src, pos)):
         return False
     if not silent:
         token = state.push("math_inline", "", 0)
@@ -313,7 +313,7 @@ def _when_links_possible(rule: Any, state: StateInline, silent: bool) -> bool:
 _LINK_TEXT_LIMIT = 2000
 
 
-def closer_length(src: str, pos: int) -> int:
+def _opener_length(src: str, pos: int) -> int:
     """How long the opener at ``pos`` is (``$``, ``$$``, ``\\(``, ``\\begin{x}``)."""
     if src.startswith("$$", pos):
         return 2
@@ -423,7 +423,7 @@ def _math_block(state: StateBlock, start_line: int, end_line: int, silent: bool)
     else:
         return False
     content = state.src[pos : state.eMarks[line]].strip()
-    if not _math_allowed(content) or not _mathjax_agrees(content, 0, len(content), closer_length(content, 0)):
+    if not _math_allowed(content) or not _mathjax_agrees(content, 0, len(content), _opener_length(content, 0)):
         return False
     if not silent:
         token = state.push("math_block", "", 0)

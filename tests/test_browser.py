@@ -732,8 +732,15 @@ def _open_without_kernel(browser: Any, lab: Lab, path: str) -> XssRun:
     page = browser.new_page()
     run = _watch(page, lab)
     page.goto(f"{lab.url}/lab?reset&token={lab.token}")
-    page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
-    page.evaluate("() => window.jupyterapp.restored.then(() => null)")
+    for attempt in range(3):  # `reset` may navigate once more (to a workspace URL) while Lab starts
+        try:
+            page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
+            page.evaluate("() => window.jupyterapp.restored.then(() => null)")
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+            page.wait_for_load_state()
     page.evaluate(
         """path => window.jupyterapp.commands.execute('docmanager:open', {
             path, factory: 'Notebook', kernelPreference: {shouldStart: false, canStart: false, autoStartDefault: false},
