@@ -260,6 +260,7 @@ class NotebookView:
         self._parsed = 0  # complete-line length of the tail when block ends were last looked for
         self._fence: re.Pattern[str] | None = None  # closing line of the open fence the tail starts with
         self._whole = 0  # complete-line length of the tail when it was last parsed whole
+        self._doubt = False  # the last lines showed a boundary the whole text did not confirm
         self._thinking: list[str] = []
         self._state = "waiting"  # -> thinking -> text
         self._last_paint = self._last_status = 0.0
@@ -378,7 +379,7 @@ class NotebookView:
                 self._output(bundle)
             else:
                 _publish(self._live, bundle)
-            self._live, self._stable, self._parsed, self._whole, self._fence = None, 0, 0, 0, None
+            self._live, self._stable, self._parsed, self._whole, self._fence, self._doubt = None, 0, 0, 0, None, False
         self._tail = [tail] if tail else []
         if tail:
             # While live, markdown only: the plain text comes once, with the whole block.
@@ -396,11 +397,12 @@ class NotebookView:
 
         Only whole lines can finish a block, so nothing is parsed until a line ends. An open
         fence ends only at its closing line: only new lines are searched for one, and the
-        fence is finished as soon as it is found. Other open
-        text longer than ``REPARSE`` is parsed whole only when its last lines, parsed alone
-        (after the table's header, if it is a table), hold a block boundary; a boundary
-        there that the whole text does not confirm (a lazy list line) makes the next whole
-        parse wait until the text has doubled.
+        fence is finished as soon as it is found. Other open text longer than ``REPARSE`` is
+        parsed whole only when its last lines, parsed alone (after the table's header, if it
+        is a table), hold a block boundary, or when it has doubled since it was; a boundary
+        there that the whole text does not confirm (a lazy list line, an open ``<details>``)
+        makes the next whole parse wait until the text has doubled. Each character is thus
+        parsed whole a bounded number of times.
         """
         from ._markdown import stable_prefix
 
@@ -417,23 +419,36 @@ class NotebookView:
             self._fence, self._parsed = None, end
             self._stable = closing.end() + 1
             return self._stable
-        elif end > self.REPARSE and not self._boundary_near_end(tail, end):
-            self._parsed = end
-            return self._stable
+        elif end > self.REPARSE:
+            found = self._boundary_near_end(tail, end)
+            if found is None:
+                self._parsed = end
+                return self._stable
+            if found:  # a table's rows do not depend on what came before: its end is where it shows
+                self._parsed, self._stable = end, found
+                return found
+        probed = end > self.REPARSE and not (self._doubt and end >= 2 * self._whole)
         self._parsed = self._whole = end
         self._stable = stable_prefix(tail)
+        # A boundary the last lines showed but the whole text does not have (a lazy list
+        # line, an open <details>): trust the last lines no more until the text doubles.
+        self._doubt = probed and self._stable == 0
         if self._stable == 0 and self._fence is None and (opener := _FENCE_OPEN.match(tail)) is not None:
             fence = opener.group("fence")
             if not (fence[0] == "`" and "`" in opener.group("info")):
                 self._fence = re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \\t]*\\r?$", re.M)
         return self._stable
 
-    def _boundary_near_end(self, tail: str, end: int) -> bool:
-        """Whether the lines since the last look (and a few before) may hold a block boundary."""
+    def _boundary_near_end(self, tail: str, end: int) -> int | None:
+        """Whether the lines since the last look (and a few before) may hold a block boundary.
+
+        ``None``: they do not; ``0``: they may, parse the whole text; a positive offset:
+        where the open table ends (its last lines, after its header, tell that exactly).
+        """
         from ._markdown import stable_prefix
 
-        if end >= 2 * self._whole:
-            return True  # the text doubled since it was parsed whole: parse it again
+        if self._doubt:
+            return 0 if end >= 2 * self._whole else None
         start = tail.rfind("\n", 0, max(0, min(self._parsed, end - 1024) - 256)) + 1
         for _ in range(64):  # start at a line that begins a block of its own, not a continuation
             if start == 0 or tail[start : start + 1] not in (" ", "\t", "\n", "\r"):
@@ -442,7 +457,12 @@ class NotebookView:
         context = ""
         if start and (head := _TABLE_HEAD.match(tail)) is not None and start >= head.end():
             context = head.group()
-        return stable_prefix(context + tail[start:end]) > len(context)
+        found = stable_prefix(context + tail[start:end]) - len(context)
+        if found <= 0:
+            return None
+        if context and tail[start : start + 1] == "|" and "\n\n" in tail[start : start + found]:
+            return start + found
+        return 0
 
     def _window(self, tail: str) -> str:
         """The open text, or (when long) a note of how much is hidden and its last lines.

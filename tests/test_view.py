@@ -121,3 +121,37 @@ def test_a_long_block_is_published_whole_as_soon_as_the_next_block_begins(publis
     later_windows = [b for _, b in published[whole[0] + 1 :] if "text/plain" not in b and is_markdown(b)]
     assert len(later_windows) > len(rest) // size // 4
     assert not any("y_" in b["text/html"] for b in later_windows)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "<details>\n\n" + "A paragraph inside the open details element.\n\n" * 600,  # the end never confirms
+        "- item\n" + "lazy continuation line of the item\n- next item\n" * 500,  # lazy lines
+        "```\n" + "code line\n" * 3000,  # an open fence
+        "| a | b |\n|---|---|\n" + "| 1 | 2 |\n" * 3000,  # a table
+        "> quote line\n" * 3000,
+    ],
+    ids=["details", "lazy-list", "fence", "table", "quote"],
+)
+def test_finding_block_ends_costs_linear_time(published, monkeypatch, doc):
+    from qwen_magic import _markdown
+
+    parsed: list[int] = []
+    real = _markdown.stable_prefix
+    monkeypatch.setattr(_markdown, "stable_prefix", lambda text: parsed.append(len(text)) or real(text))
+    stream(doc, 16, commit_at=1)  # a repaint at every delta: the most looks for block ends
+    # Each look parses the open text's last lines (a few KB) or, a bounded number of times
+    # (as the text doubles, or to confirm a boundary its last lines show), the whole of it.
+    probe = _view.NotebookView.REPARSE + 2600
+    whole = [n for n in parsed if n > probe]
+    assert len(whole) <= 8, whole
+    assert sum(whole) <= 3 * len(doc)
+
+
+def test_a_long_table_is_published_whole_when_a_paragraph_follows(published):
+    table = "| a | b |\n|---|---|\n" + "".join(f"| {n} | {n * n} |\n" for n in range(800))
+    rest = "\nAfter the table.\n\n" + "More words here. " * 300 + "\n"
+    stream(table + rest, 24, commit_at=1)
+    firsts = [b["text/plain"] for _, b in published if "text/plain" in b and is_markdown(b)]
+    assert firsts[0] in (table, table + "\n"), firsts[0][-80:]
