@@ -260,7 +260,7 @@ def test_history_and_export_show_each_turns_context(ctx, tmp_path):
     ctx.run(f"%qwen export {path}")
     cell = nbformat.read(path, as_version=4).cells[1]
     assert '<details class="qwen-context">' in cell.source and "print(m)" in cell.source
-    assert "> Look" in cell.source
+    assert re.search(r"<blockquote>\s*<p>Look</p>", cell.source), cell.source
 
 
 def test_explain_uses_the_captured_cell(ctx):
@@ -344,7 +344,7 @@ def test_a_lesson_with_context_replays_in_a_fresh_kernel_despite_new_addresses_a
     import nbclient
     import nbformat
     from fake_dashscope import FakeDashScope
-    from kernel_harness import ROOT
+    from kernel_harness import ROOT, is_markdown
 
     cassette = tmp_path / "lesson.jsonl"
     cells = [
@@ -375,6 +375,6 @@ def test_a_lesson_with_context_replays_in_a_fresh_kernel_despite_new_addresses_a
     assert "A box and a warning." in json.dumps(live.cells[4].outputs)
 
     replayed = run({"DASHSCOPE_BASE_URL": url, "QWEN_MAGIC_REPLAY": str(cassette)})
-    answer = "".join(o.get("data", {}).get("text/markdown", "") for o in replayed.cells[4].outputs)
+    answer = "".join(o["data"]["text/plain"] for o in replayed.cells[4].outputs if is_markdown(o.get("data", {})))
     errors = [o for o in replayed.cells[4].outputs if o.output_type == "error"]
     assert answer == "A box and a warning.", (errors and errors[0].traceback) or replayed.cells[4].outputs
