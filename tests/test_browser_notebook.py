@@ -298,7 +298,7 @@ def _assert_prices_and_math(page: Any) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     outputs = _outputs(page, PRICE_CELL)
-    markdown = outputs.locator(".jp-RenderedMarkdown").first
+    markdown = outputs.locator(".qwen-markdown").first
     markdown.wait_for(timeout=10_000)
     # MathJax typesets after the markdown renders: wait for the two formulas, then give a
     # wrongly paired price time to become a third.
@@ -402,7 +402,7 @@ def ran(jupyter: Lab, browser: Any) -> Run:
 
 def test_notebook7_shows_the_answer_growing_while_it_streams(ran: Run) -> None:
     lengths = [len(sample) for sample in ran.samples]
-    final = "\n".join(_outputs(ran.page, ANSWER_CELL).locator(".jp-RenderedMarkdown").all_inner_texts())
+    final = "\n".join(_outputs(ran.page, ANSWER_CELL).locator(".qwen-markdown").all_inner_texts())
     print(f"all cells ran in {ran.seconds:.1f} s; answer length at each sample: {lengths}; footer: {ran.statuses}")
     assert ran.live_thinking.startswith("Thinking…"), ran.live_thinking
     assert len(set(ran.samples)) >= 3, f"fewer than 3 different states seen while streaming: {lengths}"
