@@ -300,16 +300,23 @@ def _when_links_possible(rule: Any, state: StateInline, silent: bool) -> bool:
     """
     if state.env.get("references"):
         return rule(state, silent)
-    cache: dict[int, list[int]] = state.env.setdefault("_qwen_links", {})
-    ends = cache.get(id(state.src))
-    if ends is None:
-        ends = cache[id(state.src)] = [m.start() for m in re.finditer(r"\]\(", state.src)]
+    cache: dict[int, tuple[list[int], list[int]]] = state.env.setdefault("_qwen_links", {})
+    found = cache.get(id(state.src))
+    if found is None:
+        src = state.src
+        found = cache[id(src)] = ([m.start() for m in re.finditer(r"\]\(", src)], [m.start() for m in re.finditer(r"\[", src)])
+    ends, opens = found
     k = bisect.bisect_left(ends, state.pos)
     if k == len(ends) or ends[k] - state.pos > _LINK_TEXT_LIMIT:
+        return False
+    # Bracket soup (``[[[[…](](](…``) makes every ``[`` rescan its nested labels: link text
+    # holding more than ``_LINK_BRACKETS`` other ``[`` is not taken as a link here.
+    if bisect.bisect_left(opens, ends[k]) - bisect.bisect_left(opens, state.pos) > _LINK_BRACKETS:
         return False
     return rule(state, silent)
 
 
+_LINK_BRACKETS = 32  # most `[` inside one link's text (nested images, footnote marks)
 _LINK_TEXT_LIMIT = 2000
 
 
