@@ -371,7 +371,7 @@ def miss_message(name: str, exchanges: list[dict[str, Any]], now: tuple[str, str
 
 
 def header() -> dict[str, Any]:
-    from . import __version__
+    from ._version import __version__
 
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return {"cassette": FORMAT, "version": VERSION, "created": created, "qwen_magic": __version__}

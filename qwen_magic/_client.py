@@ -23,6 +23,16 @@ ENDPOINTS = {
     "intl": "https://dashscope-intl.aliyuncs.com/apps/anthropic",
     "us": "https://dashscope-us.aliyuncs.com/apps/anthropic",
 }
+KNOWN_MODELS = (  # offered by the panel, and suggested when the service does not know a model
+    "qwen3.6-plus",
+    "qwen3.7-plus",
+    "qwen3.5-plus",
+    "qwen-plus",
+    "qwen3.7-max",
+    "qwen3-max",
+    "qwen3.6-flash",
+    "qwen3-vl-plus",
+)
 KEY_VARIABLE = "DASHSCOPE_API_KEY"
 BASE_URL_VARIABLE = "DASHSCOPE_BASE_URL"
 
@@ -214,8 +224,6 @@ def _translate(exc: BaseException, *, model: str, base_url: str) -> QwenError:
 def _other_model(failed: str) -> str:
     """A listed model to suggest instead of ``failed``: the closest spelling, never ``failed`` itself."""
     import difflib
-
-    from ._magic import KNOWN_MODELS
 
     others = [m for m in KNOWN_MODELS if m.lower() != failed.strip().lower()]
     close = difflib.get_close_matches(failed.strip().lower(), others, n=1, cutoff=0.75)

@@ -210,10 +210,8 @@ class Conversation:
             # SDK 2.x has no keyword for it; the service reads it from the body.
             request["extra_body"] = {"temperature": options.temperature}
         # On a drop, the boundary before the first replaced item is what earlier requests cached.
-        stable = changed or self._stable(messages)
-        self._plain = messages
         self.last_sent = time.monotonic()
-        return place_markers(request, options.cache, options.estimator, index=index, stable=stable)
+        return self._marked(request, options, changed)
 
     def _stable(self, messages: list[dict[str, Any]] | None = None) -> tuple[int, int] | None:
         """The first inline media block a later drop will replace (the media boundary closes before it)."""
@@ -233,10 +231,15 @@ class Conversation:
     def remark(self, request: dict[str, Any], options: Options) -> dict[str, Any]:
         """A tool round's follow-up ``request`` (the last one sent plus new messages), marked afresh."""
         sent = len(self._plain)
-        messages = [*self._plain, *request["messages"][sent:]]
-        self._plain = messages
-        plain = {**request, "messages": messages}
-        return place_markers(plain, options.cache, options.estimator, index=self._index, stable=self._stable(messages))
+        return self._marked({**request, "messages": [*self._plain, *request["messages"][sent:]]}, options)
+
+    def _marked(
+        self, request: dict[str, Any], options: Options, stable: tuple[int, int] | None = None
+    ) -> dict[str, Any]:
+        """``request`` with the cache policy's markers: the one place they are placed (on copies)."""
+        self._plain = request["messages"]
+        stable = stable or self._stable(self._plain)
+        return place_markers(request, options.cache, options.estimator, index=self._index, stable=stable)
 
     def called(self) -> list[str]:
         """The tools the history (as last built) has called, each once."""

@@ -22,30 +22,16 @@ from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, vali
 from . import _command
 from ._answer import Answer, Usage
 from ._cache import MODES, TokenEstimator, equivalents, mark, saving_text
-from ._client import Endpoint, client_for, resolve_base_url
+from ._client import KNOWN_MODELS, Endpoint, client_for, resolve_base_url
 from ._context import Capture, clock
-from ._conversation import DEFAULT_CHAT, Chats, Options, Turn
+from ._conversation import DEFAULT_CHAT, Chats, Options
 from ._errors import QwenError
-from ._markdown import image_policy
-from ._media import show_preview
 from ._prompt import build_prompt
 from ._text import current_key, mask_key, masked, visible_controls
-from ._tools import Toolbox, converse, describe, offered
-from ._view import view_for
+from ._tools import Toolbox, describe, offered
+from ._turn import Tally, take_turn
 
 REPLAY_VARIABLE = "QWEN_MAGIC_REPLAY"  # a cassette: the whole session replays it
-KNOWN_MODELS = (
-    "qwen3.6-plus",
-    "qwen3.7-plus",
-    "qwen3.5-plus",
-    "qwen-plus",
-    "qwen3.7-max",
-    "qwen3-max",
-    "qwen3.6-flash",
-    "qwen3-vl-plus",
-)
-
-
 class FiniteFloat(Float):  # type: ignore[type-arg]
     """A float setting that refuses NaN and infinities; ``inf_means`` names what +inf means where it is allowed."""
 
@@ -138,8 +124,7 @@ class QwenMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.chats = Chats()
-        self.totals = Usage()
-        self.requests = 0
+        self.tally = Tally()  # the session's requests and usage, counted by each turn
         self.estimator = TokenEstimator()
         self._panels: list[Any] = []
         self._cell: tuple[str | None, str | None] = (None, None)
@@ -156,6 +141,28 @@ class QwenMagics(Magics):
         if shell is not None:
             shell.events.register("pre_run_cell", self._remember_cell)
             self.capture.install()
+
+    @property
+    def totals(self) -> Usage:
+        """The session's token usage (``%qwen usage``, the panel)."""
+        return self.tally.usage
+
+    @totals.setter
+    def totals(self, usage: Usage) -> None:
+        self.tally.usage = usage
+
+    @property
+    def requests(self) -> int:
+        """Requests sent in this session."""
+        return self.tally.requests
+
+    @requests.setter
+    def requests(self, count: int) -> None:
+        self.tally.requests = count
+
+    def new_conversation(self) -> None:
+        """Start the default conversation afresh (the panel's button)."""
+        self.chats[DEFAULT_CHAT].reset()
 
     def _remember_cell(self, info: Any) -> None:
         self._cell = (getattr(info, "cell_id", None), getattr(info, "raw_cell", None))
@@ -276,41 +283,32 @@ class QwenMagics(Magics):
         client = client_for(self.endpoint(), transport)  # a missing key stops here, before anything is sent
         if chat.is_rerun(cell_id, source):
             chat.turns.pop()
-        own, upto = prompt, clock()
-        context = self.notebook_context(chat, args, exclude=exclude)
-        if context is not None:
-            prompt = [*context.blocks, *prompt]
-        request = chat.request(prompt, options)
-        if context is not None:
-            display(context.manifest_bundle(), raw=True)
-        show_preview(own)  # what the model is shown, above its answer
-        answer = Answer(
-            model=options.model,
-            cassette=transport.footer if transport is not None else None,
-            replayed=bool(getattr(transport, "replaying", False)),
-        )
-        loop: Any = converse if target is None else self._value_loop(target, args.output)
+        upto = clock()
+        loop = None if target is None else self._value_loop(target, args.output)
         try:
-            with image_policy(self.answer_images, own):
-                loop(
-                    client,
-                    request,
-                    answer,
-                    tools,
-                    views=lambda: view_for(self.shell),
-                    max_rounds=self.max_tool_rounds,
-                    stream=args.stream,
-                    on_reply=lambda sent, reply: self._count(chat, sent, reply),
-                    remark=lambda follow_up: chat.remark(follow_up, options),
-                    called=chat.called(),
-                )
+            answer = take_turn(
+                chat,
+                prompt,
+                options,
+                client=client,
+                tools=tools,
+                shell=self.shell,
+                tally=self.tally,
+                max_rounds=self.max_tool_rounds,
+                stream=args.stream,
+                loop=loop,
+                context=self.notebook_context(chat, args, exclude=exclude),
+                cell_id=cell_id,
+                source=source,
+                upto=upto,
+                answer_images=self.answer_images,
+                cassette=transport.footer if transport is not None else None,
+                replayed=bool(getattr(transport, "replaying", False)),
+            )
         finally:
-            chat.record(Turn(prompt, answer, cell_id, source, context=context, upto=upto))
-            if self._panels:
-                from ._widgets import refresh_panels
-
-                refresh_panels(self)
-        if target is not None:
+            for panel in self._panels:
+                panel.refresh()
+        if loop is not None:
             loop.deliver(self.shell.user_ns)
         return answer
 
@@ -320,16 +318,6 @@ class QwenMagics(Magics):
 
         self._forcing = self._forcing or Forcing()
         return ValueLoop(target, output, self._forcing, self.max_repairs)
-
-    def _count(self, chat: Any, request: dict[str, Any], answer: Answer) -> None:
-        """Add one request and its usage to the session's and the conversation's totals."""
-        self.requests += 1
-        chat.requests += 1
-        if answer.usage is not None:
-            u = answer.usage
-            self.totals = self.totals + u
-            chat.spent = chat.spent + u
-            self.estimator.calibrate(chat.estimate(request, self.estimator), u.input_tokens + u.cache_read + u.cache_write)
 
     def _deliver(self, answer: Answer, args: Any, target: Any = None) -> None:
         """``--code`` and ``--output``: hand the answer back to the notebook."""
@@ -536,7 +524,9 @@ class QwenMagics(Magics):
         elif args.command == "panel":
             from ._widgets import show_panel
 
-            show_panel(self)
+            panel = show_panel(self, getattr(self.shell, "kernel", None) is not None, KNOWN_MODELS)
+            if panel is not None:
+                self._panels.append(panel)  # kept alive while the kernel lives; refreshed after each turn
 
     def _context_command(self, args: Any) -> None:
         """``%qwen context [--chat NAME]``: what the next cell would send; ``%qwen context clear``: forget the capture."""

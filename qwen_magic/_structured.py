@@ -47,7 +47,8 @@ from IPython.display import display
 
 from ._answer import Answer
 from ._errors import InvalidValue, ServiceError
-from ._tools import ArgumentMismatch, Tool, Toolbox, converse
+from ._tools import ArgumentMismatch, Tool, Toolbox
+from ._turn import converse
 
 if TYPE_CHECKING:
     import anthropic

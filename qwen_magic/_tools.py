@@ -1,4 +1,4 @@
-"""Function calling: the notebook's own functions, offered to the model, and the tool loop.
+"""Tools: the notebook's own functions, marked, offered with their schemas, called, and shown.
 
 ``%%qwen --tools f,g`` offers ``f`` and ``g`` from the user's namespace; ``--tools`` alone
 offers every function marked with ``@qwen_magic.tool``. A tool's JSON schema comes from
@@ -6,9 +6,10 @@ the anthropic SDK's function-tool helper (pydantic: signature, type hints, docst
 parameter descriptions), tidied into a self-contained schema (``$defs`` inlined, titles
 dropped). The SDK and pydantic are imported only when tools are offered.
 
-The loop (``converse``): while an answer asks for tools, each call is validated against
-its schema and run in the kernel, in order, shown as a collapsible part of the output, and
-its result is sent back as a ``tool_result``; the next answer streams on in the same cell.
+The turn (``_turn.converse``) runs the rounds: while an answer asks for tools, each call is
+validated against its schema and run in the kernel (``call_tool``), in order, shown as a
+collapsible part of the output (``call_bundle``), and its result is sent back as a
+``tool_result`` (``result_content``); the next answer streams on in the same cell.
 Only functions offered in the cell can run; nothing else the model writes is executed.
 Failures go back as the result's text (DashScope has no ``is_error``), also for a call
 the model got wrong: a name that is not a tool's, or arguments that are not one JSON
@@ -33,7 +34,6 @@ import html
 import inspect
 import json
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,13 +41,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from IPython.core.error import UsageError
 
 from ._answer import Answer
-from ._errors import Interrupted
 from ._markdown import text_html
 
 if TYPE_CHECKING:
-    import anthropic
 
-    from ._view import View
+    pass
 
 Block = dict[str, Any]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -511,134 +509,6 @@ def tool_lines(answer: Answer) -> list[str]:
 
 
 # -- the loop ---------------------------------------------------------------------------------
-
-
-def converse(
-    client: anthropic.Anthropic,
-    request: dict[str, Any],
-    answer: Answer,
-    tools: Toolbox | None,
-    *,
-    views: Callable[[], View],
-    max_rounds: int,
-    stream: bool = True,
-    on_reply: Callable[[dict[str, Any], Answer], None] | None = None,
-    remark: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    called: list[str] | None = None,
-    until: Callable[[], bool] | None = None,
-) -> None:
-    """Stream ``request`` into ``answer``; while the answer calls tools, run them and stream on.
-
-    Each round streams into a fresh view from ``views``; ``on_reply(request, answer)`` sees
-    every request sent and its answer; ``remark`` places cache markers on each follow-up
-    request (so every round reads what the one before it wrote); ``called``: the tools the
-    history has called, if the caller keeps count (else the messages are scanned). On return
-    ``answer`` is the turn's last answer and ``answer.rounds`` holds the earlier ones, each
-    with the tool results that answered it. ``until()``, asked after each round's calls ran,
-    ends the turn with their results (``--schema``: the answer tool got its value).
-    """
-    from ._stream import run
-
-    if tools:
-        request = {**request, "tools": tools.definitions()}
-    elif names := (called if called is not None else _history_calls(request["messages"])):
-        # The Messages API wants tools defined whenever history holds tool blocks.
-        request = {**request, "tools": _placeholders(names), "tool_choice": {"type": "none"}}
-    broken: dict[str, str] = {}  # tool_use id → its argument text, when that was not a JSON object
-    if "tools" in request:
-        client = _CheckedClient(client, broken)  # type: ignore[assignment]
-    rounds = 0
-    while True:
-        view = views()
-        try:
-            run(client, request, view, answer, stream=stream)
-        finally:
-            if on_reply is not None:
-                on_reply(request, answer)
-        calls = answer.tool_calls
-        if not calls:
-            return
-        refusal = final_reason = None  # why the calls are not run, and the turn's stop reason then
-        if answer.stop_reason != "tool_use":
-            refusal = f"Not run: the answer stopped ({answer.stop_reason}) before the call was complete."
-            final_reason = answer.stop_reason
-        elif rounds >= max_rounds:
-            refusal = f"Not run: the limit of {max_rounds} tool rounds for one cell was reached."
-            final_reason = "max_tool_rounds"
-        outcomes: dict[str, Outcome] = {}
-        interrupted: str | None = None
-        try:
-            interrupted = _run_calls(calls, tools, view, refusal, outcomes, broken)
-        finally:
-            # Whatever happened, every tool_use is answered before anything else is sent,
-            # and history holds only names and arguments the service accepts.
-            for call in calls:
-                _make_acceptable(call, broken)
-            answer.next_round(result_content(calls, outcomes))
-        rounds += 1
-        if interrupted is not None or refusal is not None or (until is not None and until()):
-            answer.finished_at = time.monotonic()
-            error = None
-            if interrupted is not None:
-                answer.interrupted = True
-                error = Interrupted(
-                    f"Interrupted while {interrupted} ran: the tool loop stopped; the calls that did not "
-                    "finish were answered as interrupted, so the conversation can go on."
-                )
-                answer.error = str(error)
-            else:
-                answer.stop_reason = final_reason
-            from ._view import footer_bundle
-
-            view.show(footer_bundle(answer))
-            if error is not None:
-                raise error
-            return
-        done = answer.rounds[-1]
-        request = {
-            **request,
-            "messages": [
-                *request["messages"],
-                {"role": "assistant", "content": done.history_content()},
-                {"role": "user", "content": done.tool_results},
-            ],
-        }
-        if remark is not None:
-            request = remark(request)
-
-
-def _run_calls(
-    calls: list[Block],
-    tools: Toolbox | None,
-    view: View,
-    refusal: str | None,
-    outcomes: dict[str, Outcome],
-    broken: dict[str, str] | None = None,
-) -> str | None:
-    """Run (or refuse) each call in order, painting it; return the name of an interrupted call."""
-    painters: dict[str, Callable[[dict[str, str]], None]] = {}
-    current = calls[0]
-    try:
-        for current in calls:
-            painters[current["id"]] = view.show(call_bundle(current, None))
-            bad_arguments = (broken or {}).get(current["id"])
-            outcome = Outcome(refusal, ok=False) if refusal else call_tool(tools, current, bad_arguments)
-            outcome.text = sendable(outcome.text)
-            outcomes[current["id"]] = outcome
-            painters[current["id"]](call_bundle(current, outcome))
-    except KeyboardInterrupt:
-        for call in calls:
-            if call["id"] in outcomes:
-                continue
-            if call is current:
-                outcome = Outcome("Error: the user interrupted this call; it did not finish.", ok=False)
-            else:
-                outcome = Outcome("Not run: the user interrupted an earlier call.", ok=False)
-            outcomes[call["id"]] = outcome
-            paint = painters.get(call["id"]) or view.show
-            paint(call_bundle(call, outcome))
-        return str(current.get("name", "a tool"))
-    return None
 
 
 def _history_calls(messages: list[dict[str, Any]]) -> list[str]:

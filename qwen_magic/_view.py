@@ -64,15 +64,6 @@ class View(Protocol):
     def show(self, bundle: Bundle) -> Callable[[Bundle], None]: ...
 
 
-def view_for(shell: Any) -> View:
-    """A notebook painter under a kernel, a terminal one otherwise."""
-    if getattr(shell, "kernel", None) is not None:
-        return NotebookView()
-    from ._terminal import terminal_view
-
-    return terminal_view()
-
-
 def _publish(display_id: str, bundle: Bundle, *, new: bool = False, metadata: dict[str, Any] | None = None) -> None:
     publisher = _direct_publisher()
     if publisher is not None:
@@ -203,7 +194,7 @@ def footer_text(answer: Answer) -> str:
 
 def provenance(answer: Answer) -> dict[str, Any]:
     """Which model wrote the answer, and how: the metadata of its final output."""
-    from . import __version__
+    from ._version import __version__
 
     u = answer.total_usage
     usage = (

@@ -5,19 +5,45 @@ Every widget is displayed as one bundle holding the widget view *and* a static
 without the widget manager show text instead of ``HBox(children=...)``.
 
 The panel's controls are linked to the ``QwenMagics`` traits themselves (``traitlets.link``):
-the panel, ``%config`` and ``%qwen config`` edit one set of settings.
+the panel, ``%config`` and ``%qwen config`` edit one set of settings. The panel knows the
+magics only as a ``Session``: settings to link, totals to show, a conversation to restart.
 """
 
 from __future__ import annotations
 
 import html
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from IPython.display import display, update_display
 
 if TYPE_CHECKING:
-    from ._magic import QwenMagics
+    from ._answer import Usage
+
+
+class Spending(Protocol):
+    """What one conversation has spent."""
+
+    requests: int
+    spent: Usage
+
+
+class Session(Protocol):
+    """What the panel shows and edits (``QwenMagics`` is one): traits, totals, conversations."""
+
+    model: str
+    thinking: bool
+    thinking_budget: int
+    max_tokens: int
+    cache: str
+    context: str
+    requests: int
+    totals: Usage
+    chats: Mapping[str, Spending]
+
+    def new_conversation(self) -> None:
+        """Start the default conversation afresh."""
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
@@ -63,7 +89,7 @@ def live_status() -> LiveStatus | None:
         return None
 
 
-def totals_text(magics: QwenMagics) -> str:
+def totals_text(magics: Session) -> str:
     """Session totals in one line."""
     from ._cache import cost_text
 
@@ -77,7 +103,7 @@ def totals_text(magics: QwenMagics) -> str:
     )
 
 
-def savings_text(magics: QwenMagics) -> str:
+def savings_text(magics: Session) -> str:
     """What caching saved or cost per conversation, e.g. 'default: saved 81% (40,120 tokens) · x: cost 25% more (…)'."""
     from ._cache import saving_text
 
@@ -89,7 +115,7 @@ def savings_text(magics: QwenMagics) -> str:
     return "Caching vs full price — " + " · ".join(parts) if parts else ""
 
 
-def settings_text(magics: QwenMagics) -> str:
+def settings_text(magics: Session) -> str:
     """The panel's settings as plain text."""
     budget = f" (budget {magics.thinking_budget:,})" if magics.thinking else ""
     return (
@@ -101,17 +127,15 @@ def settings_text(magics: QwenMagics) -> str:
 class Panel:
     """Settings controls bound to the magics' traits, plus live session totals."""
 
-    def __init__(self, magics: QwenMagics) -> None:
+    def __init__(self, magics: Session, models: Sequence[str] = ()) -> None:
         import ipywidgets as w
         from traitlets import link
-
-        from ._magic import KNOWN_MODELS
 
         self.magics = magics
         self.display_id: str | None = None
         style = {"description_width": "initial"}
         self.model = w.Combobox(
-            options=list(KNOWN_MODELS), value=magics.model, description="Model", ensure_option=False, style=style
+            options=list(models), value=magics.model, description="Model", ensure_option=False, style=style
         )
         self.thinking = w.ToggleButton(value=magics.thinking, description="Thinking", icon="lightbulb-o")
         self.budget = w.BoundedIntText(
@@ -153,7 +177,7 @@ class Panel:
         self.budget.disabled = not change["new"]
 
     def _on_new(self, _button: Any) -> None:
-        self.magics.chats["default"].reset()
+        self.magics.new_conversation()
         self.status.value = '<span style="color:#888">New conversation: the next cell starts afresh.</span>'
 
     def _totals_html(self) -> str:
@@ -192,21 +216,14 @@ def _auto_or_off(on: bool) -> str:
     return "auto" if on else "off"
 
 
-def show_panel(magics: QwenMagics) -> Panel | None:
-    """Display the control panel; outside a kernel, print the settings instead."""
-    if getattr(magics.shell, "kernel", None) is None:
+def show_panel(magics: Session, kernel: bool, models: Sequence[str] = ()) -> Panel | None:
+    """Display the control panel under a kernel (the caller keeps it); elsewhere, print the settings."""
+    if not kernel:
         savings = savings_text(magics)
         print(f"Qwen: {settings_text(magics)}\nSession: {totals_text(magics)}" + (f"\n{savings}" if savings else ""))
         print("(%qwen config key=value to change)")
         return None
-    panel = Panel(magics)
-    magics._panels.append(panel)  # the magics keep panels alive while the kernel lives
+    panel = Panel(magics, models)
     panel.display_id = uuid.uuid4().hex
     display(panel.bundle(), raw=True, display_id=panel.display_id)
     return panel
-
-
-def refresh_panels(magics: QwenMagics) -> None:
-    """Update the totals of every panel shown for these magics."""
-    for panel in magics._panels:
-        panel.refresh()

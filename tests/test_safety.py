@@ -9,8 +9,7 @@ import anthropic
 import httpx2
 import pytest
 
-from qwen_magic._client import translate
-from qwen_magic._magic import KNOWN_MODELS
+from qwen_magic._client import KNOWN_MODELS, translate
 
 
 def not_found(model: str) -> anthropic.NotFoundError:
