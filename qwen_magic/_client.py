@@ -1,4 +1,4 @@
-"""The SDK edge: build the ``anthropic`` client for DashScope and translate its errors.
+"""The SDK edge: DashScope's endpoints and model names, the ``anthropic`` client for them, its errors translated.
 
 ``import anthropic`` costs about a second, so nothing here imports it at module level;
 ``warm_up`` imports it in a background thread right after ``%load_ext``.

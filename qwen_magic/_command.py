@@ -1,4 +1,4 @@
-"""Parsing the ``%qwen`` line magic's subcommands and ``key=value`` settings."""
+"""Parsing the ``%qwen`` line magic's subcommands, ``key=value`` settings, and the ``%%qwen`` flags' argument types."""
 
 from __future__ import annotations
 
@@ -71,6 +71,28 @@ def _speed(value: str) -> float:
     if not speed >= 0:
         raise argparse.ArgumentTypeError(f"--speed takes a number ≥ 0 (1 = as recorded, 0 or inf = no waiting), not {value!r}")
     return speed
+
+
+def tokens(value: str) -> int:
+    """The argument type of a count of tokens (``--budget``, ``--max-tokens``): a positive whole number."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of tokens, not {value!r}.")
+    return number
+
+
+def temperature(value: str) -> float:
+    """The argument type of ``--temperature``: at least 0 and below 2 (so never NaN or infinite)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 2, not {value!r}.")
+    return number
 
 
 def parse_line(line: str) -> argparse.Namespace:

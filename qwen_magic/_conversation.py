@@ -26,10 +26,10 @@ from typing import Any
 
 from ._answer import Answer, Usage
 from ._cache import MARKER, PrefixIndex, TokenEstimator, estimate_prompt, is_inline, media_floor, place_markers
+from ._calls import tool_lines
 from ._context import clock
 from ._media import detach_media
 from ._prompt import Block, prompt_text
-from ._tools import tool_lines
 
 DEFAULT_CHAT = "default"
 

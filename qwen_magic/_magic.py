@@ -1,4 +1,4 @@
-"""The ``%%qwen`` cell magic and ``%qwen`` line magic: parse, build, stream, show."""
+"""The ``%%qwen`` cell magic and ``%qwen`` line magic: declare the settings, parse, and delegate."""
 
 from __future__ import annotations
 
@@ -21,17 +21,19 @@ from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, vali
 
 from . import _command
 from ._answer import Answer, Usage
-from ._cache import MODES, TokenEstimator, equivalents, mark, saving_text
+from ._cache import MODES, TokenEstimator, mark
 from ._client import KNOWN_MODELS, Endpoint, client_for, resolve_base_url
 from ._context import Capture, clock
 from ._conversation import DEFAULT_CHAT, Chats, Options
 from ._errors import QwenError
 from ._prompt import build_prompt
+from ._session import REPLAY_VARIABLE, CassetteSession
+from ._tables import settings_table, usage_table
 from ._text import current_key, mask_key, masked, visible_controls
 from ._tools import Toolbox, describe, offered
 from ._turn import Tally, take_turn
 
-REPLAY_VARIABLE = "QWEN_MAGIC_REPLAY"  # a cassette: the whole session replays it
+
 class FiniteFloat(Float):  # type: ignore[type-arg]
     """A float setting that refuses NaN and infinities; ``inf_means`` names what +inf means where it is allowed."""
 
@@ -129,13 +131,11 @@ class QwenMagics(Magics):
         self._panels: list[Any] = []
         self._cell: tuple[str | None, str | None] = (None, None)
         self._asked_in_cell = False
-        self._cassette: Any = None  # the open Recorder or Player, for (mode, path) in _cassette_id
-        self._cassette_id: tuple[str, str] | None = None
-        self._forced_replay = False
+        self.cassettes = CassetteSession(self)
         self._forcing: Any = None  # --schema: models that refused a forced tool_choice (_structured.Forcing)
         replay = os.environ.get(REPLAY_VARIABLE, "").strip()
         if replay:  # the whole session answers from the cassette, whatever the notebook records
-            self.cassette, self.cassette_mode, self._forced_replay = replay, "replay", True
+            self.cassette, self.cassette_mode, self.cassettes.forced = replay, "replay", True
             _note(f"{REPLAY_VARIABLE}: answers come from the cassette {replay}; no network, no key needed.")
         self.capture = Capture(shell)
         if shell is not None:
@@ -172,11 +172,11 @@ class QwenMagics(Magics):
 
     @magic_arguments("%qwen")  # IPython adds one "%": usage reads "%%qwen [options]", the cell form
     @argument("-m", "--model", help="Model for this cell (default: QwenMagics.model).")
-    @argument("--max-tokens", type=int, help="Most tokens in this answer.")
+    @argument("--max-tokens", type=_command.tokens, help="Most tokens in this answer.")
     @argument("--thinking", action="store_true", default=None, help="Think before answering.")
     @argument("--no-thinking", dest="thinking", action="store_false", default=None, help="Do not think.")
-    @argument("--budget", type=int, help="Thinking budget in tokens (implies --thinking).")
-    @argument("--temperature", type=float, help="Sampling temperature, 0 to under 2.")
+    @argument("--budget", type=_command.tokens, help="Thinking budget in tokens (implies --thinking).")
+    @argument("--temperature", type=_command.temperature, help="Sampling temperature, 0 to under 2.")
     @argument("--system", action="store_true", help="Make the cell the conversation's system prompt; sends nothing.")
     @argument("--cache", action="store_true", help="Mark this cell (or, with --system, the system prompt) for caching.")
     @argument("--new", action="store_true", help="Start a fresh conversation first.")
@@ -211,17 +211,7 @@ class QwenMagics(Magics):
             chat.started = unseen  # the fresh conversation still sees the cells this one had not been sent
         held_key: list[str] = []  # the {name}s whose values held the API key (masked before sending)
         if args.system:
-            blocks = build_prompt(cell, self.shell.user_ns, held_key) if cell.strip() else []
-            _masked_note(held_key)
-            if any(block["type"] != "text" for block in blocks):
-                raise UsageError("A system prompt holds text only: put images and video in an ordinary %%qwen cell.")
-            chat.system = "\n".join(block["text"] for block in blocks) or None
-            chat.system_cache = bool(args.cache and chat.system)
-            _note(
-                f"System prompt of conversation `{chat.name}` set ({len(chat.system or ''):,} characters); "
-                "nothing was sent. It applies from the next %%qwen cell."
-            )
-            return None
+            return self._set_system(chat, cell, bool(args.cache))
         _check_output_name(args.output)
         target = self._target(args)
         prompt = build_prompt(cell, self.shell.user_ns, held_key)
@@ -236,6 +226,20 @@ class QwenMagics(Magics):
         answer = self._ask(chat, prompt, args, cell_id, source, target)
         self._deliver(answer, args, target)
         return None
+
+    def _set_system(self, chat: Any, cell: str, cache: bool) -> None:
+        """``%%qwen --system``: the cell becomes the conversation's system prompt; nothing is sent."""
+        held_key: list[str] = []
+        blocks = build_prompt(cell, self.shell.user_ns, held_key) if cell.strip() else []
+        _masked_note(held_key)
+        if any(block["type"] != "text" for block in blocks):
+            raise UsageError("A system prompt holds text only: put images and video in an ordinary %%qwen cell.")
+        chat.system = "\n".join(block["text"] for block in blocks) or None
+        chat.system_cache = bool(cache and chat.system)
+        _note(
+            f"System prompt of conversation `{chat.name}` set ({len(chat.system or ''):,} characters); "
+            "nothing was sent. It applies from the next %%qwen cell."
+        )
 
     def _target(self, args: Any) -> Any:
         """``--schema TYPE`` / ``--json``: what ``-o NAME`` gets, checked before anything is sent."""
@@ -287,24 +291,13 @@ class QwenMagics(Magics):
         loop = None if target is None else self._value_loop(target, args.output)
         try:
             answer = take_turn(
-                chat,
-                prompt,
-                options,
-                client=client,
-                tools=tools,
-                shell=self.shell,
-                tally=self.tally,
-                max_rounds=self.max_tool_rounds,
-                stream=args.stream,
-                loop=loop,
-                context=self.notebook_context(chat, args, exclude=exclude),
-                cell_id=cell_id,
-                source=source,
-                upto=upto,
-                answer_images=self.answer_images,
+                chat, prompt, options, client=client, tools=tools, shell=self.shell, tally=self.tally,
+                max_rounds=self.max_tool_rounds, stream=args.stream, loop=loop,
+                context=self.notebook_context(chat, args, exclude=exclude), upto=upto,
+                cell_id=cell_id, source=source, answer_images=self.answer_images,
                 cassette=transport.footer if transport is not None else None,
                 replayed=bool(getattr(transport, "replaying", False)),
-            )
+            )  # fmt: skip
         finally:
             for panel in self._panels:
                 panel.refresh()
@@ -380,15 +373,8 @@ class QwenMagics(Magics):
 
     def _options(self, args: Any) -> Options:
         thinking = self.thinking if args.thinking is None else args.thinking
-        if args.budget is not None:
-            if args.budget < 1:
-                raise UsageError("--budget must be a positive number of tokens.")
-            if args.thinking is None:
-                thinking = True
-        if args.max_tokens is not None and args.max_tokens < 1:
-            raise UsageError("--max-tokens must be a positive number of tokens.")
-        if args.temperature is not None and not 0 <= args.temperature < 2:
-            raise UsageError("--temperature must be at least 0 and below 2.")
+        if args.budget is not None and args.thinking is None:
+            thinking = True
         return Options(
             model=args.model or self.model,
             max_tokens=args.max_tokens or self.max_tokens,
@@ -402,85 +388,15 @@ class QwenMagics(Magics):
 
     # -- cassettes ------------------------------------------------------------------------
 
-    def _cassette_key(self) -> tuple[str, str]:
-        return self.cassette_mode, os.path.abspath(os.path.expanduser(self.cassette)) if self.cassette else ""
-
     @observe("cassette", "cassette_mode")
     def _cassette_changed(self, _change: Any) -> None:
-        self._drop_cassette()
-
-    def _drop_cassette(self) -> None:
-        if getattr(self, "_cassette", None) is not None:
-            self._cassette.close()
-        self._cassette, self._cassette_id = None, None
+        cassettes = getattr(self, "cassettes", None)  # settings from config arrive before __init__ made it
+        if cassettes is not None:
+            cassettes.drop()
 
     def cassette_transport(self) -> Any:
         """The cassette's transport while recording or replaying (opened on first use), else None."""
-        if self.cassette_mode == "off":
-            return None
-        if self._cassette is None or self._cassette_id != self._cassette_key():
-            from ._cassette import open_cassette
-
-            self._drop_cassette()
-            self._cassette = open_cassette(self.cassette_mode, self.cassette, speed=self.replay_speed)
-            self._cassette_id = self._cassette_key()
-        if self._cassette.replaying:
-            self._cassette.speed = self.replay_speed
-        return self._cassette
-
-    def _cassette_command(self, args: Any) -> None:
-        """``%qwen record …`` and ``%qwen replay …``: start, stop, pace, status."""
-        mode = args.command
-        doing = "recording" if mode == "record" else "replaying"
-        if args.stop:
-            if self.cassette_mode == mode:
-                try:
-                    done = self.cassette_transport().describe()
-                except UsageError:  # a cassette that never opened
-                    done = f"{doing} {self.cassette}"
-                self.cassette_mode = "off"
-                _note(f"Stopped {done}. Requests go to the service again.")
-            else:
-                _note(f"Not {doing}: nothing to stop.")
-            self._forced_replay = self._forced_replay and mode != "replay"
-            return
-        if getattr(args, "speed", None) is not None:
-            self.replay_speed = args.speed
-        if args.file is None:
-            transport = self.cassette_transport()
-            _note(
-                f"Now {transport.describe()}."
-                if transport is not None
-                else "No cassette: not recording or replaying. Start with `%qwen record FILE` or `%qwen replay FILE`."
-            )
-            return
-        if mode == "record" and self._forced_replay:
-            _note(
-                f"{REPLAY_VARIABLE} is set, so this session replays {self.cassette} and {args.file} is not "
-                "recorded. To record, run `%qwen replay --stop` first."
-            )
-            return
-        from ._cassette import exchange_count, open_cassette, speed_text
-
-        if mode == "record":
-            from ._client import api_key
-
-            api_key()  # recording needs the service: without a key, stop before the file is touched
-        opened = open_cassette(mode, args.file, speed=self.replay_speed, overwrite=getattr(args, "overwrite", False))
-        self._drop_cassette()
-        self.cassette, self.cassette_mode = args.file, mode
-        self._cassette, self._cassette_id = opened, self._cassette_key()
-        if mode == "record":
-            already = f"{exchange_count(opened.count)} already in it" if opened.count else "a new cassette"
-            _note(
-                f"Recording to {args.file} ({already}): every request and its answer are added as they stream; "
-                "the key is never written. `%qwen record --stop` ends it."
-            )
-        else:
-            _note(
-                f"Replaying {args.file}: {exchange_count(len(opened.exchanges))}, {speed_text(self.replay_speed)}; "
-                "answers come from the cassette, with no network and no key. `%qwen replay --stop` ends it."
-            )
+        return self.cassettes.transport()
 
     def endpoint(self) -> Endpoint:
         """Where the next request goes."""
@@ -490,43 +406,52 @@ class QwenMagics(Magics):
 
     def _line(self, line: str) -> None:
         args = _command.parse_line(line)
-        if args.command == "help":
-            print(_command.LINE_HELP + "\n" + (self.qwen.__doc__ or ""))
-        elif args.command == "config":
-            self._config(args.assignments)
-        elif args.command == "history":
-            chat = self.chats[args.chat or DEFAULT_CHAT]
-            _markdown_out(mask_key(chat.transcript()))
-        elif args.command == "reset":
-            if args.all:
-                self.chats.clear()
-                _note("All conversations were forgotten.")
-            else:
-                name = args.chat or DEFAULT_CHAT
-                self.chats[name].reset()
-                _note(f"Conversation `{name}` was forgotten; the next %%qwen cell starts afresh.")
-        elif args.command == "usage":
-            _markdown_out(self.usage_table())
-        elif args.command == "export":
-            from ._export import export
+        getattr(self, _LINE_COMMANDS[args.command])(args)
 
+    def _help_command(self, args: Any) -> None:
+        print(_command.LINE_HELP + "\n" + (self.qwen.__doc__ or ""))
+
+    def _config_command(self, args: Any) -> None:
+        self._config(args.assignments)
+
+    def _history_command(self, args: Any) -> None:
+        _markdown_out(mask_key(self.chats[args.chat or DEFAULT_CHAT].transcript()))
+
+    def _reset_command(self, args: Any) -> None:
+        if args.all:
+            self.chats.clear()
+            _note("All conversations were forgotten.")
+        else:
             name = args.chat or DEFAULT_CHAT
-            path = export(self.chats[name], args.file, overwrite=args.force)
-            _note(f"Conversation `{name}` was written to {path} ({len(self.chats[name].turns)} turns).")
-        elif args.command == "explain":
-            self._explain(shlex.join(args.rest))
-        elif args.command == "tools":
-            _markdown_out(describe(offered(",".join(args.names), self.shell.user_ns) or Toolbox()))
-        elif args.command in ("record", "replay"):
-            self._cassette_command(args)
-        elif args.command == "context":
-            self._context_command(args)
-        elif args.command == "panel":
-            from ._widgets import show_panel
+            self.chats[name].reset()
+            _note(f"Conversation `{name}` was forgotten; the next %%qwen cell starts afresh.")
 
-            panel = show_panel(self, getattr(self.shell, "kernel", None) is not None, KNOWN_MODELS)
-            if panel is not None:
-                self._panels.append(panel)  # kept alive while the kernel lives; refreshed after each turn
+    def _usage_command(self, args: Any) -> None:
+        chats = [(name, chat.requests, chat.spent) for name, chat in self.chats.items()]
+        _markdown_out(usage_table(chats, self.requests, self.totals))
+
+    def _export_command(self, args: Any) -> None:
+        from ._export import export
+
+        name = args.chat or DEFAULT_CHAT
+        path = export(self.chats[name], args.file, overwrite=args.force)
+        _note(f"Conversation `{name}` was written to {path} ({len(self.chats[name].turns)} turns).")
+
+    def _explain_command(self, args: Any) -> None:
+        self._explain(shlex.join(args.rest))
+
+    def _tools_command(self, args: Any) -> None:
+        _markdown_out(describe(offered(",".join(args.names), self.shell.user_ns) or Toolbox()))
+
+    def _cassette_command(self, args: Any) -> None:
+        _note(self.cassettes.command(args))
+
+    def _panel_command(self, args: Any) -> None:
+        from ._widgets import show_panel
+
+        panel = show_panel(self, getattr(self.shell, "kernel", None) is not None, KNOWN_MODELS)
+        if panel is not None:
+            self._panels.append(panel)  # kept alive while the kernel lives; refreshed after each turn
 
     def _context_command(self, args: Any) -> None:
         """``%qwen context [--chat NAME]``: what the next cell would send; ``%qwen context clear``: forget the capture."""
@@ -564,41 +489,26 @@ class QwenMagics(Magics):
                 setattr(self, key, _command.coerce(trait, value))
             except (TraitError, ValueError) as exc:
                 raise UsageError(f"%qwen config: {key}={value!r} is not valid: {exc}") from None
-        rows = ["| setting | value | meaning |", "|---|---|---|"]
-        for name in sorted(self.settings()):
-            help_text = self.traits()[name].help.replace("|", "\\|")
-            rows.append(f"| `{name}` | `{getattr(self, name)!r}` | {help_text} |")
-        rows.append(f"| *endpoint* | `{self.endpoint().base_url}` | where requests go now |")
-        _markdown_out("\n".join(rows))
+        settings = self.settings()
+        helps = {name: self.traits()[name].help for name in settings}
+        _markdown_out(settings_table(settings, helps, self.endpoint().base_url))
 
-    def usage_table(self) -> str:
-        """Token usage per conversation and for the session, with what caching saved or cost."""
-        rows = [
-            "| conversation | requests | input | output | cache read | cache written | input-token equivalents "
-            "| without caching | caching |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|---|",
-        ]
 
-        def row(name: str, requests: int, u: Usage) -> str:
-            paid, uncached = equivalents(u.input_tokens, u.cache_write, u.cache_read)
-            verdict = saving_text(u.input_tokens, u.cache_write, u.cache_read)
-            if paid > uncached:
-                verdict = f"**{verdict}**"
-            return (
-                f"| {name} | {requests} | {u.input_tokens:,} | {u.output_tokens:,} | {u.cache_read:,} "
-                f"| {u.cache_write:,} | {paid:,.0f} | {uncached:,.0f} | {verdict} |"
-            )
-
-        for name, chat in self.chats.items():
-            rows.append(row(name, chat.requests, chat.spent))
-        rows.append(row("**session**", self.requests, self.totals))
-        rows.append("")
-        rows.append("Input-token equivalents = input + 1.25 × cache written + 0.1 × cache read; the last column is "
-                    "what was saved by caching (or what it cost) against *without caching*, every prompt token at "
-                    "the full price. Caching costs more when what is written is not read again (each cell in a new "
-                    "conversation, or a prompt that changes near its start).")
-        return "\n".join(rows)
-
+# ``%qwen SUBCOMMAND``: the method of ``QwenMagics`` that runs it (``_command.parse_line`` parses it).
+_LINE_COMMANDS = {
+    "help": "_help_command",
+    "config": "_config_command",
+    "history": "_history_command",
+    "reset": "_reset_command",
+    "usage": "_usage_command",
+    "export": "_export_command",
+    "explain": "_explain_command",
+    "tools": "_tools_command",
+    "record": "_cassette_command",
+    "replay": "_cassette_command",
+    "context": "_context_command",
+    "panel": "_panel_command",
+}
 
 # Names IPython keeps for itself: a value stored there is overwritten, or breaks the shell.
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_i", "_ii", "_iii", "_ih", "_oh", "_dh"})

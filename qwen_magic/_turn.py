@@ -7,7 +7,7 @@ calls up into the magic. In order, ``take_turn``:
 1. builds the request (``Conversation.request``: history, media policy, cache markers);
 2. streams it into a fresh view (``_stream.run``), counting every request and its usage
    in the ``Tally`` and the conversation, and calibrating the token estimator;
-3. while the answer calls tools, runs them (``_tools.call_tool``), shows each call, and
+3. while the answer calls tools, runs them (``_calls.call_tool``), shows each call, and
    sends the results back as the next round, re-marked by the conversation
    (``Conversation.remark``), so the cache policy is applied in one place;
 4. records the turn in the conversation, also when it failed or was interrupted.
@@ -26,22 +26,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from IPython.display import display
 
 from ._answer import Answer, Usage
+from ._calls import Outcome, _CheckedClient, _make_acceptable, call_bundle, call_tool, result_content, sendable
 from ._conversation import Conversation, Options, Turn
 from ._errors import Interrupted
 from ._markdown import image_policy
 from ._media import show_preview
-from ._tools import (
-    Outcome,
-    Toolbox,
-    _CheckedClient,
-    _history_calls,
-    _make_acceptable,
-    _placeholders,
-    call_bundle,
-    call_tool,
-    result_content,
-    sendable,
-)
+from ._tools import Toolbox, _history_calls, _placeholders
 from ._view import View
 
 if TYPE_CHECKING:
@@ -265,5 +255,3 @@ def _run_calls(
             paint(call_bundle(call, outcome))
         return str(current.get("name", "a tool"))
     return None
-
-

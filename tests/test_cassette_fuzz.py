@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
 
+from qwen_magic._calls import _CheckedEvents
 from qwen_magic._cassette import MAX_TIME, CassetteError, Player, Recorder
-from qwen_magic._tools import _CheckedEvents
 
 REQUEST = {"model": "qwen3.6-plus", "max_tokens": 100, "messages": [{"role": "user", "content": "Hi"}]}
 TOOLS = [{"name": "f", "description": "A tool.", "input_schema": {"type": "object"}}]

@@ -51,7 +51,9 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = _resolve(name, is_package, node.level, node.module)
                 # ``from . import _media`` imports a submodule; ``from . import x`` a name.
-                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+                targets = [
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names
+                ]
             for target in targets:
                 if target == NAME or target.startswith(NAME + "."):
                     found = known(target)
@@ -70,7 +72,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt not in state and (cycle := visit(nxt)) is not None:
                 return cycle
         path.pop()
@@ -91,7 +93,12 @@ def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
     (pkg / "_b.py").write_text("import qwen_magic._c\n")
     (pkg / "_c.py").write_text("def g():\n    from . import _a\n")
     graph = import_graph(pkg)
-    assert graph == {NAME: {f"{NAME}._a"}, f"{NAME}._a": {f"{NAME}._b"}, f"{NAME}._b": {f"{NAME}._c"}, f"{NAME}._c": {f"{NAME}._a"}}
+    assert graph == {
+        NAME: {f"{NAME}._a"},
+        f"{NAME}._a": {f"{NAME}._b"},
+        f"{NAME}._b": {f"{NAME}._c"},
+        f"{NAME}._c": {f"{NAME}._a"},
+    }
     assert find_cycle(graph) == [f"{NAME}._a", f"{NAME}._b", f"{NAME}._c", f"{NAME}._a"]
     (pkg / "_c.py").write_text("import json\n")
     assert find_cycle(import_graph(pkg)) is None

@@ -56,7 +56,7 @@ def test_a_cassette_write_that_fails_is_a_short_cassette_error(tmp_path, monkeyp
     ],
 )
 def test_argument_text_must_be_one_json_object(text, broken):
-    from qwen_magic._tools import _arguments_problem
+    from qwen_magic._calls import _arguments_problem
 
     assert _arguments_problem(text) is broken
 
@@ -72,7 +72,7 @@ def test_argument_text_must_be_one_json_object(text, broken):
     ],
 )
 def test_history_keeps_only_names_and_inputs_the_service_accepts(call, broken, expected):
-    from qwen_magic._tools import _make_acceptable
+    from qwen_magic._calls import _make_acceptable
 
     _make_acceptable(call, broken)
     assert {"name": call["name"], "input": call["input"]} == expected and call["id"] == "t"
@@ -138,7 +138,7 @@ def test_open_regular_refuses_what_is_not_a_regular_file_without_blocking(tmp_pa
 def test_the_checked_client_never_lets_broken_arguments_reach_the_sdk(server, how):
     from fake_dashscope import Stream, ToolCall
 
-    from qwen_magic._tools import _CheckedClient
+    from qwen_magic._calls import _CheckedClient
 
     client = anthropic.Anthropic(api_key=server.api_key, base_url=server.url, max_retries=0)
     broken: dict[str, str] = {}

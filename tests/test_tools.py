@@ -15,19 +15,9 @@ from IPython.core.error import UsageError
 
 import qwen_magic
 from qwen_magic._answer import Answer, Usage
+from qwen_magic._calls import MAX_RESULT_CHARS, Outcome, call_bundle, call_tool, result_content, result_outcome
 from qwen_magic._conversation import Conversation, Options, Turn
-from qwen_magic._tools import (
-    MAX_RESULT_CHARS,
-    Outcome,
-    Toolbox,
-    call_bundle,
-    call_tool,
-    describe,
-    offered,
-    result_content,
-    result_outcome,
-    tidy_schema,
-)
+from qwen_magic._tools import Toolbox, describe, offered, tidy_schema
 
 
 class Color(enum.Enum):
