@@ -1,13 +1,18 @@
-"""Parsing the ``%qwen`` line magic's subcommands, ``key=value`` settings, and the ``%%qwen`` flags' argument types."""
+"""Parsing and checking what the user typed: ``%qwen`` subcommands, ``key=value`` settings, flag and setting types."""
 
 from __future__ import annotations
 
 import argparse
+import keyword
+import math
+import re
 import shlex
+import unicodedata
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import MagicArgumentParser
+from traitlets import Float, TraitError
 
 LINE_HELP = """\
 %qwen                      show the control panel (text settings outside a notebook)
@@ -130,3 +135,43 @@ def coerce(trait: Any, value: str) -> Any:
     if type(trait).__name__ == "Unicode":
         return value.strip("'\"")
     return trait.from_string(value)
+
+
+class FiniteFloat(Float):  # type: ignore[type-arg]
+    """A float setting that refuses NaN and infinities; ``inf_means`` names what +inf means where it is allowed."""
+
+    def __init__(self, *args: Any, inf_means: str | None = None, **kwargs: Any) -> None:
+        self.inf_means = inf_means
+        super().__init__(*args, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> float:
+        if isinstance(value, float) and (math.isnan(value) or (math.isinf(value) and not (self.inf_means and value > 0))):
+            allowed = f"a number, or inf for {self.inf_means}" if self.inf_means else "a finite number"
+            raise TraitError(f"{self.name} must be {allowed}, not {value!r}")
+        return float(super().validate(obj, value))
+
+
+# Names IPython keeps for itself: a value stored there is overwritten, or breaks the shell.
+_IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_i", "_ii", "_iii", "_ih", "_oh", "_dh"})
+
+
+def check_output_name(name: str | None) -> None:
+    """A ``UsageError`` unless ``-o NAME`` names a variable the answer can be stored in and read back."""
+    if name is None:
+        return
+    if not name.isidentifier() or keyword.iskeyword(name) or name in ("True", "False", "None"):
+        raise UsageError(f"-o/--output needs a Python variable name, not {name!r}.")
+    if unicodedata.normalize("NFKC", name) != name:  # Python reads the name in its NFKC form
+        raise UsageError(f"-o/--output: write {name!r} as {unicodedata.normalize('NFKC', name)!r}.")
+    if (name.startswith("__") and name.endswith("__")) or name in _IPYTHON_NAMES or re.fullmatch(r"_i?\d+", name):
+        raise UsageError(f"-o/--output: {name!r} is a name Python or IPython keeps for itself; choose another.")
+
+
+def same_cell_text(source: str | None) -> str | None:
+    """A cell's text as it identifies the cell: blank lines at its ends and spaces at line ends do not count.
+
+    Terminal IPython recalls a cell (Up, then Esc-Enter) without the blank line that ran it.
+    """
+    if source is None:
+        return None
+    return "\n".join(line.rstrip() for line in source.splitlines()).strip("\n")

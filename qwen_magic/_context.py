@@ -1,4 +1,4 @@
-"""The notebook as context: capture what each cell ran, printed, showed and raised, and turn it into a turn's blocks.
+"""The notebook as context, captured: what each cell ran, printed, showed and raised, kept bounded.
 
 Capture (``Capture``, installed by ``%load_ext``) follows IPython's ``pre_run_cell`` and
 ``post_run_cell`` events and keeps a bounded head and tail of what each cell prints
@@ -12,29 +12,19 @@ sees is unchanged. Rich output is read where IPython publishes it:
 ``display_pub.publish`` (``display()``, matplotlib's inline figures) and the display hook's
 ``write_format_data`` (``Out``) are wrapped, not hooked, because a display-publisher hook
 would make the streaming view give up its direct path. ``%%qwen``/``%qwen`` cells and cells
-whose first line is ``# qwen: skip`` are never captured.
-
-Building (``build``) turns the cells a conversation has not seen yet into content blocks
-within a budget (``context_tokens``, estimated like every prompt; ``context_images``):
-newest cells are kept first; an output longer than its share is cut in the middle with a
-marker saying how much went; once a cell does not fit whole, it and every older cell
-keep their source only; what still does not fit is left out, with a one-line note.
-Nothing is cut silently: ``Context.manifest()`` names every cut, and the text the model
-reads says so too.
+whose first line is ``# qwen: skip`` are never captured. What a turn sends of them is
+``_context_build``.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import re
 import sys
 import threading
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
-
-from . import _text
 
 HEAD_CHARS = 6000  # kept from the start of each stream of a cell
 TAIL_CHARS = 6000  # and from its end
@@ -431,254 +421,6 @@ class Capture:
         return next((c for c in reversed(self.cells) if c.exception is exception), None)
 
 
-# -- building a turn's context -----------------------------------------------------------
-
-
-@dataclass
-class Entry:
-    """One cell as sent: its text block's text, its images, and what was cut."""
-
-    cell: Cell
-    text: str
-    images: list[tuple[str, str]]
-    form: str  # "whole", "cut" (an output cut to fit), "source" (source only)
-    cuts: list[str] = field(default_factory=list)  # e.g. "stdout 41 kB → 2 kB"
-    images_left: int = 0
-
-
-@dataclass
-class Context:
-    """The context one turn sends: the blocks, and a manifest of what was included and cut."""
-
-    blocks: list[dict[str, Any]]
-    entries: list[Entry]
-    dropped: list[Cell]
-    tokens: float
-    upto: int
-
-    @property
-    def figures(self) -> int:
-        return sum(len(e.images) for e in self.entries)
-
-    @property
-    def errors(self) -> int:
-        return sum(1 for e in self.entries if e.cell.error_name)
-
-    def cut_notes(self) -> list[str]:
-        notes = []
-        for entry in self.entries:
-            label = entry.cell.label
-            notes += [f"{label} {cut}" for cut in entry.cuts]
-            if entry.form == "source":
-                notes.append(f"{label} source only")
-            if entry.images_left:
-                notes.append(f"{label} {entry.images_left} image{'s' * (entry.images_left > 1)} left out")
-        if self.dropped:
-            notes.append(f"{_span(self.dropped)} left out")
-        return notes
-
-    def summary(self) -> str:
-        """``Context: In [3]–[7] · 5 cells · 1 figure · 1 error · ≈2,300 tokens (cut: …)``."""
-        cells = [e.cell for e in self.entries]
-        parts = [f"Context: {_span(cells or self.dropped)}", _plural(len(cells), "cell")]
-        if self.figures:
-            parts.append(_plural(self.figures, "figure"))
-        if self.errors:
-            parts.append(_plural(self.errors, "error"))
-        parts.append(f"≈{self.tokens:,.0f} tokens")
-        notes = self.cut_notes()
-        return " · ".join(parts) + (f" (cut: {'; '.join(notes)})" if notes else "")
-
-    def lines(self) -> list[str]:
-        """One line per cell: what was included."""
-        out = []
-        for entry in self.entries:
-            cell = entry.cell
-            first = next((line for line in cell.source.splitlines() if line.strip()), "").strip()
-            what = ["source"]
-            if entry.form != "source":
-                what += [name for name, kept in _outputs(cell) if kept]
-                if entry.images:
-                    what.append(_plural(len(entry.images), "image"))
-            if entry.cuts:
-                what.append("cut: " + ", ".join(entry.cuts))
-            if entry.form == "source" and _outputs(cell):
-                what.append("outputs left out")
-            out.append(f"{cell.label} {_short(_text.visible_controls(first), 60)} — {', '.join(what)}")
-        for cell in self.dropped:
-            out.append(f"{cell.label} — left out (over the budget)")
-        return out
-
-    def manifest_bundle(self) -> dict[str, str]:
-        """The collapsed one-line manifest as static HTML (every piece escaped) with a plain-text fallback."""
-        items = "".join(f"<li>{html.escape(line)}</li>" for line in self.lines())
-        summary = html.escape(self.summary())
-        return {
-            "text/html": (
-                '<details class="qwen-context" style="color:#888;font-size:0.85em;margin:0.2em 0">'
-                f"<summary>{summary}</summary>"
-                f'<ul style="margin:0.2em 0 0.2em 1.2em;padding:0">{items}</ul></details>'
-            ),
-            "text/plain": self.summary(),
-        }
-
-    def preview(self) -> str:
-        """What is sent, as text: the blocks in order, images as named placeholders."""
-        parts = []
-        for block in self.blocks:
-            if block.get("type") == "text":
-                parts.append(block["text"])
-            else:
-                from ._media import describe
-
-                parts.append(describe(block))
-        from ._text import visible_controls  # shown in a terminal too: no escape sequence may act
-
-        return visible_controls("\n\n".join(parts))
-
-
-def _outputs(cell: Cell) -> list[tuple[str, bool]]:
-    kinds = [
-        ("stdout", cell.stdout.total > 0),
-        ("stderr", cell.stderr.total > 0),
-        ("display", cell.shown.total > 0),
-        ("Out", cell.result is not None),
-        (cell.error_name or "error", cell.error is not None),
-    ]
-    return [(name, True) for name, present in kinds if present]
-
-
-def build(
-    cells: list[Cell],
-    *,
-    tokens: int,
-    images: int,
-    chars_per_token: float,
-    upto: int,
-    key: str | None = None,
-) -> Context | None:
-    """The blocks for ``cells`` (oldest first) within ``tokens`` and ``images``; None when there are none."""
-    if not cells or tokens <= 0:  # a budget of 0 sends nothing, not even a note
-        return None
-    from ._text import mask_key
-
-    budget = tokens * chars_per_token
-    share = max(MIN_OUTPUT_CHARS, int(budget * OUTPUT_SHARE))
-    entries: list[Entry] = []
-    dropped: list[Cell] = []
-    used = float(len(INTRO) + NOTE_RESERVE)  # the intro and the note of what was left out count too
-    images_left = images
-    reduced = False  # once a cell is cut to its source, every older one is too
-    for cell in reversed(cells):
-        if dropped:
-            dropped.append(cell)
-            continue
-        entry = None
-        if not reduced:
-            entry = _whole(cell, share)
-            if used + len(entry.text) > budget:
-                room = int(budget - used - len(_render(cell, {}, source_only=True))) // max(1, len(_outputs(cell)))
-                entry = _whole(cell, min(share, room)) if room >= MIN_OUTPUT_CHARS else None
-                if entry is not None and used + len(entry.text) > budget:
-                    entry = None
-        if entry is None:
-            reduced = True
-            entry = Entry(cell, _render(cell, {}, source_only=True), [], "source")
-            if used + len(entry.text) > budget:
-                dropped.append(cell)
-                continue
-        if entry.form != "source" and cell.images:
-            kept = cell.images[-images_left:] if images_left > 0 else []
-            kept = [(t, d) for t, d in kept if len(d) <= MAX_IMAGE_BASE64]
-            entry.images = kept
-            entry.images_left = cell.images_seen - len(kept)
-            images_left -= len(kept)
-        entry.text = mask_key(entry.text, key)
-        used += len(entry.text)
-        entries.append(entry)
-    entries.reverse()
-    dropped.reverse()
-    if not entries and not dropped:
-        return None
-    intro = INTRO
-    if dropped:
-        intro += f"\n[Left out for the context budget: {_span(dropped)} ({_plural(len(dropped), 'older cell')}).]"
-    blocks: list[dict[str, Any]] = []
-    for index, entry in enumerate(entries):
-        text = f"{intro}\n\n{entry.text}" if index == 0 else entry.text
-        blocks.append({"type": "text", "text": text})
-        for number, (media_type, data) in enumerate(entry.images, 1):
-            blocks.append(_image(entry.cell, number, media_type, data))
-    if not entries:
-        blocks.append({"type": "text", "text": intro})
-    text_chars = sum(len(b["text"]) for b in blocks if b["type"] == "text")
-    return Context(blocks, entries, dropped, text_chars / chars_per_token, upto)
-
-
-def _image(cell: Cell, number: int, media_type: str, data: str) -> dict[str, Any]:
-    from ._media import inline_block
-
-    return inline_block("image", base64.b64decode(data), media_type, f"{cell.label} figure {number}")
-
-
-def _whole(cell: Cell, limit: int) -> Entry:
-    """The cell with every output cut to at most ``limit`` characters (in the middle)."""
-    cuts = []
-    texts: dict[str, str] = {}
-    for name, stream in (("stdout", cell.stdout), ("stderr", cell.stderr), ("display", cell.shown)):
-        if stream.total:
-            texts[name] = _plain(stream.text(limit))
-            if stream.total > len(stream.head) + len(stream.tail) or len(stream.head) + len(stream.tail) > limit:
-                label = "output" if name == "stdout" else name  # what a cell printed is its output
-                cuts.append(f"{label} {size(stream.total)} → {size(len(texts[name]))}")
-    if cell.result is not None:
-        texts["Out"] = _middle(cell.result, limit)
-        if len(texts["Out"]) < len(cell.result):
-            cuts.append(f"Out {size(len(cell.result))} → {size(len(texts['Out']))}")
-    if cell.error is not None:
-        texts["error"] = _middle(cell.error, limit)
-        if len(texts["error"]) < len(cell.error):
-            cuts.append(f"traceback {size(len(cell.error))} → {size(len(texts['error']))}")
-    return Entry(cell, _render(cell, texts, source_only=False), [], "cut" if cuts else "whole", cuts)
-
-
-def _render(cell: Cell, texts: dict[str, str], *, source_only: bool) -> str:
-    """A cell as the model reads it: its label, source, then each output in a fence."""
-    lines = [f"{cell.label}:", _fence(_middle(cell.source.rstrip(), SOURCE_CHARS), "python")]
-    if source_only:
-        if _outputs(cell):
-            names = ", ".join(name for name, _ in _outputs(cell))
-            lines.append(f"[its outputs ({names}) left out for the context budget]")
-        return "\n".join(lines)
-    titles = {"stdout": "Printed:", "stderr": "Printed to stderr:", "display": "Displayed:"}
-    for name in ("stdout", "stderr", "display"):
-        if name in texts:
-            lines += [titles[name], _fence(texts[name].rstrip("\n"), "text")]
-    if "Out" in texts:
-        lines += [f"Out[{cell.count}]:", _fence(texts["Out"], "text")]
-    if cell.images:
-        lines.append(f"[{_plural(cell.images_seen, 'image')} displayed]")
-    if "error" in texts:
-        lines += [f"Raised {cell.error_name}:", _fence(texts["error"].rstrip("\n"), "text")]
-    return "\n".join(lines)
-
-
-def _plain(text: str) -> str:
-    """Text as a terminal would leave it: colours and cursor moves out, a line redrawn after ``\\r`` (a progress bar) only as it ended."""
-    if "\x1b" in text:
-        text = _ANSI.sub("", text)
-    if "\r" in text:
-        text = "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
-    return text
-
-
-def _fence(text: str, info: str) -> str:
-    """``text`` in a code fence longer than any backtick run inside it."""
-    longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=2)
-    ticks = "`" * (longest + 1)
-    return f"{ticks}{info}\n{text}\n{ticks}"
-
-
 def _middle(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
@@ -698,30 +440,3 @@ def size(chars: int) -> str:
     if chars < 1_000_000:
         return f"{chars / 1000:.0f} kB"
     return f"{chars / 1_000_000:.1f} MB"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}{'s' if n != 1 else ''}"
-
-
-def _span(cells: list[Cell]) -> str:
-    if not cells:
-        return "no cells"
-    first, last = cells[0], cells[-1]
-    if first is last:
-        return first.label
-    end = f"[{last.count}]" if last.count is not None else "[ ]"
-    return f"{first.label}–{end}"
-
-
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def explain_parts(cell: Cell) -> tuple[str, str, str]:
-    """The failing cell's traceback, source and what it printed, for ``%qwen explain``."""
-    printed = []
-    for name, stream in (("stdout", cell.stdout), ("stderr", cell.stderr)):
-        if stream.total:
-            printed.append(f"{name}:\n{stream.text(3000).rstrip()}")
-    return cell.error or "", cell.source.rstrip(), "\n".join(printed)

@@ -42,7 +42,7 @@ class Turn:
     answer: Answer
     cell_id: str | None = None
     source: str | None = None
-    context: Any = None  # the notebook context sent first in ``prompt`` (a ``_context.Context``), if any
+    context: Any = None  # the notebook context sent first in ``prompt`` (a ``_context_build.Context``), if any
     upto: int = 0  # the capture clock when sent: the next turn's context starts after it
 
     @property

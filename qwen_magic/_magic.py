@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import html
-import keyword
-import math
 import os
-import re
 import shlex
 import sys
-import unicodedata
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,7 +13,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
-from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, validate
+from traitlets import Bool, Enum, Int, TraitError, Unicode, observe, validate
 
 from . import _command
 from ._answer import Answer, Usage
@@ -34,20 +30,6 @@ from ._tools import Toolbox, describe, offered
 from ._turn import Tally, take_turn
 
 
-class FiniteFloat(Float):  # type: ignore[type-arg]
-    """A float setting that refuses NaN and infinities; ``inf_means`` names what +inf means where it is allowed."""
-
-    def __init__(self, *args: Any, inf_means: str | None = None, **kwargs: Any) -> None:
-        self.inf_means = inf_means
-        super().__init__(*args, **kwargs)
-
-    def validate(self, obj: Any, value: Any) -> float:
-        if isinstance(value, float) and (math.isnan(value) or (math.isinf(value) and not (self.inf_means and value > 0))):
-            allowed = f"a number, or inf for {self.inf_means}" if self.inf_means else "a finite number"
-            raise TraitError(f"{self.name} must be {allowed}, not {value!r}")
-        return float(super().validate(obj, value))
-
-
 @magics_class
 class QwenMagics(Magics):
     """Ask Qwen models from notebook cells. Settings: ``%config QwenMagics.<name> = …``."""
@@ -62,7 +44,7 @@ class QwenMagics(Magics):
     max_tokens = Int(4096, min=1, help="Most tokens an answer may have (thinking not included).").tag(config=True)
     thinking = Bool(False, help="Let the model think before answering.").tag(config=True)
     thinking_budget = Int(4096, min=1, help="Most tokens the model may spend thinking.").tag(config=True)
-    timeout = FiniteFloat(120.0, help="Seconds to wait for the service before giving up.").tag(config=True)
+    timeout = _command.FiniteFloat(120.0, help="Seconds to wait for the service before giving up.").tag(config=True)
     cache = Enum(
         list(MODES),
         default_value="auto",
@@ -97,7 +79,7 @@ class QwenMagics(Magics):
         default_value="link",
         help="Images in answers: link (only hosts your prompt named load, others show as a link), show (load all).",
     ).tag(config=True)
-    replay_speed = FiniteFloat(1.0, min=0.0, inf_means="no waiting", help="Replay pace: 1 as recorded, 10 ten times faster, 0 or inf no waiting.").tag(
+    replay_speed = _command.FiniteFloat(1.0, min=0.0, inf_means="no waiting", help="Replay pace: 1 as recorded, 10 ten times faster, 0 or inf no waiting.").tag(
         config=True
     )
     context = Enum(
@@ -212,14 +194,14 @@ class QwenMagics(Magics):
         held_key: list[str] = []  # the {name}s whose values held the API key (masked before sending)
         if args.system:
             return self._set_system(chat, cell, bool(args.cache))
-        _check_output_name(args.output)
+        _command.check_output_name(args.output)
         target = self._target(args)
         prompt = build_prompt(cell, self.shell.user_ns, held_key)
         _masked_note(held_key)
         if args.cache:
             prompt = mark(prompt)
         cell_id, source = self._cell if self._cell[1] is not None else (None, f"%%qwen {line}\n{cell}")
-        source = _same_cell_text(source)
+        source = _command.same_cell_text(source)
         if self._asked_in_cell:  # a cell that asks several times (run_cell_magic in a loop) re-runs nothing
             cell_id, source = None, None
         self._asked_in_cell = True
@@ -256,7 +238,7 @@ class QwenMagics(Magics):
         wanted = getattr(args, "context", None)
         if not (self.context == "auto" if wanted is None else wanted):
             return None
-        from ._context import build
+        from ._context_build import build
 
         return build(
             self.capture.since(chat.context_mark(), exclude=exclude),
@@ -341,7 +323,7 @@ class QwenMagics(Magics):
         from ._analysis import explain_prompt, last_error
 
         args = parse_argstring(self.qwen, line)
-        _check_output_name(args.output)
+        _command.check_output_name(args.output)
         target = self._target(args)
         error = last_error(self.shell)
         etype = getattr(sys, "last_type", None)
@@ -355,7 +337,7 @@ class QwenMagics(Magics):
         # The captured cell (its source, what it printed, its traceback) when the error came from one.
         cell = self.capture.failed(getattr(sys, "last_value", None))
         if cell is not None:
-            from ._context import explain_parts
+            from ._context_build import explain_parts
 
             traceback_text, source, printed = explain_parts(cell)
         else:
@@ -509,32 +491,6 @@ _LINE_COMMANDS = {
     "context": "_context_command",
     "panel": "_panel_command",
 }
-
-# Names IPython keeps for itself: a value stored there is overwritten, or breaks the shell.
-_IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_i", "_ii", "_iii", "_ih", "_oh", "_dh"})
-
-
-def _check_output_name(name: str | None) -> None:
-    """A ``UsageError`` unless ``-o NAME`` names a variable the answer can be stored in and read back."""
-    if name is None:
-        return
-    if not name.isidentifier() or keyword.iskeyword(name) or name in ("True", "False", "None"):
-        raise UsageError(f"-o/--output needs a Python variable name, not {name!r}.")
-    if unicodedata.normalize("NFKC", name) != name:  # Python reads the name in its NFKC form
-        raise UsageError(f"-o/--output: write {name!r} as {unicodedata.normalize('NFKC', name)!r}.")
-    if (name.startswith("__") and name.endswith("__")) or name in _IPYTHON_NAMES or re.fullmatch(r"_i?\d+", name):
-        raise UsageError(f"-o/--output: {name!r} is a name Python or IPython keeps for itself; choose another.")
-
-
-def _same_cell_text(source: str | None) -> str | None:
-    """A cell's text as it identifies the cell: blank lines at its ends and spaces at line ends do not count.
-
-    Terminal IPython recalls a cell (Up, then Esc-Enter) without the blank line that ran it.
-    """
-    if source is None:
-        return None
-    return "\n".join(line.rstrip() for line in source.splitlines()).strip("\n")
-
 
 def _masked_note(where: list[str]) -> None:
     """Say that the API key was found in what is about to be sent, and masked there."""

@@ -216,7 +216,7 @@ def test_damaged_files_say_what_is_wrong(tmp_path, text, needle):
 
 
 def test_an_enormous_line_is_refused_without_reading_it_whole(tmp_path, monkeypatch):
-    monkeypatch.setattr("qwen_magic._cassette.MAX_LINE", 1000)
+    monkeypatch.setattr("qwen_magic._cassette._file.MAX_LINE", 1000)
     path = tmp_path / "big.jsonl"
     path.write_text('{"cassette": "qwen-magic", "version": 1}\n' + '{"text": "' + "x" * 5000 + '"}\n')
     with pytest.raises(UsageError, match="line 2: over"):
@@ -244,7 +244,7 @@ def test_any_json_line_is_an_exchange_or_a_short_error(tmp_path, line):
 
 def test_the_real_recording_replays_whole(recorded, tmp_path):
     """The checks refuse damage only: every exchange of the real recording passes them and replays."""
-    from qwen_magic._cassette import _stream_problem
+    from qwen_magic._cassette._replay import _stream_problem
 
     path = tmp_path / "real.jsonl"
     path.write_bytes(recorded)

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qwen_magic._context import INTRO, Bounded, Cell, _plain, build, skipped
+from qwen_magic._context import INTRO, Bounded, Cell, skipped
+from qwen_magic._context_build import _plain, build
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 40).decode()
 KEY = "sk-property-test-key-000111"

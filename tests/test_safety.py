@@ -104,7 +104,7 @@ def test_a_tiny_replay_speed_cannot_overflow_the_wait(tmp_path, monkeypatch):
     path = tmp_path / "c.jsonl"
     path.write_text('{"cassette": "qwen-magic", "version": 1}\n')
     slept: list[float] = []
-    monkeypatch.setattr("qwen_magic._cassette.time.sleep", slept.append)
+    monkeypatch.setattr("qwen_magic._cassette._replay.time.sleep", slept.append)
     player = Player(path, speed=1e-300)
     player.wait(time.monotonic(), 1.0)
     assert slept == [MAX_TIME]
