@@ -56,6 +56,10 @@ class Execution:
                 outputs.append({"output_type": "error", **content})
         return outputs
 
+    def marked(self, marker: str) -> list[dict[str, Any]]:
+        """The data of the outputs whose HTML holds ``marker`` (a class such as ``qwen-tool``)."""
+        return [o["data"] for o in self.outputs if marker in o.get("data", {}).get("text/html", "")]
+
     def data(self, mime: str) -> list[str]:
         return [o["data"][mime] for o in self.outputs if "data" in o and mime in o["data"]]
 

@@ -13,6 +13,7 @@ import nbclient
 import nbformat
 import pytest
 from fake_dashscope import FakeDashScope, Status, Stream, ToolCall
+from helpers import assert_short_error
 from kernel_harness import ROOT, is_markdown
 
 pytestmark = pytest.mark.kernel
@@ -134,15 +135,6 @@ def test_a_recorded_notebook_replays_the_same_without_the_server(tmp_path):
     assert [shown(cell) for cell in fast.cells[2:]] == expected[2:]
     assert seconds(fast.cells[8]) < 0.4 * recorded, (seconds(fast.cells[8]), recorded)
     assert cassette.read_bytes() == before
-
-
-def assert_short_error(run, *needles: str) -> str:
-    assert run.status == "error"
-    text = run.error_text
-    assert "Traceback" not in text and 'File "' not in text, text
-    for needle in needles:
-        assert needle in text, (needle, text)
-    return text
 
 
 def test_a_request_the_cassette_does_not_hold_says_what_differs(fresh, tmp_path):

@@ -50,7 +50,7 @@ def count_of(kernel, source_fragment: str) -> int:
 
 
 def manifest(run) -> dict[str, str]:
-    (bundle,) = [o["data"] for o in run.outputs if "qwen-context" in o.get("data", {}).get("text/html", "")]
+    (bundle,) = run.marked("qwen-context")
     return bundle
 
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 from fake_dashscope import Status, Stream, ToolCall
+from helpers import assert_valid_history, notes, ok
 from structured_responders import value_reply
-from test_kernel_tools import assert_valid_history
 
 pytestmark = pytest.mark.kernel
 
@@ -60,11 +60,6 @@ def qk(fresh):
     return fresh
 
 
-def ok(run) -> None:
-    assert run.status == "ok", run.error_text + run.stderr
-    assert "Traceback" not in run.error_text + run.stderr
-
-
 def stored(qk, name: str) -> dict:
     run = qk.run(f"shown({name!r})")
     assert run.status == "ok", run.error_text
@@ -75,12 +70,8 @@ def defined(qk, name: str) -> bool:
     return qk.run(f"print({name!r} in globals())").stdout.strip() == "True"
 
 
-def notes(run) -> list[str]:
-    return [o["data"]["text/plain"] for o in run.outputs if "qwen-note" in o.get("data", {}).get("text/html", "")]
-
-
 def tool_lines(run) -> list[str]:
-    return [o["data"]["text/plain"] for o in run.outputs if "qwen-tool" in o.get("data", {}).get("text/html", "")]
+    return [data["text/plain"] for data in run.marked("qwen-tool")]
 
 
 def answer(value, *, wrapped: bool = True, **stream) -> Stream:
@@ -157,7 +148,7 @@ def test_the_value_streams_as_a_json_block_then_a_table_and_a_note(qk):
     assert '"value": [\n    {"name": "Paris", "population": 0},\n' in run.markdown
     assert run.markdown.rstrip().endswith("```")
     # Then the value as a table (escaped) and the note.
-    (table,) = [o["data"] for o in run.outputs if 'class="qwen-value"' in o.get("data", {}).get("text/html", "")]
+    (table,) = run.marked('class="qwen-value"')
     assert "<th>name</th><th>population</th>" in table["text/html"] and "<td>Quito</td>" in table["text/html"]
     assert table["text/plain"].startswith("[City(name='Paris', population=0)")
     assert notes(run) == ["Stored a list[City] of 4 items in cities"]
