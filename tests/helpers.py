@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import itertools
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -53,6 +57,33 @@ def assert_valid_history(messages: list[dict[str, Any]]) -> None:
 def notes(run: Execution) -> list[str]:
     """The plain text of a cell's notes (the ``qwen-note`` outputs)."""
     return [data["text/plain"] for data in run.marked("qwen-note")]
+
+
+TERMINAL_PRELUDE = f"""\
+import json, os, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from fake_dashscope import FakeDashScope, Stream, ToolCall
+from IPython.terminal.interactiveshell import TerminalInteractiveShell
+with FakeDashScope() as server:
+    os.environ['DASHSCOPE_BASE_URL'] = server.url
+    os.environ['DASHSCOPE_API_KEY'] = server.api_key
+    shell = TerminalInteractiveShell.instance()
+    shell.run_line_magic('load_ext', 'qwen_magic')
+"""
+
+
+def run_terminal(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
+    """Run ``body`` in a fresh terminal IPython (``shell``, extension loaded) against a fake ``server``; it must exit 0."""
+    script = tmp_path / "term.py"
+    script.write_text(TERMINAL_PRELUDE + textwrap.indent(body, "    "))
+    return run_python(str(script))
+
+
+def run_python(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run a fresh Python (``-c CODE`` or a script) and capture its text; it must exit 0."""
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out
 
 
 def text(t: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from fake_dashscope import Stream
+from helpers import run_terminal
 from kernel_harness import is_markdown
 
 pytestmark = pytest.mark.kernel
@@ -162,26 +163,11 @@ def test_model_html_in_the_answer_is_sanitized(fresh):
 
 
 def test_terminal_view_streams_plain_text_once(tmp_path):
-    import subprocess
-    import sys
-
-    script = tmp_path / "term.py"
-    script.write_text(
-        "import sys\n"
-        "sys.path.insert(0, {!r})\n"
-        "from fake_dashscope import FakeDashScope, Stream\n"
-        "import os\n"
-        "from IPython.terminal.interactiveshell import TerminalInteractiveShell\n"
-        "with FakeDashScope() as server:\n"
-        "    os.environ['DASHSCOPE_BASE_URL'] = server.url\n"
-        "    os.environ['DASHSCOPE_API_KEY'] = server.api_key\n"
-        "    server.queue(Stream(text='# Title\\n\\nBody text', chunk=3))\n"
-        "    shell = TerminalInteractiveShell.instance()\n"
-        "    shell.run_line_magic('load_ext', 'qwen_magic')\n"
-        "    shell.run_cell_magic('qwen', '', 'Hello')\n".format(str(__import__("pathlib").Path(__file__).parent))
+    out = run_terminal(
+        tmp_path,
+        "server.queue(Stream(text='# Title\\n\\nBody text', chunk=3))\n"
+        "shell.run_cell_magic('qwen', '', 'Hello')\n",
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("# Title\n\nBody text\n")
     assert out.stdout.count("Body text") == 1
     assert "qwen3.6-plus" in out.stdout.splitlines()[-1]

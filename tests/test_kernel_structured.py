@@ -7,7 +7,7 @@ import json
 
 import pytest
 from fake_dashscope import Status, Stream, ToolCall
-from helpers import assert_valid_history, notes, ok
+from helpers import assert_valid_history, notes, ok, run_terminal
 from structured_responders import value_reply
 
 pytestmark = pytest.mark.kernel
@@ -426,27 +426,12 @@ def test_forcing_refused_while_thinking_is_still_tried_without(qk):
 
 
 def test_in_terminal_ipython_the_value_streams_as_plain_text(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    tests = Path(__file__).resolve().parent
-    script = tmp_path / "terminal.py"
-    script.write_text(
-        f"import sys, os\nsys.path.insert(0, {str(tests)!r})\n"
-        "from fake_dashscope import FakeDashScope, Stream, ToolCall\n"
-        "from IPython.terminal.interactiveshell import TerminalInteractiveShell\n"
-        "with FakeDashScope() as server:\n"
-        "    os.environ['DASHSCOPE_BASE_URL'] = server.url\n"
-        "    os.environ['DASHSCOPE_API_KEY'] = server.api_key\n"
-        "    server.queue(Stream(tool_calls=[ToolCall('answer', {'value': {'a': 1.5}})], json_chunk=2))\n"
-        "    shell = TerminalInteractiveShell.instance()\n"
-        "    shell.run_line_magic('load_ext', 'qwen_magic')\n"
-        "    shell.run_cell_magic('qwen', '-o d --schema \"dict[str, float]\"', 'Numbers')\n"
-        "    print('stored:', shell.user_ns['d'])\n"
+    out = run_terminal(
+        tmp_path,
+        "server.queue(Stream(tool_calls=[ToolCall('answer', {'value': {'a': 1.5}})], json_chunk=2))\n"
+        "shell.run_cell_magic('qwen', '-o d --schema \"dict[str, float]\"', 'Numbers')\n"
+        "print('stored:', shell.user_ns['d'])\n",
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
     assert '```json\n{\n  "value": {\n    "a": 1.5\n  }\n}\n```' in out.stdout
     assert "Stored a dict[str, float] of 1 item in d" in out.stdout and "stored: {'a': 1.5}" in out.stdout
 
