@@ -215,14 +215,6 @@ def write_notebook(path: Path, cells: list[str]) -> None:
     nbformat.write(notebook, path)
 
 
-def user_text(body: dict[str, Any]) -> str:
-    """The text of the last user message of a request body."""
-    content = body["messages"][-1]["content"]
-    if isinstance(content, str):
-        return content
-    return "".join(block.get("text", "") for block in content if block.get("type") == "text")
-
-
 def output_area(page: Any, cell: int) -> Any:
     """The output area of a cell of the open notebook."""
     return page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").nth(cell).locator(".jp-OutputArea").first

@@ -33,12 +33,12 @@ from browser_harness import (
     require,
     serve_jupyter,
     skip_unless_ready,
-    user_text,
     wait_for_kernel,
     widget_trouble,
     write_notebook,
 )
 from fake_dashscope import FakeDashScope, Reply, Stream
+from responders import last_user_text
 from xss_corpus import CONTEXTS, base_vectors
 
 pytestmark = pytest.mark.browser
@@ -126,7 +126,7 @@ PRICE_CELL = len(XSS_CELLS) - 1
 
 
 def _responder(body: dict[str, Any]) -> Reply | None:
-    text = user_text(body)
+    text = last_user_text(body)
     if QUESTION in text:
         return STREAMED
     if PAYLOAD_QUESTION in text:

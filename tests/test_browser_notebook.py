@@ -35,12 +35,12 @@ from browser_harness import (
     require,
     serve_jupyter,
     skip_unless_ready,
-    user_text,
     wait_for_kernel,
     widget_trouble,
     write_notebook,
 )
 from fake_dashscope import FakeDashScope, Reply, Stream
+from responders import last_user_text
 from test_browser import (
     ANSWER_CELL,
     PANEL,
@@ -129,7 +129,7 @@ ANSWER_CELLS = (ANSWER_CELL, PAYLOAD_CELL, IMAGES_CELL, PRICE_CELL)
 
 
 def _responder(body: dict[str, Any]) -> Reply | None:
-    text = user_text(body)
+    text = last_user_text(body)
     if QUESTION in text:
         return STREAMED
     for question, answer in (
