@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 from fake_dashscope import FakeDashScope
+from kernel_harness import ROOT, kernel_env
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the networking flags Chromium keeps calling hosts this machine cannot reach.
 CHROMIUM_ARGS = [
@@ -120,22 +120,19 @@ def serve_jupyter(app: str, title: str, fake: FakeDashScope, base: Path, *flags:
     notification = dirs["settings"] / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notification.parent.mkdir(parents=True)
     notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env = {
-        **os.environ,
+    env = kernel_env(
         # Replaces only the user data dir: the system one (sys.prefix/share/jupyter) still
         # holds the widgets labextension and the python3 kernelspec.
-        "JUPYTER_DATA_DIR": str(dirs["data"]),
-        "JUPYTER_CONFIG_DIR": str(dirs["config"]),
-        "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
-        "IPYTHONDIR": str(dirs["ipython"]),
-        "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]),
-        "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]),
-        "DASHSCOPE_BASE_URL": fake.url,
-        "DASHSCOPE_API_KEY": fake.api_key,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-    }
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "JUPYTER_PATH"):
-        env.pop(name, None)
+        JUPYTER_DATA_DIR=str(dirs["data"]),
+        JUPYTER_CONFIG_DIR=str(dirs["config"]),
+        JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
+        IPYTHONDIR=str(dirs["ipython"]),
+        JUPYTERLAB_SETTINGS_DIR=str(dirs["settings"]),
+        JUPYTERLAB_WORKSPACES_DIR=str(dirs["workspaces"]),
+        DASHSCOPE_BASE_URL=fake.url,
+        DASHSCOPE_API_KEY=fake.api_key,
+        JUPYTER_PATH=None,
+    )
     port, token = free_port(), secrets.token_hex(16)
     log = base / f"{app}.log"
     command = [
