@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,3 +223,33 @@ def widget_trouble(text: str) -> list[str]:
 
 def wait_for_kernel(page: Any, status: str | None = "idle") -> None:
     page.wait_for_function(f"() => ({KERNEL_STATUS})() === {json.dumps(status)}", timeout=60_000)
+
+
+# Whether the open notebook has unsaved changes: JupyterLab marks its tab; Notebook 7 has no tab to mark.
+LAB_DIRTY = "() => document.querySelector('.jp-mod-dirty') !== null"
+MODEL_DIRTY = "() => window.jupyterapp.shell.currentWidget.context.model.dirty"
+
+
+def save(page: Any, dirty: str = LAB_DIRTY) -> None:
+    """Save the open notebook with Ctrl+S, as a person would, and wait until it is saved."""
+    page.locator(".jp-NotebookPanel .jp-Cell").first.locator(".jp-InputPrompt").click()  # command mode
+    page.keyboard.press("Control+s")
+    page.wait_for_function(f"() => !({dirty})()", timeout=20_000)
+
+
+def shut_down(page: Any) -> None:
+    """Shut the notebook's kernel down from the menu command, then close the tab."""
+    page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:shutdown')")
+    wait_for_kernel(page, None)
+    page.close()
+
+
+def assert_saved_answers(path: Path, cells: Sequence[int]) -> None:
+    """The notebook on disk holds these answers, each with its static footer and no live widget."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    for cell in cells:
+        saved_outputs = json.dumps(notebook.cells[cell].outputs)
+        assert "qwen-usage" in saved_outputs, "the save did not reach the disk"
+        assert "widget-view" not in saved_outputs, "an answer was saved with a live widget in it"

@@ -15,7 +15,6 @@ a failure. Screenshots go to ``$QWEN_MAGIC_ARTIFACTS`` (default ``artifacts/``).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,11 +26,14 @@ from browser_harness import (
     KERNEL_STATUS,
     Lab,
     artifacts_dir,
+    assert_saved_answers,
     chromium,
     missing,
     output_area,
     require,
+    save,
     serve_jupyter,
+    shut_down,
     skip_unless_ready,
     wait_for_kernel,
     widget_trouble,
@@ -357,22 +359,12 @@ def test_untrusted_html_in_an_answer_runs_nothing(ran: Run) -> None:
 @pytest.fixture(scope="module")
 def saved(ran: Run, lab: Lab, artifacts: Path) -> Path:
     """Save with Ctrl+S, take the screenshot of the run, shut the kernel down and close the tab."""
-    import nbformat
-
     page = ran.page
-    page.locator(".jp-NotebookPanel .jp-Cell").first.locator(".jp-InputPrompt").click()  # command mode
-    page.keyboard.press("Control+s")
-    page.wait_for_function("() => !document.querySelector('.jp-mod-dirty')", timeout=20_000)
+    save(page)
     path = lab.root / NOTEBOOK
-    notebook = nbformat.read(path, as_version=4)
-    for cell in (ANSWER_CELL, PAYLOAD_CELL):
-        saved_outputs = json.dumps(notebook.cells[cell].outputs)
-        assert "qwen-usage" in saved_outputs, "the save did not reach the disk"
-        assert "widget-view" not in saved_outputs, "an answer was saved with a live widget in it"
+    assert_saved_answers(path, (ANSWER_CELL, PAYLOAD_CELL))
     page.screenshot(path=str(artifacts / "jupyterlab-run.png"))
-    page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:shutdown')")
-    wait_for_kernel(page, None)
-    page.close()
+    shut_down(page)
     return path
 
 
@@ -575,12 +567,8 @@ def _open_without_kernel(browser: Any, lab: Lab, path: str) -> XssRun:
 def xss_reopened(xss_ran: XssRun, lab: Lab, browser: Any) -> XssRun:
     """The corpus notebook saved, closed, and opened again with no kernel (trusted: Lab signed it)."""
     page = xss_ran.page
-    page.locator(".jp-NotebookPanel .jp-Cell").first.locator(".jp-InputPrompt").click()  # command mode
-    page.keyboard.press("Control+s")
-    page.wait_for_function("() => !document.querySelector('.jp-mod-dirty')", timeout=20_000)
-    page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:shutdown')")
-    wait_for_kernel(page, None)
-    page.close()
+    save(page)
+    shut_down(page)
     return _open_without_kernel(browser, lab, XSS_NOTEBOOK)
 
 

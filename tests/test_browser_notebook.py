@@ -17,7 +17,6 @@ same isolated dirs, random token and Chromium flags as the JupyterLab test. Need
 from __future__ import annotations
 
 import importlib.util
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,13 +26,17 @@ from typing import Any
 import pytest
 from browser_harness import (
     KERNEL_STATUS,
+    MODEL_DIRTY,
     Lab,
     artifacts_dir,
+    assert_saved_answers,
     chromium,
     missing,
     output_area,
     require,
+    save,
     serve_jupyter,
+    shut_down,
     skip_unless_ready,
     wait_for_kernel,
     widget_trouble,
@@ -397,22 +400,12 @@ def test_notebook7_shows_no_broken_image(ran: Run) -> None:
 @pytest.fixture(scope="module")
 def saved(ran: Run, jupyter: Lab, artifacts: Path) -> Path:
     """Save with Ctrl+S, take the screenshot of the run, shut the kernel down and close the tab."""
-    import nbformat
-
     page = ran.page
-    page.locator(".jp-NotebookPanel .jp-Cell").first.locator(".jp-InputPrompt").click()  # command mode
-    page.keyboard.press("Control+s")
-    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=20_000)
+    save(page, MODEL_DIRTY)
     path = jupyter.root / NOTEBOOK
-    notebook = nbformat.read(path, as_version=4)
-    for cell in ANSWER_CELLS:
-        saved_outputs = json.dumps(notebook.cells[cell].outputs)
-        assert "qwen-usage" in saved_outputs, "the save did not reach the disk"
-        assert "widget-view" not in saved_outputs, "an answer was saved with a live widget in it"
+    assert_saved_answers(path, ANSWER_CELLS)
     page.screenshot(path=str(artifacts / "notebook7-run.png"))
-    page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:shutdown')")
-    wait_for_kernel(page, None)
-    page.close()
+    shut_down(page)
     return path
 
 
