@@ -35,11 +35,11 @@ def assert_short_error(run: Execution, *needles: str) -> str:
 def assert_usage_error(run: Execution, *needles: str) -> str:
     """One short UsageError on stderr, no traceback, naming what it should; returns what was shown."""
     text = run.stderr + run.error_text
-    assert "UsageError" in text, text
+    assert "UsageError" in run.stderr, text
     assert "Traceback" not in text and 'File "' not in text, text
     assert len(text) < 700, text
     for needle in needles:
-        assert needle in text, (needle, text)
+        assert needle in run.stderr, (needle, text)
     return text
 
 

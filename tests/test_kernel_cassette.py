@@ -12,7 +12,7 @@ import nbclient
 import nbformat
 import pytest
 from fake_dashscope import FakeDashScope, Status, Stream, ToolCall
-from helpers import assert_short_error
+from helpers import assert_short_error, assert_usage_error
 from kernel_harness import is_markdown, kernel_env
 
 pytestmark = pytest.mark.kernel
@@ -163,7 +163,7 @@ def test_a_request_the_cassette_does_not_hold_says_what_differs(fresh, tmp_path)
 def test_replay_needs_no_key_and_a_missing_cassette_is_a_usage_error(fresh, tmp_path):
     missing = shlex.quote(str(tmp_path / "nothing.jsonl"))
     run = fresh.run(f"%qwen replay {missing}")
-    assert "UsageError" in run.stderr and "No cassette at" in run.stderr
+    assert_usage_error(run, "No cassette at")
     cassette = shlex.quote(str(tmp_path / "k.jsonl"))
     fresh.run(f"%qwen record {cassette}")
     fresh.server.queue(Stream(text="Recorded."))
@@ -176,5 +176,5 @@ def test_replay_needs_no_key_and_a_missing_cassette_is_a_usage_error(fresh, tmp_
     # Recording needs the key: without one, nothing is started and the cassette is not touched.
     before = (tmp_path / "k.jsonl").read_bytes()
     run = fresh.run(f"%qwen record {cassette} --overwrite")
-    assert "UsageError" in run.stderr and "DASHSCOPE_API_KEY" in run.stderr
+    assert_usage_error(run, "DASHSCOPE_API_KEY")
     assert (tmp_path / "k.jsonl").read_bytes() == before

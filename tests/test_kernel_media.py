@@ -6,7 +6,7 @@ import base64
 import json
 
 import pytest
-from helpers import ok, shape
+from helpers import assert_usage_error, ok, shape
 
 pytestmark = pytest.mark.kernel
 
@@ -122,8 +122,7 @@ def test_media_errors_are_usage_errors_that_send_nothing(fresh, tmp_path, cell, 
     before = len(fresh.server.requests)
     run = fresh.run("%%qwen\n" + cell.format(tmp=tmp_path))
     assert len(fresh.server.requests) == before
-    assert "UsageError" in run.stderr and expected.format(tmp=tmp_path) in run.stderr
-    assert "Traceback" not in run.stderr + run.error_text
+    assert_usage_error(run, expected.format(tmp=tmp_path))
     assert not run.data("text/html")  # no preview of a prompt that was not sent
 
 

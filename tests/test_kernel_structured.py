@@ -7,7 +7,7 @@ import json
 
 import pytest
 from fake_dashscope import Status, Stream, ToolCall
-from helpers import assert_valid_history, notes, ok, run_terminal
+from helpers import assert_usage_error, assert_valid_history, notes, ok, run_terminal
 from structured_responders import value_reply
 
 pytestmark = pytest.mark.kernel
@@ -350,7 +350,7 @@ def test_thinking_chat_cache_and_no_stream_work_with_a_schema(qk):
 )
 def test_bad_types_and_flags_are_usage_errors_before_anything_is_sent(qk, line, message):
     run = qk.run(f"%%qwen {line}\nAnything.")
-    assert "UsageError" in run.stderr and message in run.stderr, run.stderr + run.error_text
+    assert_usage_error(run, message)
     assert qk.server.requests == [] and qk.run("print(calls)").stdout.strip() == "[]"
 
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from fake_dashscope import Stream
-from helpers import run_terminal
+from helpers import assert_usage_error, run_terminal
 
 pytestmark = pytest.mark.kernel
 
@@ -42,7 +42,7 @@ def test_budget_default_comes_from_the_setting_and_max_tokens_is_independent(fre
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 8000}
     assert body["max_tokens"] == 1000
     bad = fresh.run("%%qwen --budget 0\nHi")
-    assert "UsageError" in bad.stderr and "--budget" in bad.stderr
+    assert_usage_error(bad, "--budget")
 
 
 def test_thinking_streams_open_then_collapses_above_the_answer(fresh):

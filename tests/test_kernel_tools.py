@@ -7,7 +7,7 @@ import time
 
 import pytest
 from fake_dashscope import Stream, ToolCall
-from helpers import assert_valid_history, ok
+from helpers import assert_usage_error, assert_valid_history, ok
 
 pytestmark = pytest.mark.kernel
 
@@ -268,7 +268,7 @@ def test_bare_tools_offers_the_marked_functions_and_bad_names_are_usage_errors(t
     before = len(tools.server.requests)
     for cell, needle in [("--tools nope", "'nope' is not defined"), ("--tools not_a_function", "not a function")]:
         run = tools.run(f"%%qwen {cell}\nHi")
-        assert "UsageError" in run.stderr and needle in run.stderr
+        assert_usage_error(run, needle)
     assert len(tools.server.requests) == before
 
 
@@ -278,7 +278,7 @@ def test_tools_line_command_lists_schemas_and_the_setting_shows_in_config(tools)
     assert "| `city` | `string` | yes | City name. |" in listed
     marked = tools.run("%qwen tools").markdown
     assert "`get_weather`" in marked and "`add`" not in marked
-    assert "UsageError" in tools.run("%qwen tools nope").stderr
+    assert_usage_error(tools.run("%qwen tools nope"))
     assert "`max_tool_rounds`" in tools.run("%qwen config").markdown
 
 
