@@ -225,6 +225,31 @@ def wait_for_kernel(page: Any, status: str | None = "idle") -> None:
     page.wait_for_function(f"() => ({KERNEL_STATUS})() === {json.dumps(status)}", timeout=60_000)
 
 
+@dataclass
+class Run:
+    """A notebook page after all cells ran, and what was seen on the way."""
+
+    page: Any
+    samples: list[str]  # the answer's rendered text, sampled while it streamed
+    statuses: list[str]  # the live footer widget's text, at the same moments
+    live_thinking: str  # the thinking section's summary while it streamed open
+    seconds: float
+    errors: list[str]  # uncaught exceptions in the page
+    dialogs: list[str]
+    popups: list[str]
+
+
+def watch_page(page: Any) -> tuple[list[str], list[str], list[str]]:
+    """Collect the page's uncaught errors (with their stacks), its dialogs (dismissed) and popups (closed)."""
+    errors: list[str] = []
+    dialogs: list[str] = []
+    popups: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error.stack)))
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("popup", lambda popup: (popups.append(popup.url), popup.close()))
+    return errors, dialogs, popups
+
+
 # Whether the open notebook has unsaved changes: JupyterLab marks its tab; Notebook 7 has no tab to mark.
 LAB_DIRTY = "() => document.querySelector('.jp-mod-dirty') !== null"
 MODEL_DIRTY = "() => window.jupyterapp.shell.currentWidget.context.model.dirty"

@@ -25,6 +25,7 @@ import pytest
 from browser_harness import (
     KERNEL_STATUS,
     Lab,
+    Run,
     artifacts_dir,
     assert_saved_answers,
     chromium,
@@ -36,6 +37,7 @@ from browser_harness import (
     shut_down,
     skip_unless_ready,
     wait_for_kernel,
+    watch_page,
     widget_trouble,
     write_notebook,
 )
@@ -187,20 +189,6 @@ def _open(page: Any, lab: Lab) -> None:
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
 
 
-@dataclass
-class Run:
-    """The page after all cells ran, and what was seen on the way."""
-
-    page: Any
-    samples: list[str]  # the answer's rendered text, sampled while it streamed
-    statuses: list[str]  # the live footer widget's text, at the same moments
-    live_thinking: str  # the thinking section's summary while it streamed open
-    seconds: float
-    errors: list[str]  # uncaught exceptions in the page
-    dialogs: list[str]
-    popups: list[str]
-
-
 def _watch_stream(page: Any) -> tuple[list[str], list[str]]:
     """Sample the answer cell until its static footer appears."""
     answer = output_area(page, ANSWER_CELL)
@@ -229,12 +217,7 @@ def ran(lab: Lab, browser: Any, fake: FakeDashScope) -> Run:
     """Open the notebook in JupyterLab and run all cells, watching the answer stream."""
     write_notebook(lab.root / NOTEBOOK, CELLS)
     page = browser.pages[0] if browser.pages else browser.new_page()
-    errors: list[str] = []
-    dialogs: list[str] = []
-    popups: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.on("popup", lambda popup: (popups.append(popup.url), popup.close()))
+    errors, dialogs, popups = watch_page(page)
     started = time.monotonic()
     _open(page, lab)
     wait_for_kernel(page)

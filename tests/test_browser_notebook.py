@@ -28,6 +28,7 @@ from browser_harness import (
     KERNEL_STATUS,
     MODEL_DIRTY,
     Lab,
+    Run,
     artifacts_dir,
     assert_saved_answers,
     chromium,
@@ -39,6 +40,7 @@ from browser_harness import (
     shut_down,
     skip_unless_ready,
     wait_for_kernel,
+    watch_page,
     widget_trouble,
     write_notebook,
 )
@@ -256,33 +258,9 @@ def _assert_answers_render(page: Any) -> None:
 # --- the notebook, run live in Notebook 7 ------------------------------------------------
 
 
-@dataclass
-class Run:
-    """The Notebook 7 page after all cells ran, and what was seen on the way."""
-
-    page: Any
-    samples: list[str]
-    statuses: list[str]
-    live_thinking: str
-    seconds: float
-    errors: list[str]
-    dialogs: list[str]
-    popups: list[str]
-
-
 # Notebook 7.6 throws this with any notebook, no package loaded: its keyboard-shortcuts
 # settings handler reads the schema of a settings plugin that is not loaded yet.
 NOTEBOOK7_OWN_ERROR = "Cannot read properties of undefined (reading 'schema')"
-
-
-def _watch_page(page: Any) -> tuple[list[str], list[str], list[str]]:
-    errors: list[str] = []
-    dialogs: list[str] = []
-    popups: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error.stack)))
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.on("popup", lambda popup: (popups.append(popup.url), popup.close()))
-    return errors, dialogs, popups
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +268,7 @@ def ran(jupyter: Lab, browser: Any) -> Run:
     """Open the notebook in Notebook 7 and run all cells, watching the answer stream."""
     write_notebook(jupyter.root / NOTEBOOK, CELLS)
     page = browser.pages[0] if browser.pages else browser.new_page()
-    errors, dialogs, popups = _watch_page(page)
+    errors, dialogs, popups = watch_page(page)
     started = time.monotonic()
     page.goto(_notebook_url(jupyter, NOTEBOOK))
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
@@ -426,7 +404,7 @@ def notebook7_reopened(saved: Path, jupyter: Lab, browser: Any, artifacts: Path)
     so it offers the kernel dialog, where a person picks "No Kernel".
     """
     page = browser.new_page()
-    _errors, dialogs, _popups = _watch_page(page)
+    _errors, dialogs, _popups = watch_page(page)
     page.route(
         "**/api/kernelspecs*",
         lambda route: route.fulfill(json={"default": "python3", "kernelspecs": {}}),
@@ -463,7 +441,7 @@ def test_notebook7_reopened_shows_no_broken_image(notebook7_reopened: Reopened) 
 def lab_reopened(notebook7_reopened: Reopened, jupyter: Lab, browser: Any, artifacts: Path) -> Reopened:
     """The same saved notebook opened in JupyterLab with No Kernel, as ``test_browser.py`` does."""
     page = browser.new_page()
-    _errors, dialogs, _popups = _watch_page(page)
+    _errors, dialogs, _popups = watch_page(page)
     page.goto(f"{jupyter.url}/lab?reset&token={jupyter.token}")  # reset: no tab restored
     page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
     page.evaluate("() => window.jupyterapp.restored.then(() => null)")
