@@ -6,6 +6,7 @@ Importing this module puts ``tests/`` on ``sys.path``: import it before ``fake_d
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -105,3 +106,10 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> s
 
 def verdict(ok: bool | None) -> str:
     return "-" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def arguments(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's command line: its docstring's first line, and the ``--no-fail`` that run_all.py passes to each."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--no-fail", action="store_true", help="report only: exit 0 even if a target is missed")
+    return parser

@@ -15,13 +15,12 @@ Run: ``python benchmarks/bench_adversarial_kernel.py [--no-fail] [--size N] [--l
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from typing import Any
 
 import psutil
-from _common import environment, kernel_pid, kernel_stderr, table, verdict, write_json
+from _common import arguments, environment, kernel_pid, kernel_stderr, table, verdict, write_json
 
 # isort: split
 from answer import ANSWER
@@ -63,8 +62,7 @@ def measure(kernel: Kernel, server: FakeDashScope, process: psutil.Process, text
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-fail", action="store_true", help="report only: exit 0 even if a target is missed")
+    parser = arguments(__doc__)
     parser.add_argument("--size", type=int, default=100_000, help="characters per answer")
     parser.add_argument("--limit", type=float, default=60.0, help="seconds of wall time before a shape is interrupted")
     args = parser.parse_args(argv)

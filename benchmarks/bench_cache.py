@@ -31,7 +31,6 @@ cell is compared around turns 50, 200 and 500 (median of the 15 cells up to each
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import io
@@ -45,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import environment, kernel_stderr, median, table, verdict, write_json
+from _common import arguments, environment, kernel_stderr, median, table, verdict, write_json
 
 # isort: split
 from fake_dashscope import (
@@ -313,8 +312,7 @@ def profile(turns: int, marks: tuple[int, ...], path: Path) -> dict[int, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-fail", action="store_true", help="report only: exit 0 even if a target is missed")
+    parser = arguments(__doc__)
     parser.add_argument("--skip-overhead", action="store_true", help="only the cost scenarios")
     parser.add_argument("--overhead-turns", type=int, default=500, help="turns of the overhead run (default 500)")
     parser.add_argument("--profile", action="store_true", help="also write cProfile output at 50/200/500 turns")

@@ -29,11 +29,12 @@ import uuid
 from typing import Any
 
 import psutil
-from _common import ROOT, environment, table, write_json
+from _common import environment, table, write_json
 
 # isort: split
 import shapes
 from fake_dashscope import FakeDashScope, Stream
+from kernel_harness import kernel_env
 
 QWEN_CELL = "%%qwen --new\nBenchmark: explain the data pipeline step by step."
 SETUP_CELL = """\
@@ -65,14 +66,7 @@ class Server:
     def __init__(self, fake: FakeDashScope) -> None:
         self.port, self.token = _free_port(), secrets.token_hex(16)
         self.root = tempfile.mkdtemp(prefix="qwen-classroom-")
-        env = {
-            **os.environ,
-            "DASHSCOPE_BASE_URL": fake.url,
-            "DASHSCOPE_API_KEY": fake.api_key,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        }
-        for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "QWEN_MAGIC_REPLAY"):
-            env.pop(name, None)
+        env = kernel_env(DASHSCOPE_BASE_URL=fake.url, DASHSCOPE_API_KEY=fake.api_key)
         self.log = open(os.path.join(self.root, "server.log"), "wb")  # closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "jupyter_server", f"--port={self.port}", "--ip=127.0.0.1", "--no-browser",

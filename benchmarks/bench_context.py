@@ -17,13 +17,12 @@ kept only a bounded head and tail.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import environment, kernel_pid, kernel_stderr, median, table, verdict, write_json
+from _common import arguments, environment, kernel_pid, kernel_stderr, median, table, verdict, write_json
 
 # isort: split
 from fake_dashscope import FakeDashScope
@@ -78,9 +77,8 @@ EXPECTED = "".join(f"{i}\n" for i in range(LINES))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__)
     parser.add_argument("--repeats", type=int, default=7, help="interleaved runs of each (default 5)")
-    parser.add_argument("--no-fail", action="store_true", help="report only: exit 0 even if the target is missed")
     args = parser.parse_args(argv)
     samples: dict[str, list[dict[str, Any]]] = {"capture": [], "plain": []}
     with FakeDashScope() as server, kernel_stderr():

@@ -15,13 +15,12 @@ Run: ``python benchmarks/bench_load.py [--no-fail]``; results go to ``benchmarks
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from typing import Any
 
-from _common import environment, kernel_stderr, median, table, verdict, write_json
+from _common import arguments, environment, kernel_stderr, median, table, verdict, write_json
 from fake_dashscope import FakeDashScope
 from kernel_harness import Execution, Kernel
 
@@ -179,8 +178,7 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-fail", action="store_true", help="report only: exit 0 even if a target is missed")
+    parser = arguments(__doc__)
     args = parser.parse_args(argv)
     results = measure()
     rows = checks(results)

@@ -14,6 +14,23 @@ from fake_dashscope import FakeDashScope
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# What would point a child process elsewhere than the test's own server, or replay a cassette.
+LEAKS = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "QWEN_MAGIC_REPLAY")
+
+
+def kernel_env(**changes: str | None) -> dict[str, str]:
+    """This environment for a kernel or server we start: this checkout importable, no ``LEAKS``, then ``changes`` (None unsets)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    for name in LEAKS:
+        env.pop(name, None)
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
 def is_markdown(data: dict[str, Any]) -> bool:
     """Whether an output's data is rendered model markdown (``markdown_bundle``)."""
     return '<div class="qwen-markdown">' in data.get("text/html", "")[:40]
@@ -56,6 +73,10 @@ class Execution:
                 outputs.append({"output_type": "error", **content})
         return outputs
 
+    def marked(self, marker: str) -> list[dict[str, Any]]:
+        """The data of the outputs whose HTML holds ``marker`` (a class such as ``qwen-tool``)."""
+        return [o["data"] for o in self.outputs if marker in o.get("data", {}).get("text/html", "")]
+
     def data(self, mime: str) -> list[str]:
         return [o["data"][mime] for o in self.outputs if "data" in o and mime in o["data"]]
 
@@ -84,15 +105,7 @@ class Kernel:
         from jupyter_client.manager import KernelManager
 
         self.server = server
-        environment = {
-            **os.environ,
-            "DASHSCOPE_BASE_URL": server.url,
-            "DASHSCOPE_API_KEY": server.api_key,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            **env,
-        }
-        for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"):
-            environment.pop(name, None)
+        environment = kernel_env(DASHSCOPE_BASE_URL=server.url, DASHSCOPE_API_KEY=server.api_key, **env)
         self.manager = KernelManager(kernel_name="python3")
         self.manager.start_kernel(env=environment)
         self.client = self.manager.client()

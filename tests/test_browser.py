@@ -15,41 +15,41 @@ a failure. Screenshots go to ``$QWEN_MAGIC_ARTIFACTS`` (default ``artifacts/``).
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import secrets
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_harness import (
+    KERNEL_STATUS,
+    Lab,
+    Run,
+    artifacts_dir,
+    assert_saved_answers,
+    chromium,
+    missing,
+    output_area,
+    require,
+    save,
+    serve_jupyter,
+    shut_down,
+    skip_unless_ready,
+    wait_for_kernel,
+    watch_page,
+    widget_trouble,
+    write_notebook,
+)
 from fake_dashscope import FakeDashScope, Reply, Stream
+from responders import last_user_text
 from xss_corpus import CONTEXTS, base_vectors
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-# Without the networking flags Chromium keeps calling hosts this machine cannot reach.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+skip_unless_ready(missing())
+
 NOTEBOOK = "browser.ipynb"
-WIDGET_TROUBLE = ("Error displaying widget", "Loading widget")
 
 # --- the answers the server streams ---------------------------------------------------
 
@@ -129,15 +129,8 @@ XSS_ANSWERS = len(XSS_CELLS) - 1
 PRICE_CELL = len(XSS_CELLS) - 1
 
 
-def _user_text(body: dict[str, Any]) -> str:
-    content = body["messages"][-1]["content"]
-    if isinstance(content, str):
-        return content
-    return "".join(block.get("text", "") for block in content if block.get("type") == "text")
-
-
 def _responder(body: dict[str, Any]) -> Reply | None:
-    text = _user_text(body)
+    text = last_user_text(body)
     if QUESTION in text:
         return STREAMED
     if PAYLOAD_QUESTION in text:
@@ -154,45 +147,14 @@ def _responder(body: dict[str, Any]) -> Reply | None:
 # --- setup: what is needed, and the three processes ---------------------------------
 
 
-def _missing() -> str | None:
-    """Why this test cannot run here, or None."""
-    for module, package in (("playwright", "playwright"), ("jupyterlab", "jupyterlab")):
-        if importlib.util.find_spec(module) is None:
-            return f'{package} is not installed: pip install -e ".[test,browser]"'
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is missing: apt-get install -y chromium (Debian's package)"
-    return None
-
-
-def skip_unless_ready(reason: str | None) -> None:
-    """Skip the calling test module at collection, unless CI requires it to run.
-
-    One skip for the module, raised from this one line, so the summary says why once for
-    every browser module instead of once per test. With ``QWEN_MAGIC_BROWSER_REQUIRED=1``
-    nothing is skipped here: the ``needs`` fixture turns the reason into a failure.
-    """
-    if reason is not None and os.environ.get("QWEN_MAGIC_BROWSER_REQUIRED") != "1":
-        pytest.skip(f"browser test: {reason}", allow_module_level=True)
-
-
-skip_unless_ready(_missing())
-
-
 @pytest.fixture(scope="module")
 def needs() -> None:
-    reason = _missing()
-    if reason is None:
-        return
-    if os.environ.get("QWEN_MAGIC_BROWSER_REQUIRED") == "1":
-        pytest.fail(f"browser test required but cannot run: {reason}", pytrace=False)
-    pytest.skip(f"browser test: {reason}")
+    require(missing())
 
 
 @pytest.fixture(scope="module")
 def artifacts() -> Path:
-    path = Path(os.environ.get("QWEN_MAGIC_ARTIFACTS") or ROOT / "artifacts")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return artifacts_dir()
 
 
 @pytest.fixture(scope="module")
@@ -202,155 +164,24 @@ def fake(needs: None) -> Iterator[FakeDashScope]:
         yield server
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Lab:
-    """A running JupyterLab: where it listens, its token and the folder it serves."""
-
-    url: str
-    token: str
-    root: Path
-    log: Path
-
-    def page_url(self, path: str) -> str:
-        return f"{self.url}/lab/tree/{path}?token={self.token}"
-
-    def api(self, method: str, path: str) -> Any:
-        request = urllib.request.Request(
-            f"{self.url}{path}", method=method, headers={"Authorization": f"token {self.token}"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            data = response.read()
-        return json.loads(data) if data else None
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
-
-
 @pytest.fixture(scope="module")
 def lab(fake: FakeDashScope, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    import psutil
-
-    base = tmp_path_factory.mktemp("lab")
-    dirs = {name: base / name for name in ("root", "config", "data", "runtime", "ipython", "settings", "workspaces")}
-    for path in dirs.values():
-        path.mkdir()
-    # No news or update checks: they would reach the internet and put a toast on the page.
-    notification = dirs["settings"] / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    notification.parent.mkdir(parents=True)
-    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env = {
-        **os.environ,
-        # Replaces only the user data dir: the system one (sys.prefix/share/jupyter) still
-        # holds the widgets labextension and the python3 kernelspec.
-        "JUPYTER_DATA_DIR": str(dirs["data"]),
-        "JUPYTER_CONFIG_DIR": str(dirs["config"]),
-        "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
-        "IPYTHONDIR": str(dirs["ipython"]),
-        "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]),
-        "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]),
-        "DASHSCOPE_BASE_URL": fake.url,
-        "DASHSCOPE_API_KEY": fake.api_key,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-    }
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "JUPYTER_PATH"):
-        env.pop(name, None)
-    port, token = _free_port(), secrets.token_hex(16)
-    log = base / "jupyterlab.log"
-    command = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={dirs['root']}",
-        "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: run commands as the menus do
-        "--LabApp.extension_manager=readonly",  # no PyPI queries
-    ]  # fmt: skip
-    if os.geteuid() == 0:  # CI machines run as root
-        command.append("--allow-root")
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=dirs["root"])
-    running = Lab(f"http://127.0.0.1:{port}", token, dirs["root"], log)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with {process.returncode}:\n{running.log_tail()}")
-            try:
-                running.api("GET", "/api/status")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"JupyterLab did not answer in 90 s:\n{running.log_tail()}") from None
-                time.sleep(0.2)
+    with serve_jupyter("lab", "JupyterLab", fake, tmp_path_factory.mktemp("lab")) as running:
         yield running
-    finally:
-        # Kernels run in sessions of their own: note them before asking Lab to stop.
-        try:
-            children = psutil.Process(process.pid).children(recursive=True)
-        except psutil.Error:
-            children = []
-        process.terminate()  # Lab shuts its kernels down on SIGTERM
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        _gone, alive = psutil.wait_procs(children, timeout=10)
-        for child in alive:
-            child.kill()
 
 
 @pytest.fixture(scope="module")
 def browser(needs: None, artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),  # a fresh, empty --user-data-dir
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1300, "height": 1400},
-        )
-        try:
-            yield context
-        finally:
-            for page in context.pages:  # the last state of every open page, whatever happened
-                if page.url.startswith("http"):
-                    try:
-                        page.screenshot(path=str(artifacts / "jupyterlab-last.png"))
-                    except Exception as error:  # a crashed page must not hide the real failure
-                        print(f"no last screenshot: {error}")
-            context.close()
+    with chromium(tmp_path_factory.mktemp("chromium-profile"), artifacts, 1400, "jupyterlab-last.png") as context:
+        yield context
 
 
 # --- the notebook and the page --------------------------------------------------------
 
-
-def _write_notebook(path: Path) -> None:
-    import nbformat
-
-    cells = ["%load_ext qwen_magic", "%qwen", f"%%qwen --thinking\n{QUESTION}", f"%%qwen\n{PAYLOAD_QUESTION}"]
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, path)
+CELLS = ["%load_ext qwen_magic", "%qwen", f"%%qwen --thinking\n{QUESTION}", f"%%qwen\n{PAYLOAD_QUESTION}"]
 
 
 PANEL, ANSWER_CELL, PAYLOAD_CELL = 1, 2, 3
-KERNEL_STATUS = "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status ?? null"
-
-
-def _outputs(page: Any, cell: int) -> Any:
-    """The output area of a cell of the open notebook."""
-    return page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").nth(cell).locator(".jp-OutputArea").first
-
-
-def _widget_trouble(text: str) -> list[str]:
-    return [trouble for trouble in WIDGET_TROUBLE if trouble in text]
 
 
 def _open(page: Any, lab: Lab) -> None:
@@ -358,27 +189,9 @@ def _open(page: Any, lab: Lab) -> None:
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
 
 
-def _wait_for_kernel(page: Any, status: str | None = "idle") -> None:
-    page.wait_for_function(f"() => ({KERNEL_STATUS})() === {json.dumps(status)}", timeout=60_000)
-
-
-@dataclass
-class Run:
-    """The page after all cells ran, and what was seen on the way."""
-
-    page: Any
-    samples: list[str]  # the answer's rendered text, sampled while it streamed
-    statuses: list[str]  # the live footer widget's text, at the same moments
-    live_thinking: str  # the thinking section's summary while it streamed open
-    seconds: float
-    errors: list[str]  # uncaught exceptions in the page
-    dialogs: list[str]
-    popups: list[str]
-
-
 def _watch_stream(page: Any) -> tuple[list[str], list[str]]:
     """Sample the answer cell until its static footer appears."""
-    answer = _outputs(page, ANSWER_CELL)
+    answer = output_area(page, ANSWER_CELL)
     answer.locator(".qwen-markdown").first.wait_for(timeout=30_000)
     samples: list[str] = []
     statuses: list[str] = []
@@ -402,17 +215,12 @@ def _watch_stream(page: Any) -> tuple[list[str], list[str]]:
 @pytest.fixture(scope="module")
 def ran(lab: Lab, browser: Any, fake: FakeDashScope) -> Run:
     """Open the notebook in JupyterLab and run all cells, watching the answer stream."""
-    _write_notebook(lab.root / NOTEBOOK)
+    write_notebook(lab.root / NOTEBOOK, CELLS)
     page = browser.pages[0] if browser.pages else browser.new_page()
-    errors: list[str] = []
-    dialogs: list[str] = []
-    popups: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.on("popup", lambda popup: (popups.append(popup.url), popup.close()))
+    errors, dialogs, popups = watch_page(page)
     started = time.monotonic()
     _open(page, lab)
-    _wait_for_kernel(page)
+    wait_for_kernel(page)
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     # Thinking streams first, open, above the answer.
     live_thinking = page.locator("details.qwen-thinking[open] summary").first
@@ -422,7 +230,7 @@ def ran(lab: Lab, browser: Any, fake: FakeDashScope) -> Run:
     page.wait_for_function(
         "() => document.querySelectorAll('.jp-NotebookPanel .qwen-usage').length === 2", timeout=60_000
     )
-    _wait_for_kernel(page)
+    wait_for_kernel(page)
     return Run(page, samples, statuses, live_thinking_text, time.monotonic() - started, errors, dialogs, popups)
 
 
@@ -431,7 +239,7 @@ def ran(lab: Lab, browser: Any, fake: FakeDashScope) -> Run:
 
 def test_the_answer_visibly_grows_while_it_streams(ran: Run) -> None:
     lengths = [len(sample) for sample in ran.samples]
-    final = "\n".join(_outputs(ran.page, ANSWER_CELL).locator(".qwen-markdown").all_inner_texts())
+    final = "\n".join(output_area(ran.page, ANSWER_CELL).locator(".qwen-markdown").all_inner_texts())
     print(f"all cells ran in {ran.seconds:.1f} s; answer length at each sample: {lengths}; footer: {ran.statuses}")
     assert ran.live_thinking.startswith("Thinking…"), ran.live_thinking
     # Not necessarily monotonic: half-typed markdown (`**bold`) can render longer than finished.
@@ -444,7 +252,7 @@ def test_the_answer_visibly_grows_while_it_streams(ran: Run) -> None:
 
 
 def test_the_answer_renders_as_markdown(ran: Run) -> None:
-    answer = _outputs(ran.page, ANSWER_CELL)
+    answer = output_area(ran.page, ANSWER_CELL)
     assert answer.locator("h1").inner_text().startswith("Streaming report")
     assert answer.locator("h2").inner_text().startswith("Done")
     assert answer.locator("strong").inner_text() == "bold"
@@ -462,7 +270,7 @@ def test_the_answer_renders_as_markdown(ran: Run) -> None:
 
 
 def test_thinking_is_collapsed_after_the_answer_and_opens_on_click(ran: Run) -> None:
-    details = _outputs(ran.page, ANSWER_CELL).locator("details.qwen-thinking")
+    details = output_area(ran.page, ANSWER_CELL).locator("details.qwen-thinking")
     assert details.count() == 1
     assert details.get_attribute("open") is None
     assert "Thought for" in details.locator("summary").inner_text()
@@ -474,7 +282,7 @@ def test_thinking_is_collapsed_after_the_answer_and_opens_on_click(ran: Run) -> 
 
 
 def test_the_control_panel_renders_as_live_widgets(ran: Run) -> None:
-    panel = _outputs(ran.page, PANEL)
+    panel = output_area(ran.page, PANEL)
     assert panel.locator(".jupyter-widgets.widget-vbox").count() == 1
     model = panel.locator(".widget-text input[list]")  # the Combobox
     assert model.input_value() == "qwen3.6-plus"
@@ -496,18 +304,18 @@ def test_the_control_panel_renders_as_live_widgets(ran: Run) -> None:
 
 def test_every_answer_ends_with_the_static_usage_footer(ran: Run) -> None:
     for cell in (ANSWER_CELL, PAYLOAD_CELL):
-        outputs = _outputs(ran.page, cell)
+        outputs = output_area(ran.page, cell)
         footer = outputs.locator(".qwen-usage")
         assert footer.count() == 1
         assert " in · " in footer.inner_text() and " out · " in footer.inner_text()
         assert outputs.locator(".jupyter-widgets").count() == 0, "a live widget was left under the answer"
-    assert not _widget_trouble(ran.page.locator("body").inner_text())
+    assert not widget_trouble(ran.page.locator("body").inner_text())
     assert not ran.errors, ran.errors
 
 
 def test_untrusted_html_in_an_answer_runs_nothing(ran: Run) -> None:
     page = ran.page
-    outputs = _outputs(page, PAYLOAD_CELL)
+    outputs = output_area(page, PAYLOAD_CELL)
     assert "Here are some payloads." in outputs.inner_text()
     dangerous = outputs.evaluate(
         """area => [...area.querySelectorAll('*')].flatMap(e => [
@@ -534,22 +342,12 @@ def test_untrusted_html_in_an_answer_runs_nothing(ran: Run) -> None:
 @pytest.fixture(scope="module")
 def saved(ran: Run, lab: Lab, artifacts: Path) -> Path:
     """Save with Ctrl+S, take the screenshot of the run, shut the kernel down and close the tab."""
-    import nbformat
-
     page = ran.page
-    page.locator(".jp-NotebookPanel .jp-Cell").first.locator(".jp-InputPrompt").click()  # command mode
-    page.keyboard.press("Control+s")
-    page.wait_for_function("() => !document.querySelector('.jp-mod-dirty')", timeout=20_000)
+    save(page)
     path = lab.root / NOTEBOOK
-    notebook = nbformat.read(path, as_version=4)
-    for cell in (ANSWER_CELL, PAYLOAD_CELL):
-        saved_outputs = json.dumps(notebook.cells[cell].outputs)
-        assert "qwen-usage" in saved_outputs, "the save did not reach the disk"
-        assert "widget-view" not in saved_outputs, "an answer was saved with a live widget in it"
+    assert_saved_answers(path, (ANSWER_CELL, PAYLOAD_CELL))
     page.screenshot(path=str(artifacts / "jupyterlab-run.png"))
-    page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:shutdown')")
-    _wait_for_kernel(page, None)
-    page.close()
+    shut_down(page)
     return path
 
 
@@ -576,15 +374,15 @@ def reopened(saved: Path, lab: Lab, browser: Any, artifacts: Path) -> Any:
 
 
 def _assert_saved_answers_render(page: Any) -> None:
-    answer = _outputs(page, ANSWER_CELL)
+    answer = output_area(page, ANSWER_CELL)
     assert answer.locator("h1").inner_text().startswith("Streaming report")
     assert answer.locator("pre code span[class]").count() > 5
     assert answer.locator("table th").count() == 2
     assert answer.locator("details.qwen-thinking").get_attribute("open") is None
     for cell in (ANSWER_CELL, PAYLOAD_CELL):
-        outputs = _outputs(page, cell)
+        outputs = output_area(page, cell)
         assert " out · " in outputs.locator(".qwen-usage").inner_text()
-        assert not _widget_trouble(outputs.inner_text())
+        assert not widget_trouble(outputs.inner_text())
     assert page.evaluate("() => window.__pwned") is None
     # Nothing ran: the execution counts are the saved ones.
     prompts = page.locator(".jp-NotebookPanel .jp-Cell .jp-InputPrompt").all_inner_texts()
@@ -603,14 +401,14 @@ def test_the_reopened_notebook_shows_the_answers_and_their_footers(reopened: Any
     "with no kernel, 'Error displaying widget: model not found' with a fresh one",
 )
 def test_the_reopened_panel_shows_no_widget_error(reopened: Any) -> None:
-    text = _outputs(reopened, PANEL).inner_text()
-    assert not _widget_trouble(text), text
+    text = output_area(reopened, PANEL).inner_text()
+    assert not widget_trouble(text), text
 
 
 def test_the_reopened_notebook_still_renders_once_a_fresh_kernel_starts(reopened: Any) -> None:
     assert reopened.evaluate(KERNEL_STATUS) is None  # it was opened with No Kernel
     reopened.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.changeKernel({name: 'python3'})")
-    _wait_for_kernel(reopened)
+    wait_for_kernel(reopened)
     reopened.wait_for_timeout(1_000)  # the widget manager asks the new kernel for widget models
     _assert_saved_answers_render(reopened)
 
@@ -677,7 +475,7 @@ def _assert_nothing_ran(run: XssRun) -> None:
 
 
 def _assert_dollars_and_math(page: Any) -> None:
-    area = _outputs(page, PRICE_CELL)
+    area = output_area(page, PRICE_CELL)
     page.wait_for_function(
         "a => a.querySelectorAll('mjx-container').length >= 3", arg=area.element_handle(), timeout=30_000
     )
@@ -694,24 +492,20 @@ def _assert_dollars_and_math(page: Any) -> None:
 @pytest.fixture(scope="module")
 def xss_ran(lab: Lab, browser: Any, fake: FakeDashScope) -> XssRun:
     """The corpus notebook, run in a tab of its own; returns once every answer has ended."""
-    import nbformat
-
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in XSS_CELLS])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, lab.root / XSS_NOTEBOOK)
+    write_notebook(lab.root / XSS_NOTEBOOK, XSS_CELLS)
     page = browser.new_page()
     run = _watch(page, lab)
     page.goto(lab.page_url(XSS_NOTEBOOK))
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
-    _wait_for_kernel(page)
+    wait_for_kernel(page)
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     # While the price answer streams, its dollars are dollars already.
-    area = _outputs(page, PRICE_CELL)
+    area = output_area(page, PRICE_CELL)
     area.locator(".qwen-markdown").first.wait_for(timeout=120_000)
     live = area.evaluate(_DOLLARS)["text"]
     assert "$5" in live or len(live) < 20, live
     _answers_done(page, XSS_ANSWERS)
-    _wait_for_kernel(page)
+    wait_for_kernel(page)
     return run
 
 
@@ -720,7 +514,7 @@ def test_the_xss_corpus_runs_nothing_live(xss_ran: XssRun) -> None:
     _assert_nothing_ran(xss_ran)
     # The corpus did render (not an empty page that trivially holds nothing): much of it as inert text.
     for cell in range(1, XSS_ANSWERS):
-        text = _outputs(xss_ran.page, cell).evaluate("a => a.textContent")  # also when scrolled out of view
+        text = output_area(xss_ran.page, cell).evaluate("a => a.textContent")  # also when scrolled out of view
         assert len(text) > 1000 and "window.__pwned" in text, text[:200]
 
 
@@ -756,12 +550,8 @@ def _open_without_kernel(browser: Any, lab: Lab, path: str) -> XssRun:
 def xss_reopened(xss_ran: XssRun, lab: Lab, browser: Any) -> XssRun:
     """The corpus notebook saved, closed, and opened again with no kernel (trusted: Lab signed it)."""
     page = xss_ran.page
-    page.locator(".jp-NotebookPanel .jp-Cell").first.locator(".jp-InputPrompt").click()  # command mode
-    page.keyboard.press("Control+s")
-    page.wait_for_function("() => !document.querySelector('.jp-mod-dirty')", timeout=20_000)
-    page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:shutdown')")
-    _wait_for_kernel(page, None)
-    page.close()
+    save(page)
+    shut_down(page)
     return _open_without_kernel(browser, lab, XSS_NOTEBOOK)
 
 

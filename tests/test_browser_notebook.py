@@ -17,11 +17,6 @@ same isolated dirs, random token and Chromium flags as the JupyterLab test. Need
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,29 +24,38 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_harness import (
+    KERNEL_STATUS,
+    MODEL_DIRTY,
+    Lab,
+    Run,
+    artifacts_dir,
+    assert_saved_answers,
+    chromium,
+    missing,
+    output_area,
+    require,
+    save,
+    serve_jupyter,
+    shut_down,
+    skip_unless_ready,
+    wait_for_kernel,
+    watch_page,
+    widget_trouble,
+    write_notebook,
+)
 from fake_dashscope import FakeDashScope, Reply, Stream
+from responders import last_user_text
 from test_browser import (
     ANSWER_CELL,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    KERNEL_STATUS,
     PANEL,
     PAYLOAD,
     PAYLOAD_CELL,
     PAYLOAD_QUESTION,
     QUESTION,
-    ROOT,
     STREAMED,
     THINKING,
-    Lab,
-    _free_port,
-    _missing,
-    _outputs,
-    _user_text,
-    _wait_for_kernel,
     _watch_stream,
-    _widget_trouble,
-    skip_unless_ready,
 )
 
 pytestmark = pytest.mark.browser
@@ -59,7 +63,7 @@ pytestmark = pytest.mark.browser
 
 def _missing_here() -> str | None:
     """Why Notebook 7 cannot be driven here, or None."""
-    reason = _missing()
+    reason = missing()
     if reason is None and importlib.util.find_spec("notebook") is None:
         reason = 'notebook (Jupyter Notebook 7) is not installed: pip install -e ".[test,browser]"'
     return reason
@@ -130,7 +134,7 @@ ANSWER_CELLS = (ANSWER_CELL, PAYLOAD_CELL, IMAGES_CELL, PRICE_CELL)
 
 
 def _responder(body: dict[str, Any]) -> Reply | None:
-    text = _user_text(body)
+    text = last_user_text(body)
     if QUESTION in text:
         return STREAMED
     for question, answer in (
@@ -148,16 +152,12 @@ def _responder(body: dict[str, Any]) -> Reply | None:
 
 @pytest.fixture(scope="module")
 def needs() -> None:
-    reason = _missing_here()  # only reached when it may not skip (see skip_unless_ready)
-    if reason is not None:
-        pytest.fail(f"browser test required but cannot run: {reason}", pytrace=False)
+    require(_missing_here())
 
 
 @pytest.fixture(scope="module")
 def artifacts() -> Path:
-    path = Path(os.environ.get("QWEN_MAGIC_ARTIFACTS") or ROOT / "artifacts")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return artifacts_dir()
 
 
 @pytest.fixture(scope="module")
@@ -174,96 +174,18 @@ def _notebook_url(jupyter: Lab, path: str) -> str:
 @pytest.fixture(scope="module")
 def jupyter(fake: FakeDashScope, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """``jupyter notebook`` with its own dirs, a random token and a free port."""
-    import psutil
-
     base = tmp_path_factory.mktemp("notebook7")
-    dirs = {name: base / name for name in ("root", "config", "data", "runtime", "ipython", "settings", "workspaces")}
-    for path in dirs.values():
-        path.mkdir()
-    # No news or update checks: they would reach the internet and put a toast on the page.
-    notification = dirs["settings"] / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    notification.parent.mkdir(parents=True)
-    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env = {
-        **os.environ,
-        "JUPYTER_DATA_DIR": str(dirs["data"]),
-        "JUPYTER_CONFIG_DIR": str(dirs["config"]),
-        "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
-        "IPYTHONDIR": str(dirs["ipython"]),
-        "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]),
-        "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]),
-        "DASHSCOPE_BASE_URL": fake.url,
-        "DASHSCOPE_API_KEY": fake.api_key,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-    }
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "JUPYTER_PATH"):
-        env.pop(name, None)
-    port, token = _free_port(), secrets.token_hex(16)
-    log = base / "notebook.log"
-    command = [
-        sys.executable, "-m", "jupyter", "notebook", "--no-browser",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={dirs['root']}",
-        # window.jupyterapp in both frontends: run commands as the menus do.
-        "--JupyterNotebookApp.expose_app_in_browser=True", "--LabApp.expose_app_in_browser=True",
-        "--LabApp.extension_manager=readonly",  # no PyPI queries
-    ]  # fmt: skip
-    if os.geteuid() == 0:  # CI machines run as root
-        command.append("--allow-root")
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=dirs["root"])
-    running = Lab(f"http://127.0.0.1:{port}", token, dirs["root"], log)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"Jupyter Notebook exited with {process.returncode}:\n{running.log_tail()}")
-            try:
-                running.api("GET", "/api/status")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"Jupyter Notebook did not answer in 90 s:\n{running.log_tail()}") from None
-                time.sleep(0.2)
+    flags = ("--JupyterNotebookApp.expose_app_in_browser=True",)  # window.jupyterapp in Notebook 7 too
+    with serve_jupyter("notebook", "Jupyter Notebook", fake, base, *flags) as running:
         yield running
-    finally:
-        try:
-            children = psutil.Process(process.pid).children(recursive=True)
-        except psutil.Error:
-            children = []
-        process.terminate()  # the server shuts its kernels down on SIGTERM
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        _gone, alive = psutil.wait_procs(children, timeout=10)
-        for child in alive:
-            child.kill()
 
 
 @pytest.fixture(scope="module")
 def browser(needs: None, artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1300, "height": 2200},  # the whole notebook in one screenshot
-        )
-        try:
-            yield context
-        finally:
-            for number, page in enumerate(context.pages):  # the last state of every open page
-                if page.url.startswith("http"):
-                    try:
-                        page.screenshot(path=str(artifacts / f"notebook7-last-{number}.png"))
-                    except Exception as error:  # a crashed page must not hide the real failure
-                        print(f"no last screenshot: {error}")
-            context.close()
+    # Tall enough for the whole notebook in one screenshot.
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with chromium(profile, artifacts, 2200, "notebook7-last-{number}.png") as context:
+        yield context
 
 
 # --- what every view is checked for ------------------------------------------------------
@@ -287,9 +209,9 @@ def _assert_no_broken_images(page: Any) -> None:
     page.wait_for_function(  # images that are still loading are judged once they finish
         "() => [...document.querySelectorAll('.jp-OutputArea img')].every(img => img.complete)", timeout=10_000
     )
-    broken = {cell: _outputs(page, cell).evaluate(BROKEN_IMAGES) for cell in range(len(CELLS))}
+    broken = {cell: output_area(page, cell).evaluate(BROKEN_IMAGES) for cell in range(len(CELLS))}
     assert not any(broken.values()), f"broken images by cell: { {c: i for c, i in broken.items() if i} }"
-    text = " ".join(_outputs(page, IMAGES_CELL).inner_text().split())
+    text = " ".join(output_area(page, IMAGES_CELL).inner_text().split())
     assert "Pictures with nothing to show." in text and "Text after the pictures." in text, text
 
 
@@ -297,7 +219,7 @@ def _assert_prices_and_math(page: Any) -> None:
     """The price sentence shows its dollars; only the two formulas are typeset by MathJax."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    outputs = _outputs(page, PRICE_CELL)
+    outputs = output_area(page, PRICE_CELL)
     markdown = outputs.locator(".qwen-markdown").first
     markdown.wait_for(timeout=10_000)
     # MathJax typesets after the markdown renders: wait for the two formulas, then give a
@@ -320,15 +242,15 @@ def _assert_prices_and_math(page: Any) -> None:
 
 def _assert_answers_render(page: Any) -> None:
     """The saved answers as they should look, with or without a kernel."""
-    answer = _outputs(page, ANSWER_CELL)
+    answer = output_area(page, ANSWER_CELL)
     assert answer.locator("h1").inner_text().startswith("Streaming report")
     assert answer.locator("pre code span[class]").count() > 5
     assert answer.locator("table th").count() == 2
     assert answer.locator("details.qwen-thinking").get_attribute("open") is None
     for cell in ANSWER_CELLS:
-        outputs = _outputs(page, cell)
+        outputs = output_area(page, cell)
         assert " out · " in outputs.locator(".qwen-usage").inner_text()
-        assert not _widget_trouble(outputs.inner_text())
+        assert not widget_trouble(outputs.inner_text())
         assert outputs.evaluate(DANGEROUS) == []
     assert page.evaluate("() => window.__pwned") is None
 
@@ -336,53 +258,21 @@ def _assert_answers_render(page: Any) -> None:
 # --- the notebook, run live in Notebook 7 ------------------------------------------------
 
 
-def _write_notebook(path: Path) -> None:
-    import nbformat
-
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in CELLS])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, path)
-
-
-@dataclass
-class Run:
-    """The Notebook 7 page after all cells ran, and what was seen on the way."""
-
-    page: Any
-    samples: list[str]
-    statuses: list[str]
-    live_thinking: str
-    seconds: float
-    errors: list[str]
-    dialogs: list[str]
-    popups: list[str]
-
-
 # Notebook 7.6 throws this with any notebook, no package loaded: its keyboard-shortcuts
 # settings handler reads the schema of a settings plugin that is not loaded yet.
 NOTEBOOK7_OWN_ERROR = "Cannot read properties of undefined (reading 'schema')"
 
 
-def _watch_page(page: Any) -> tuple[list[str], list[str], list[str]]:
-    errors: list[str] = []
-    dialogs: list[str] = []
-    popups: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error.stack)))
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.on("popup", lambda popup: (popups.append(popup.url), popup.close()))
-    return errors, dialogs, popups
-
-
 @pytest.fixture(scope="module")
 def ran(jupyter: Lab, browser: Any) -> Run:
     """Open the notebook in Notebook 7 and run all cells, watching the answer stream."""
-    _write_notebook(jupyter.root / NOTEBOOK)
+    write_notebook(jupyter.root / NOTEBOOK, CELLS)
     page = browser.pages[0] if browser.pages else browser.new_page()
-    errors, dialogs, popups = _watch_page(page)
+    errors, dialogs, popups = watch_page(page)
     started = time.monotonic()
     page.goto(_notebook_url(jupyter, NOTEBOOK))
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
-    _wait_for_kernel(page)
+    wait_for_kernel(page)
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     live_thinking = page.locator("details.qwen-thinking[open] summary").first
     live_thinking.wait_for(timeout=30_000)
@@ -392,7 +282,7 @@ def ran(jupyter: Lab, browser: Any) -> Run:
         f"() => document.querySelectorAll('.jp-NotebookPanel .qwen-usage').length === {len(ANSWER_CELLS)}",
         timeout=60_000,
     )
-    _wait_for_kernel(page)
+    wait_for_kernel(page)
     own = [error for error in errors if NOTEBOOK7_OWN_ERROR in error]
     if own:
         print(f"Notebook 7's own errors, not counted: {own}")
@@ -402,7 +292,7 @@ def ran(jupyter: Lab, browser: Any) -> Run:
 
 def test_notebook7_shows_the_answer_growing_while_it_streams(ran: Run) -> None:
     lengths = [len(sample) for sample in ran.samples]
-    final = "\n".join(_outputs(ran.page, ANSWER_CELL).locator(".qwen-markdown").all_inner_texts())
+    final = "\n".join(output_area(ran.page, ANSWER_CELL).locator(".qwen-markdown").all_inner_texts())
     print(f"all cells ran in {ran.seconds:.1f} s; answer length at each sample: {lengths}; footer: {ran.statuses}")
     assert ran.live_thinking.startswith("Thinking…"), ran.live_thinking
     assert len(set(ran.samples)) >= 3, f"fewer than 3 different states seen while streaming: {lengths}"
@@ -412,7 +302,7 @@ def test_notebook7_shows_the_answer_growing_while_it_streams(ran: Run) -> None:
 
 
 def test_notebook7_renders_the_answer_as_markdown(ran: Run) -> None:
-    answer = _outputs(ran.page, ANSWER_CELL)
+    answer = output_area(ran.page, ANSWER_CELL)
     assert answer.locator("h1").inner_text().startswith("Streaming report")
     assert answer.locator("strong").inner_text() == "bold"
     code = answer.locator("pre code")
@@ -424,7 +314,7 @@ def test_notebook7_renders_the_answer_as_markdown(ran: Run) -> None:
 
 
 def test_notebook7_collapses_thinking_and_opens_it_on_click(ran: Run) -> None:
-    details = _outputs(ran.page, ANSWER_CELL).locator("details.qwen-thinking")
+    details = output_area(ran.page, ANSWER_CELL).locator("details.qwen-thinking")
     assert details.count() == 1 and details.get_attribute("open") is None
     assert "Thought for" in details.locator("summary").inner_text()
     assert not details.locator("div").is_visible()
@@ -434,7 +324,7 @@ def test_notebook7_collapses_thinking_and_opens_it_on_click(ran: Run) -> None:
 
 
 def test_notebook7_control_panel_is_live_widgets(ran: Run) -> None:
-    panel = _outputs(ran.page, PANEL)
+    panel = output_area(ran.page, PANEL)
     assert panel.locator(".jupyter-widgets.widget-vbox").count() == 1
     assert panel.locator(".widget-text input[list]").input_value() == "qwen3.6-plus"
     assert f"Session: {len(ANSWER_CELLS)} requests" in panel.inner_text()
@@ -449,20 +339,20 @@ def test_notebook7_control_panel_is_live_widgets(ran: Run) -> None:
 
 def test_notebook7_ends_every_answer_with_the_static_footer(ran: Run) -> None:
     for cell in ANSWER_CELLS:
-        outputs = _outputs(ran.page, cell)
+        outputs = output_area(ran.page, cell)
         footer = outputs.locator(".qwen-usage")
         assert footer.count() == 1
         assert " in · " in footer.inner_text() and " out · " in footer.inner_text()
         assert outputs.locator(".jupyter-widgets").count() == 0, "a live widget was left under the answer"
-    assert not _widget_trouble(ran.page.locator("body").inner_text())
+    assert not widget_trouble(ran.page.locator("body").inner_text())
     assert not ran.errors, ran.errors
 
 
 def test_notebook7_runs_no_script_from_model_text(ran: Run) -> None:
     page = ran.page
     for cell in (PAYLOAD_CELL, IMAGES_CELL):
-        assert _outputs(page, cell).evaluate(DANGEROUS) == []
-    payload = _outputs(page, PAYLOAD_CELL)
+        assert output_area(page, cell).evaluate(DANGEROUS) == []
+    payload = output_area(page, PAYLOAD_CELL)
     assert "Here are some payloads." in payload.inner_text() and "More of them." in payload.inner_text()
     url = page.url
     for clickable in payload.locator("a, button, input").all():
@@ -488,22 +378,12 @@ def test_notebook7_shows_no_broken_image(ran: Run) -> None:
 @pytest.fixture(scope="module")
 def saved(ran: Run, jupyter: Lab, artifacts: Path) -> Path:
     """Save with Ctrl+S, take the screenshot of the run, shut the kernel down and close the tab."""
-    import nbformat
-
     page = ran.page
-    page.locator(".jp-NotebookPanel .jp-Cell").first.locator(".jp-InputPrompt").click()  # command mode
-    page.keyboard.press("Control+s")
-    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=20_000)
+    save(page, MODEL_DIRTY)
     path = jupyter.root / NOTEBOOK
-    notebook = nbformat.read(path, as_version=4)
-    for cell in ANSWER_CELLS:
-        saved_outputs = json.dumps(notebook.cells[cell].outputs)
-        assert "qwen-usage" in saved_outputs, "the save did not reach the disk"
-        assert "widget-view" not in saved_outputs, "an answer was saved with a live widget in it"
+    assert_saved_answers(path, ANSWER_CELLS)
     page.screenshot(path=str(artifacts / "notebook7-run.png"))
-    page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:shutdown')")
-    _wait_for_kernel(page, None)
-    page.close()
+    shut_down(page)
     return path
 
 
@@ -524,7 +404,7 @@ def notebook7_reopened(saved: Path, jupyter: Lab, browser: Any, artifacts: Path)
     so it offers the kernel dialog, where a person picks "No Kernel".
     """
     page = browser.new_page()
-    _errors, dialogs, _popups = _watch_page(page)
+    _errors, dialogs, _popups = watch_page(page)
     page.route(
         "**/api/kernelspecs*",
         lambda route: route.fulfill(json={"default": "python3", "kernelspecs": {}}),
@@ -561,7 +441,7 @@ def test_notebook7_reopened_shows_no_broken_image(notebook7_reopened: Reopened) 
 def lab_reopened(notebook7_reopened: Reopened, jupyter: Lab, browser: Any, artifacts: Path) -> Reopened:
     """The same saved notebook opened in JupyterLab with No Kernel, as ``test_browser.py`` does."""
     page = browser.new_page()
-    _errors, dialogs, _popups = _watch_page(page)
+    _errors, dialogs, _popups = watch_page(page)
     page.goto(f"{jupyter.url}/lab?reset&token={jupyter.token}")  # reset: no tab restored
     page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
     page.evaluate("() => window.jupyterapp.restored.then(() => null)")

@@ -7,6 +7,7 @@ import itertools
 import json
 
 import pytest
+from helpers import strip, text
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,10 +30,6 @@ from qwen_magic._media import detach_media
 from qwen_magic._tools import _history_calls
 
 LONG = "x" * 8000  # about 2,300 tokens at the starting estimate
-
-
-def text(t: str) -> dict:
-    return {"type": "text", "text": t}
 
 
 def request(*messages: list[dict], system: object = None) -> dict:
@@ -106,7 +103,6 @@ def test_equivalents_and_cost_text():
 
 
 # -- the media policy ------------------------------------------------------------------------
-
 
 
 def walk(keep: int | None, media: list[bool], idle: list[float] | None = None) -> list[int]:
@@ -215,14 +211,6 @@ def reference(chat: Conversation) -> list[dict]:
             if content:
                 messages.append({"role": "assistant", "content": content})
     return messages
-
-
-def strip(value):
-    if isinstance(value, dict):
-        return {k: strip(v) for k, v in value.items() if k != "cache_control"}
-    if isinstance(value, list):
-        return [strip(v) for v in value]
-    return value
 
 
 KINDS = ["text", "inline", "url", "tools", "stopped", "marked"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fake_dashscope import Stream
+from helpers import assert_usage_error
 
 pytestmark = pytest.mark.kernel
 
@@ -58,7 +59,7 @@ def test_output_stores_the_answer_text(fresh):
     fresh.run("%%qwen -o reply\nSay something")
     assert fresh.run("print(repr(reply))").stdout.strip() == "'Plain *answer*.'"
     bad = fresh.run("%%qwen -o 2bad\nHi")
-    assert "UsageError" in bad.stderr and "variable name" in bad.stderr
+    assert_usage_error(bad, "variable name")
 
 
 def test_code_without_a_code_block_says_so(fresh):

@@ -6,6 +6,7 @@ import itertools
 import json
 
 import pytest
+from helpers import strip
 
 pytestmark = pytest.mark.kernel
 
@@ -130,7 +131,6 @@ def test_each_tool_round_reads_what_the_round_before_wrote(fresh):
         assert after.usage["cache_read_input_tokens"] == written
 
 
-
 # -- inline media and the cache -----------------------------------------------------------------
 
 MAKE_PNG = """
@@ -143,14 +143,6 @@ def _png(seed, size):
     head = _s.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
     return b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", head) + chunk(b"IDAT", _z.compress(rows, 0)) + chunk(b"IEND", b"")
 """
-
-
-def strip(value):
-    if isinstance(value, dict):
-        return {k: strip(v) for k, v in value.items() if k != "cache_control"}
-    if isinstance(value, list):
-        return [strip(v) for v in value]
-    return value
 
 
 def inline_count(body: dict) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,8 @@ import nbclient
 import nbformat
 import pytest
 from fake_dashscope import FakeDashScope, Status, Stream, ToolCall
-from kernel_harness import ROOT, is_markdown
+from helpers import assert_short_error, assert_usage_error
+from kernel_harness import is_markdown, kernel_env
 
 pytestmark = pytest.mark.kernel
 
@@ -39,18 +39,6 @@ REPLIES = [
     Stream(text="It is sunny in Paris (21 °C)."),
     Stream(text=STORY, chunk=3, delay=0.03),  # about 75 deltas: some 2.3 s
 ]
-
-
-def environment(**changes: str | None) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "QWEN_MAGIC_REPLAY"):
-        env.pop(name, None)
-    for name, value in changes.items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = value
-    return env
 
 
 def execute(cells: list[str], env: dict[str, str]) -> Any:
@@ -98,7 +86,7 @@ def test_a_recorded_notebook_replays_the_same_without_the_server(tmp_path):
     cells = [cell.format(cassette=shlex.quote(str(cassette))) if "{cassette}" in cell else cell for cell in CELLS]
     with FakeDashScope() as server:
         server.queue(*REPLIES)
-        live = execute(cells, environment(DASHSCOPE_BASE_URL=server.url, DASHSCOPE_API_KEY=server.api_key))
+        live = execute(cells, kernel_env(DASHSCOPE_BASE_URL=server.url, DASHSCOPE_API_KEY=server.api_key))
         key, url = server.api_key, server.url
         assert len(server.requests) == len(REPLIES)
     # The server is gone: a request that reached the network would fail to connect.
@@ -118,7 +106,7 @@ def test_a_recorded_notebook_replays_the_same_without_the_server(tmp_path):
     before = cassette.read_bytes()
 
     # In class: the same notebook, QWEN_MAGIC_REPLAY set, no key; `%qwen record` is skipped.
-    replay = execute(cells, environment(DASHSCOPE_BASE_URL=url, DASHSCOPE_API_KEY=None, QWEN_MAGIC_REPLAY=str(cassette)))
+    replay = execute(cells, kernel_env(DASHSCOPE_BASE_URL=url, DASHSCOPE_API_KEY=None, QWEN_MAGIC_REPLAY=str(cassette)))
     assert [shown(cell) for cell in replay.cells] == expected
     assert "is not recorded" in replay.cells[1].outputs[0]["data"]["text/plain"]
     assert footers(replay.cells[8]) and all("▶ replayed from" in f for f in footers(replay.cells[8]))
@@ -130,19 +118,10 @@ def test_a_recorded_notebook_replays_the_same_without_the_server(tmp_path):
 
     # Ten times faster, started from the notebook itself.
     fast_cells = [*cells[:1], f"%qwen replay {shlex.quote(str(cassette))} --speed 10", *cells[2:]]
-    fast = execute(fast_cells, environment(DASHSCOPE_BASE_URL=url, DASHSCOPE_API_KEY=None))
+    fast = execute(fast_cells, kernel_env(DASHSCOPE_BASE_URL=url, DASHSCOPE_API_KEY=None))
     assert [shown(cell) for cell in fast.cells[2:]] == expected[2:]
     assert seconds(fast.cells[8]) < 0.4 * recorded, (seconds(fast.cells[8]), recorded)
     assert cassette.read_bytes() == before
-
-
-def assert_short_error(run, *needles: str) -> str:
-    assert run.status == "error"
-    text = run.error_text
-    assert "Traceback" not in text and 'File "' not in text, text
-    for needle in needles:
-        assert needle in text, (needle, text)
-    return text
 
 
 def test_a_request_the_cassette_does_not_hold_says_what_differs(fresh, tmp_path):
@@ -184,7 +163,7 @@ def test_a_request_the_cassette_does_not_hold_says_what_differs(fresh, tmp_path)
 def test_replay_needs_no_key_and_a_missing_cassette_is_a_usage_error(fresh, tmp_path):
     missing = shlex.quote(str(tmp_path / "nothing.jsonl"))
     run = fresh.run(f"%qwen replay {missing}")
-    assert "UsageError" in run.stderr and "No cassette at" in run.stderr
+    assert_usage_error(run, "No cassette at")
     cassette = shlex.quote(str(tmp_path / "k.jsonl"))
     fresh.run(f"%qwen record {cassette}")
     fresh.server.queue(Stream(text="Recorded."))
@@ -197,5 +176,5 @@ def test_replay_needs_no_key_and_a_missing_cassette_is_a_usage_error(fresh, tmp_
     # Recording needs the key: without one, nothing is started and the cassette is not touched.
     before = (tmp_path / "k.jsonl").read_bytes()
     run = fresh.run(f"%qwen record {cassette} --overwrite")
-    assert "UsageError" in run.stderr and "DASHSCOPE_API_KEY" in run.stderr
+    assert_usage_error(run, "DASHSCOPE_API_KEY")
     assert (tmp_path / "k.jsonl").read_bytes() == before

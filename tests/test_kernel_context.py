@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from fake_dashscope import Stream
+from helpers import run_terminal
 
 pytestmark = pytest.mark.kernel
 
@@ -50,7 +51,7 @@ def count_of(kernel, source_fragment: str) -> int:
 
 
 def manifest(run) -> dict[str, str]:
-    (bundle,) = [o["data"] for o in run.outputs if "qwen-context" in o.get("data", {}).get("text/html", "")]
+    (bundle,) = run.marked("qwen-context")
     return bundle
 
 
@@ -304,30 +305,15 @@ def test_the_panel_toggle_is_the_context_setting(ctx):
 
 
 def test_terminal_ipython_captures_through_stream_stand_ins(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    tests = Path(__file__).parent
-    script = tmp_path / "term.py"
-    script.write_text(
-        f"import sys, os, json\nsys.path.insert(0, {str(tests)!r})\n"
-        "from fake_dashscope import FakeDashScope\n"
-        "from IPython.terminal.interactiveshell import TerminalInteractiveShell\n"
-        "with FakeDashScope() as server:\n"
-        "    os.environ['DASHSCOPE_BASE_URL'] = server.url\n"
-        "    os.environ['DASHSCOPE_API_KEY'] = server.api_key\n"
-        "    shell = TerminalInteractiveShell.instance()\n"
-        "    shell.run_line_magic('load_ext', 'qwen_magic')\n"
-        "    real = sys.stdout\n"
-        "    shell.run_cell('print(\"terminal line\")\\n6 * 7', store_history=True)\n"
-        "    assert sys.stdout is real, 'the stream stand-in must be removed after the cell'\n"
-        "    shell.run_cell('import sys\\nprint(\"to stderr\", file=sys.stderr)\\nraise ValueError(\"bad value\")', store_history=True)\n"
-        "    shell.run_cell('%%qwen\\nWhat happened?', store_history=True)\n"
-        "    print('BODY=' + json.dumps(server.requests[-1].body['messages'][-1]['content']))\n"
+    out = run_terminal(
+        tmp_path,
+        "real = sys.stdout\n"
+        "shell.run_cell('print(\"terminal line\")\\n6 * 7', store_history=True)\n"
+        "assert sys.stdout is real, 'the stream stand-in must be removed after the cell'\n"
+        "shell.run_cell('import sys\\nprint(\"to stderr\", file=sys.stderr)\\nraise ValueError(\"bad value\")', store_history=True)\n"
+        "shell.run_cell('%%qwen\\nWhat happened?', store_history=True)\n"
+        "print('BODY=' + json.dumps(server.requests[-1].body['messages'][-1]['content']))\n",
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
     assert "terminal line" in out.stdout and "to stderr" in out.stderr  # the user still sees it
     (body,) = [line[5:] for line in out.stdout.splitlines() if line.startswith("BODY=")]
     blocks = json.loads(body)

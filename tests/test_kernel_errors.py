@@ -8,18 +8,9 @@ import time
 
 import pytest
 from fake_dashscope import Hang, Status, Stream
+from helpers import assert_short_error
 
 pytestmark = pytest.mark.kernel
-
-
-def assert_short_error(run, *needles: str) -> None:
-    """A failed cell: status error, one short message naming the problem, no traceback."""
-    assert run.status == "error"
-    text = run.error_text
-    assert "Traceback" not in text and 'File "' not in text, text
-    assert len(text) < 600, text
-    for needle in needles:
-        assert needle in text, (needle, text)
 
 
 def assert_next_cell_works(kernel) -> None:

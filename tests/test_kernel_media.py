@@ -6,6 +6,7 @@ import base64
 import json
 
 import pytest
+from helpers import assert_usage_error, ok, shape
 
 pytestmark = pytest.mark.kernel
 
@@ -15,24 +16,6 @@ PNG = base64.b64decode(
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 32
 MP4 = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 32
 WIDGET = "application/vnd.jupyter.widget-view+json"
-
-
-def shape(content: list[dict]) -> list[tuple]:
-    """A user message's blocks, as the server received them, in a comparable form."""
-    out: list[tuple] = []
-    for b in content:
-        if b["type"] == "text":
-            out.append(("text", b["text"]))
-        elif b["source"]["type"] == "url":
-            out.append((b["type"], "url", b["source"]["url"]))
-        else:
-            out.append((b["type"], b["source"]["media_type"], base64.b64decode(b["source"]["data"])))
-    return out
-
-
-def ok(run) -> None:
-    assert run.status == "ok", run.error_text + run.stderr
-    assert "UsageError" not in run.stderr
 
 
 def test_every_form_reaches_the_server_in_order(fresh, tmp_path):
@@ -139,8 +122,7 @@ def test_media_errors_are_usage_errors_that_send_nothing(fresh, tmp_path, cell, 
     before = len(fresh.server.requests)
     run = fresh.run("%%qwen\n" + cell.format(tmp=tmp_path))
     assert len(fresh.server.requests) == before
-    assert "UsageError" in run.stderr and expected.format(tmp=tmp_path) in run.stderr
-    assert "Traceback" not in run.stderr + run.error_text
+    assert_usage_error(run, expected.format(tmp=tmp_path))
     assert not run.data("text/html")  # no preview of a prompt that was not sent
 
 

@@ -7,6 +7,7 @@ import re
 
 import pytest
 from fake_dashscope import Stream, ToolCall
+from helpers import assert_usage_error
 from kernel_harness import is_markdown
 
 pytestmark = pytest.mark.kernel
@@ -16,7 +17,8 @@ def sent_text(kernel) -> str:
     return json.dumps(kernel.server.requests[-1].body, ensure_ascii=False)
 
 
-def notes(run) -> str:
+def plain_text(run) -> str:
+    """Every output's plain text, notes and answer alike, in one string."""
     return " ".join(run.data("text/plain"))
 
 
@@ -30,19 +32,19 @@ def test_a_value_holding_the_key_is_masked_in_what_is_sent_with_a_note(fresh):
     assert run.status == "ok", run.error_text
     assert key not in sent_text(fresh)
     assert "sk-…agic" in sent_text(fresh) and "'region': 'cn'" in sent_text(fresh)
-    assert "The API key was masked in what was sent ({settings} held it)" in notes(run)
+    assert "The API key was masked in what was sent ({settings} held it)" in plain_text(run)
 
 
 def test_a_value_without_the_key_gets_no_note(fresh):
     fresh.run("plain = 'nothing secret'")
     run = fresh.run("%%qwen\nRead {plain}")
-    assert "masked" not in notes(run)
+    assert "masked" not in plain_text(run)
 
 
 def test_a_system_prompt_value_holding_the_key_is_masked(fresh):
     fresh.run("import os\ncfg = os.environ['DASHSCOPE_API_KEY']")
     run = fresh.run("%%qwen --system\nYou know {cfg}.")
-    assert "masked in what was sent" in notes(run)
+    assert "masked in what was sent" in plain_text(run)
     fresh.run("%%qwen\nHi")
     assert fresh.server.api_key not in sent_text(fresh)
 
@@ -55,7 +57,7 @@ def test_explain_masks_the_key_in_the_traceback_and_the_cell(fresh):
     assert run.status == "ok", run.error_text
     assert fresh.server.api_key not in sent_text(fresh)
     assert "ValueError: bad key sk-…agic" in sent_text(fresh)
-    assert "The API key was masked in what was sent" in notes(run)
+    assert "The API key was masked in what was sent" in plain_text(run)
 
 
 def test_an_answer_echoing_the_key_is_masked_in_history_and_export(fresh, tmp_path):
@@ -72,17 +74,6 @@ def test_an_answer_echoing_the_key_is_masked_in_history_and_export(fresh, tmp_pa
 
 
 # -- files, paths and cassettes -------------------------------------------------------------------
-
-
-def assert_usage_error(run, *needles: str) -> str:
-    """One short UsageError on stderr, no traceback, naming what it should."""
-    text = run.stderr + run.error_text
-    assert "UsageError" in text, text
-    assert "Traceback" not in text and 'File "' not in text, text
-    assert len(text) < 700, text
-    for needle in needles:
-        assert needle in text, (needle, text)
-    return text
 
 
 @pytest.fixture
@@ -158,7 +149,7 @@ def test_record_to_a_bad_place_is_a_short_error(fresh, odd_files, target, needle
     run = fresh.run(f"%qwen record {target.format(dir=odd_files)}", timeout=15)
     assert_usage_error(run, *needles)
     assert fresh.run("%qwen record").status == "ok"
-    assert "No cassette" in notes(fresh.run("%qwen record"))
+    assert "No cassette" in plain_text(fresh.run("%qwen record"))
 
 
 @pytest.mark.parametrize(

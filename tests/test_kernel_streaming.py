@@ -9,6 +9,7 @@ import time
 
 import pytest
 from fake_dashscope import Stream
+from helpers import assert_short_error
 from kernel_harness import is_markdown
 
 pytestmark = pytest.mark.kernel
@@ -108,22 +109,13 @@ def test_thinking_then_a_long_answer_keeps_both_whole(fresh):
     fresh.server.queue(Stream(thinking=thinking, text=text, chunk=30, delay=0.002))
     run = fresh.run("%%qwen --thinking\nThink, then code")
     assert run.status == "ok", run.error_text
-    html = [o["data"]["text/html"] for o in run.outputs if "qwen-thinking" in o.get("data", {}).get("text/html", "")]
+    html = [data["text/html"] for data in run.marked("qwen-thinking")]
     assert len(html) == 1 and "<details class=\"qwen-thinking\">" in html[0]
     assert thinking.strip().split(". ")[0] in html[0] and f"{len(thinking):,} characters" in html[0]
     assert "".join(o["data"]["text/plain"] for o in answer_outputs(run)) == text
 
 
 # -- errors that say what happened -------------------------------------------------------
-
-
-def assert_short_error(run, *needles: str) -> str:
-    assert run.status == "error"
-    text = run.error_text
-    assert "Traceback" not in text and 'File "' not in text, text
-    for needle in needles:
-        assert needle in text, (needle, text)
-    return text
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import json
 
 import pytest
 from fake_dashscope import Status, Stream, ToolCall
+from helpers import assert_usage_error, assert_valid_history, notes, ok, run_terminal
 from structured_responders import value_reply
-from test_kernel_tools import assert_valid_history
 
 pytestmark = pytest.mark.kernel
 
@@ -60,11 +60,6 @@ def qk(fresh):
     return fresh
 
 
-def ok(run) -> None:
-    assert run.status == "ok", run.error_text + run.stderr
-    assert "Traceback" not in run.error_text + run.stderr
-
-
 def stored(qk, name: str) -> dict:
     run = qk.run(f"shown({name!r})")
     assert run.status == "ok", run.error_text
@@ -75,12 +70,8 @@ def defined(qk, name: str) -> bool:
     return qk.run(f"print({name!r} in globals())").stdout.strip() == "True"
 
 
-def notes(run) -> list[str]:
-    return [o["data"]["text/plain"] for o in run.outputs if "qwen-note" in o.get("data", {}).get("text/html", "")]
-
-
 def tool_lines(run) -> list[str]:
-    return [o["data"]["text/plain"] for o in run.outputs if "qwen-tool" in o.get("data", {}).get("text/html", "")]
+    return [data["text/plain"] for data in run.marked("qwen-tool")]
 
 
 def answer(value, *, wrapped: bool = True, **stream) -> Stream:
@@ -157,7 +148,7 @@ def test_the_value_streams_as_a_json_block_then_a_table_and_a_note(qk):
     assert '"value": [\n    {"name": "Paris", "population": 0},\n' in run.markdown
     assert run.markdown.rstrip().endswith("```")
     # Then the value as a table (escaped) and the note.
-    (table,) = [o["data"] for o in run.outputs if 'class="qwen-value"' in o.get("data", {}).get("text/html", "")]
+    (table,) = run.marked('class="qwen-value"')
     assert "<th>name</th><th>population</th>" in table["text/html"] and "<td>Quito</td>" in table["text/html"]
     assert table["text/plain"].startswith("[City(name='Paris', population=0)")
     assert notes(run) == ["Stored a list[City] of 4 items in cities"]
@@ -359,7 +350,7 @@ def test_thinking_chat_cache_and_no_stream_work_with_a_schema(qk):
 )
 def test_bad_types_and_flags_are_usage_errors_before_anything_is_sent(qk, line, message):
     run = qk.run(f"%%qwen {line}\nAnything.")
-    assert "UsageError" in run.stderr and message in run.stderr, run.stderr + run.error_text
+    assert_usage_error(run, message)
     assert qk.server.requests == [] and qk.run("print(calls)").stdout.strip() == "[]"
 
 
@@ -435,27 +426,12 @@ def test_forcing_refused_while_thinking_is_still_tried_without(qk):
 
 
 def test_in_terminal_ipython_the_value_streams_as_plain_text(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    tests = Path(__file__).resolve().parent
-    script = tmp_path / "terminal.py"
-    script.write_text(
-        f"import sys, os\nsys.path.insert(0, {str(tests)!r})\n"
-        "from fake_dashscope import FakeDashScope, Stream, ToolCall\n"
-        "from IPython.terminal.interactiveshell import TerminalInteractiveShell\n"
-        "with FakeDashScope() as server:\n"
-        "    os.environ['DASHSCOPE_BASE_URL'] = server.url\n"
-        "    os.environ['DASHSCOPE_API_KEY'] = server.api_key\n"
-        "    server.queue(Stream(tool_calls=[ToolCall('answer', {'value': {'a': 1.5}})], json_chunk=2))\n"
-        "    shell = TerminalInteractiveShell.instance()\n"
-        "    shell.run_line_magic('load_ext', 'qwen_magic')\n"
-        "    shell.run_cell_magic('qwen', '-o d --schema \"dict[str, float]\"', 'Numbers')\n"
-        "    print('stored:', shell.user_ns['d'])\n"
+    out = run_terminal(
+        tmp_path,
+        "server.queue(Stream(tool_calls=[ToolCall('answer', {'value': {'a': 1.5}})], json_chunk=2))\n"
+        "shell.run_cell_magic('qwen', '-o d --schema \"dict[str, float]\"', 'Numbers')\n"
+        "print('stored:', shell.user_ns['d'])\n",
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
     assert '```json\n{\n  "value": {\n    "a": 1.5\n  }\n}\n```' in out.stdout
     assert "Stored a dict[str, float] of 1 item in d" in out.stdout and "stored: {'a': 1.5}" in out.stdout
 

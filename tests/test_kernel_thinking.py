@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from fake_dashscope import Stream
+from helpers import assert_usage_error, run_terminal
 
 pytestmark = pytest.mark.kernel
 
@@ -44,7 +42,7 @@ def test_budget_default_comes_from_the_setting_and_max_tokens_is_independent(fre
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 8000}
     assert body["max_tokens"] == 1000
     bad = fresh.run("%%qwen --budget 0\nHi")
-    assert "UsageError" in bad.stderr and "--budget" in bad.stderr
+    assert_usage_error(bad, "--budget")
 
 
 def test_thinking_streams_open_then_collapses_above_the_answer(fresh):
@@ -149,23 +147,12 @@ def test_panel_totals_update_when_an_answer_ends_and_new_conversation_button(fre
 
 
 def test_terminal_fallbacks_print_text(tmp_path):
-    tests = Path(__file__).parent
-    script = tmp_path / "term.py"
-    script.write_text(
-        f"import sys, os\nsys.path.insert(0, {str(tests)!r})\n"
-        "from fake_dashscope import FakeDashScope, Stream\n"
-        "from IPython.terminal.interactiveshell import TerminalInteractiveShell\n"
-        "with FakeDashScope() as server:\n"
-        "    os.environ['DASHSCOPE_BASE_URL'] = server.url\n"
-        "    os.environ['DASHSCOPE_API_KEY'] = server.api_key\n"
-        "    server.queue(Stream(thinking='pondering', text='The answer.'))\n"
-        "    shell = TerminalInteractiveShell.instance()\n"
-        "    shell.run_line_magic('load_ext', 'qwen_magic')\n"
-        "    shell.run_line_magic('qwen', '')\n"
-        "    shell.run_cell_magic('qwen', '--thinking', 'Hello')\n"
+    out = run_terminal(
+        tmp_path,
+        "server.queue(Stream(thinking='pondering', text='The answer.'))\n"
+        "shell.run_line_magic('qwen', '')\n"
+        "shell.run_cell_magic('qwen', '--thinking', 'Hello')\n",
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
     assert "Qwen: model qwen3.6-plus · thinking off" in out.stdout
     assert "Thinking: pondering" in out.stdout and "The answer." in out.stdout
     assert "HBox" not in out.stdout and "Widget" not in out.stdout

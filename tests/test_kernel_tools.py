@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 
 import pytest
 from fake_dashscope import Stream, ToolCall
+from helpers import assert_usage_error, assert_valid_history, ok
 
 pytestmark = pytest.mark.kernel
 
@@ -64,25 +64,9 @@ def called(kernel) -> list:
     return json.loads(kernel.run("print(json.dumps(calls))").stdout)
 
 
-def ok(run) -> None:
-    assert run.status == "ok", run.error_text + run.stderr
-    assert "Traceback" not in run.error_text + run.stderr
-
-
 def panels(run) -> list[dict]:
     """The final tool-call outputs of a cell."""
-    return [o["data"] for o in run.outputs if "qwen-tool" in o.get("data", {}).get("text/html", "")]
-
-
-def assert_valid_history(messages: list[dict]) -> None:
-    """Roles alternate and each tool_use is answered, by id, at the start of the next message."""
-    roles = [m["role"] for m in messages]
-    assert roles[0] == "user" and all(a != b for a, b in itertools.pairwise(roles))
-    for message, following in itertools.pairwise(messages):
-        asked = [b["id"] for b in message["content"] if b.get("type") == "tool_use"]
-        answered = [b["tool_use_id"] for b in following["content"] if b.get("type") == "tool_result"]
-        assert answered == asked
-        assert [b["type"] for b in following["content"][: len(asked)]] == ["tool_result"] * len(asked)
+    return run.marked("qwen-tool")
 
 
 def test_a_call_runs_in_the_kernel_and_the_next_answer_streams_into_the_same_cell(tools):
@@ -284,7 +268,7 @@ def test_bare_tools_offers_the_marked_functions_and_bad_names_are_usage_errors(t
     before = len(tools.server.requests)
     for cell, needle in [("--tools nope", "'nope' is not defined"), ("--tools not_a_function", "not a function")]:
         run = tools.run(f"%%qwen {cell}\nHi")
-        assert "UsageError" in run.stderr and needle in run.stderr
+        assert_usage_error(run, needle)
     assert len(tools.server.requests) == before
 
 
@@ -294,7 +278,7 @@ def test_tools_line_command_lists_schemas_and_the_setting_shows_in_config(tools)
     assert "| `city` | `string` | yes | City name. |" in listed
     marked = tools.run("%qwen tools").markdown
     assert "`get_weather`" in marked and "`add`" not in marked
-    assert "UsageError" in tools.run("%qwen tools nope").stderr
+    assert_usage_error(tools.run("%qwen tools nope"))
     assert "`max_tool_rounds`" in tools.run("%qwen config").markdown
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from kernel_harness import kernel_env
 from responders import last_user_text, own_blocks, own_text, responder
 
 pytestmark = pytest.mark.kernel
@@ -15,18 +16,15 @@ pytestmark = pytest.mark.kernel
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-def execute(name: str, server, monkeypatch, tmp_path) -> nbformat.NotebookNode:
+def execute(name: str, server, tmp_path) -> nbformat.NotebookNode:
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("DASHSCOPE_BASE_URL", server.url)
-    monkeypatch.setenv("DASHSCOPE_API_KEY", server.api_key)
-    for variable in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "QWEN_MAGIC_REPLAY"):
-        monkeypatch.delenv(variable, raising=False)
     server.responder = responder
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "committed with outputs"
     assert not re.search(r"sk-[A-Za-z0-9]{8,}", json.dumps(nb)), "a key-like string is committed"
-    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    client = NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute(env=kernel_env(DASHSCOPE_BASE_URL=server.url, DASHSCOPE_API_KEY=server.api_key))
     nbformat.validate(nb)
     return nb
 
@@ -56,8 +54,8 @@ def test_notebooks_directory_holds_the_lessons():
     assert names[0] == "01-quickstart" and "06-data-analysis" in names
 
 
-def test_01_quickstart(server, monkeypatch, tmp_path):
-    nb = execute("01-quickstart", server, monkeypatch, tmp_path)
+def test_01_quickstart(server, tmp_path):
+    nb = execute("01-quickstart", server, tmp_path)
     (first,) = cells_with(nb, "list comprehension")
     assert "You asked: *Explain what a Python list comprehension" in shown(first)
     assert "qwen3.6-plus" in shown(first) and " in · " in shown(first)
@@ -68,8 +66,8 @@ def test_01_quickstart(server, monkeypatch, tmp_path):
     assert len(server.requests[-1].body["messages"]) == 1  # reset really forgot
 
 
-def test_02_thinking(server, monkeypatch, tmp_path):
-    nb = execute("02-thinking", server, monkeypatch, tmp_path)
+def test_02_thinking(server, tmp_path):
+    nb = execute("02-thinking", server, tmp_path)
     (bat,) = cells_with(nb, "A bat and a ball")
     assert '<details class="qwen-thinking">' in shown(bat) and "step by step" in shown(bat)
     (panel,) = [c for c in nb.cells if c.source.strip() == "%qwen"]
@@ -80,10 +78,10 @@ def test_02_thinking(server, monkeypatch, tmp_path):
     assert server.requests[-1].body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
 
 
-def test_03_images_and_video(server, monkeypatch, tmp_path):
+def test_03_images_and_video(server, tmp_path):
     pytest.importorskip("PIL")
     pytest.importorskip("matplotlib")
-    nb = execute("03-images-and-video", server, monkeypatch, tmp_path)
+    nb = execute("03-images-and-video", server, tmp_path)
     kinds = [[b["type"] for b in r.body["messages"][-1]["content"]] for r in server.requests]
     assert kinds[0][0] == "image" and kinds[1][0] == "video"
     sources = [r.body["messages"][-1]["content"][0]["source"]["type"] for r in server.requests[:2]]
@@ -94,8 +92,8 @@ def test_03_images_and_video(server, monkeypatch, tmp_path):
     assert "<img" in shown(picture_cell)  # the preview of what was sent
 
 
-def test_05_caching(server, monkeypatch, tmp_path):
-    nb = execute("05-caching", server, monkeypatch, tmp_path)
+def test_05_caching(server, tmp_path):
+    nb = execute("05-caching", server, tmp_path)
     reads = [r.usage["cache_read_input_tokens"] for r in server.requests]
     assert reads[0] == 0 and all(r > 1024 for r in reads[1:])
     (usage,) = cells_with(nb, "%qwen usage")
@@ -104,9 +102,9 @@ def test_05_caching(server, monkeypatch, tmp_path):
     assert "read" in shown(second) and "saved by caching" in shown(second)
 
 
-def test_06_data_analysis(server, monkeypatch, tmp_path):
+def test_06_data_analysis(server, tmp_path):
     pytest.importorskip("pandas")
-    nb = execute("06-data-analysis", server, monkeypatch, tmp_path)
+    nb = execute("06-data-analysis", server, tmp_path)
     first_prompt = last_user_text(server.requests[0].body)
     assert "DataFrame `sales`: 6 rows × 3 columns" in first_prompt
     (explain,) = cells_with(nb, "%qwen explain")
@@ -131,8 +129,8 @@ def test_06_data_analysis(server, monkeypatch, tmp_path):
     assert "matches no rows" in shown(why)
 
 
-def test_04_tools(server, monkeypatch, tmp_path):
-    nb = execute("04-tools", server, monkeypatch, tmp_path)
+def test_04_tools(server, tmp_path):
+    nb = execute("04-tools", server, tmp_path)
     (listing,) = [c for c in nb.cells if c.source.strip() == "%qwen tools"]
     assert "stock" in shown(listing) and "price" in shown(listing)
     (ask,) = cells_with(nb, "%%qwen --tools")
@@ -145,10 +143,10 @@ def test_04_tools(server, monkeypatch, tmp_path):
     assert [r["content"] for r in results] == ["12", "0.8"]
 
 
-def test_07_structured_output(server, monkeypatch, tmp_path):
+def test_07_structured_output(server, tmp_path):
     pytest.importorskip("pandas")
     pytest.importorskip("matplotlib")
-    nb = execute("07-structured-output", server, monkeypatch, tmp_path)
+    nb = execute("07-structured-output", server, tmp_path)
     (ask,) = cells_with(nb, '--schema "list[City]"')
     assert "Stored a list[City] of 3 items in cities" in shown(ask) and "<th>population</th>" in shown(ask)
     (printed,) = cells_with(nb, "biggest = max")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from helpers import run_python
 
 import qwen_magic
 
@@ -28,8 +27,7 @@ def test_loading_imports_no_sdk_and_registers_both_magics():
         "magics = shell.magics_manager.magics\n"
         "print(heavy, 'qwen' in magics['line'], 'qwen' in magics['cell'])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    out = run_python("-c", code)
     assert out.stdout.strip() == "[] True True"
 
 
@@ -43,6 +41,5 @@ def test_unload_removes_the_magics():
         "print('qwen' in magics['line'], 'qwen' in magics['cell'],"
         " any(type(c).__name__ == 'QwenMagics' for c in shell.configurables))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    out = run_python("-c", code)
     assert out.stdout.strip() == "False False False"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import shape, text
 from IPython.core.error import UsageError
 
 from qwen_magic import _media
@@ -24,25 +25,8 @@ WEBP = b"RIFF\x24\x00\x00\x00WEBPVP8 " + b"\x00" * 32
 MP4 = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 32
 
 
-def text(t: str) -> dict:
-    return {"type": "text", "text": t}
-
-
 def url(kind: str, address: str) -> dict:
     return {"type": kind, "source": {"type": "url", "url": address}}
-
-
-def shape(blocks: list[dict]) -> list[tuple]:
-    """Blocks in a compact, comparable form."""
-    out: list[tuple] = []
-    for b in blocks:
-        if b["type"] == "text":
-            out.append(("text", b["text"]))
-        elif b["source"]["type"] == "url":
-            out.append((b["type"], "url", b["source"]["url"]))
-        else:
-            out.append((b["type"], b["source"]["media_type"], base64.b64decode(b["source"]["data"])))
-    return out
 
 
 @pytest.fixture

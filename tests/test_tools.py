@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import subprocess
-import sys
 from typing import Literal, Optional
 
 import pydantic
 import pytest
+from helpers import run_python
 from IPython.core.error import UsageError
 
 import qwen_magic
@@ -434,6 +433,5 @@ def test_the_tool_decorator_is_exported_cheaply():
         "f = qwen_magic.tool(lambda x: x)\n"
         "print([m for m in ('anthropic', 'pydantic') if m in sys.modules])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    out = run_python("-c", code)
     assert out.stdout.strip() == "[]"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from html_readers import dangers, our_math, typeset
 from kernel_harness import is_markdown
-from test_markdown import dangers, our_math, typeset
 
 from qwen_magic import _view, _widgets
 from qwen_magic._answer import Answer
