@@ -467,6 +467,21 @@ def _highlight(code: str, lang: str, attrs: str) -> str:
     return f'<pre class="highlight"><code class="language-{language}">{highlighted}</code></pre>'
 
 
+def _plain_code(code: str, lang: str, attrs: str) -> str:
+    """Code in the same element ``_highlight`` writes, uncoloured (for live windows)."""
+    if not lang or len(code) > _HIGHLIGHT_LIMIT or _lexer(lang.lower()) is None:
+        return ""
+    language = html.escape(lang, quote=True)
+    return f'<pre class="highlight"><code class="language-{language}">{html.escape(code, quote=False)}</code></pre>'
+
+
+@functools.cache
+def _plain_options() -> Any:
+    from markdown_it.utils import OptionsDict
+
+    return OptionsDict({**_parser().options, "highlight": _plain_code})
+
+
 def _span(css: str, text: str) -> str:
     text = html.escape(text, quote=False)
     return f'<span class="{css}">{text}</span>' if css else text
@@ -506,18 +521,21 @@ def warm_up() -> None:
 # --- Rendering -------------------------------------------------------------------------
 
 
-def render_html(md: str) -> str:
+def render_html(md: str, *, colour: bool = True) -> str:
     """``md`` as HTML that cannot run script and shows every non-math ``$`` as a dollar.
 
     Each top-level block is cleaned on its own (an HTML container such as ``<details>``
     together with the blocks it holds), so that an element left open in one, say a
     ``<textarea>`` or ``<math>`` whose content is dropped, cannot swallow the rest.
+    ``colour=False`` leaves code uncoloured (in the same ``<pre class="highlight">``):
+    live windows are repainted five times a second, and Pygments' spans triple their size.
     """
     try:
         parser, env = _parser(), {}
         tokens = parser.parse(md, env)
         clean = _cleaner().clean
-        return _finish("".join(clean(parser.renderer.render(group, parser.options, env)) for group in _groups(tokens)))
+        options = parser.options if colour else _plain_options()
+        return _finish("".join(clean(parser.renderer.render(group, options, env)) for group in _groups(tokens)))
     except Exception:  # never let a parser bug publish the raw text
         return _finish('<div style="white-space:pre-wrap">' + html.escape(md, quote=False) + "</div>")
 
@@ -543,7 +561,7 @@ def markdown_bundle(md: str, *, live: bool = False) -> Bundle:
     ``live``: a repaint of the open tail while the answer streams. Its plain text is left
     out (the finished output carries it), and a long tail is rendered by ``_live_html``.
     """
-    html_text = _live_html(md) if live else render_html(md)
+    html_text = compact(_live_html(md) if live else render_html(md))
     bundle = {"text/html": f'<div class="{MARKDOWN_CLASS}">{html_text}</div>'}
     if not live:
         bundle["text/plain"] = md
@@ -574,9 +592,39 @@ def _live_html(tail: str) -> str:
         if previous_html.endswith(_CODE_END):
             return previous_html[: -len(_CODE_END)] + html.escape(rest, quote=False) + _CODE_END
         return previous_html + _PLAIN_PRE + html.escape(rest, quote=False) + "</pre>"
-    rendered = render_html(tail)
+    rendered = render_html(tail, colour=False)
     _live = (tail, rendered)
     return rendered
+
+
+# Block elements: a line break between two of their tags shows nothing.
+_BLOCK_TAGS = r"(?:p|ul|ol|li|table|thead|tbody|tfoot|tr|td|th|caption|blockquote|h[1-6]|hr|div|details|summary|dl|dt|dd)"
+_PRE = re.compile(r"(<pre[\s>].*?</pre>)", re.S)
+_BETWEEN_BLOCKS = re.compile(rf'(</?{_BLOCK_TAGS}(?:\s(?:[^>"]|"[^"]*")*)?>)\n+(?=</?{_BLOCK_TAGS}[\s/>])')
+# End tags HTML lets a document leave out, where it does (HTML Living Standard, "Optional tags").
+_OPTIONAL_END = re.compile(
+    r"</(?:td|th)>(?=<t[dh][\s>]|</tr>)"
+    r"|</tr>(?=<tr[\s>]|</tbody>|</thead>|</tfoot>)"
+    r"|</thead>(?=<tbody[\s>])|</tbody>(?=</table>)"
+    r"|</li>(?=<li[\s>]|</ul>|</ol>)"
+    r"|</p>(?=<(?:p|ul|ol|pre|blockquote|h[1-6]|hr|div|details|dl)[\s/>]|</(?:li|blockquote|td|th|div|details)>)"
+)
+
+
+def compact(cleaned: str) -> str:
+    """Cleaned HTML without what the browser would not keep: the same page, in fewer bytes.
+
+    markdown-it puts a line break between block tags, and writes every end tag; tables
+    and lists are a third end tags and line breaks. Both go, outside ``<pre>``: a line
+    break between two block tags renders nothing, and an end tag is left out only where
+    the HTML standard says the element ends there anyway (``</td>`` before the next
+    cell, ``</li>`` before the next item or the list's end, ``</p>`` before a block).
+    Only line breaks and end tags are removed, after nh3: no tag or attribute can appear.
+    """
+    parts = _PRE.split(cleaned)
+    for i in range(0, len(parts), 2):
+        parts[i] = _BETWEEN_BLOCKS.sub(r"\1", parts[i])
+    return _OPTIONAL_END.sub("", "".join(parts))
 
 
 # nh3 writes attribute values in double quotes, with `"` and `&` escaped but `>` not.

@@ -91,11 +91,15 @@ def _publish(display_id: str, bundle: Bundle, *, new: bool = False, metadata: di
         update_display(bundle, raw=True, display_id=display_id, metadata=metadata)
 
 
-def _bundle(md: str) -> Bundle:
-    """The display bundle of model markdown: every markdown output of the view is built here."""
+def _bundle(md: str, *, live: bool = True) -> Bundle:
+    """The display bundle of model markdown: every markdown output of the view is built here.
+
+    Live windows are rendered without colouring code (and without plain text); finished
+    parts whole, coloured, with their markdown as ``text/plain``.
+    """
     from ._markdown import markdown_bundle
 
-    return markdown_bundle(md, live=True)
+    return markdown_bundle(md, live=live)
 
 
 # The opening line of a fence, and a table's header and delimiter rows, at the start of open text.
@@ -374,7 +378,7 @@ class NotebookView:
         if stable and (final or stable >= self.COMMIT_AT):
             # The finished blocks, published whole and once, in place of the live window.
             chunk, tail = self._masked(tail[:stable], live=False), tail[stable:]
-            bundle = {**_bundle(chunk), "text/plain": chunk}
+            bundle = _bundle(chunk, live=False)
             if self._live is None:
                 self._output(bundle)
             else:

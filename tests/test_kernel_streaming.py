@@ -36,7 +36,7 @@ def paragraph(words: int) -> str:
 
 SHAPES = {
     "code": (code_block, 150, "language-python"),
-    "table": (table, 260, "<th>name</th>"),
+    "table": (table, 260, "<th>name"),
     "list": (bullet_list, 150, "<li>item"),
     "paragraph": (paragraph, 1100, "word"),
 }
