@@ -568,6 +568,75 @@ def markdown_bundle(md: str, *, live: bool = False) -> Bundle:
     return bundle
 
 
+def answer_bundles(md: str) -> list[Bundle]:
+    """The bundles of finished markdown: one for each fenced code block, one for the text between.
+
+    A top-level fenced code block is published as ``text/markdown`` that this module
+    writes itself (``_code_markdown``), not as HTML: JupyterLab highlights it as it
+    highlights any markdown code, and it costs the code's own bytes, where Pygments'
+    spans cost three and a half times as many. Each ``text/plain`` is the model's own
+    text, so the parts together are the answer.
+    """
+    bundles = []
+    for part, fence in _code_parts(md):
+        if fence is None:
+            bundles.append(markdown_bundle(part))
+        else:
+            bundles.append({"text/markdown": _code_markdown(fence.content, fence.info), "text/plain": part})
+    return bundles
+
+
+def _code_parts(md: str) -> list[tuple[str, Any]]:
+    """``md`` cut around each top-level fenced code block: ``(text, fence token or None)`` in order.
+
+    Blank lines stay with the part before them; the parts' texts join to ``md``.
+    """
+    if "```" not in md and "~~~" not in md:
+        return [(md, None)]
+    starts = [*_line_starts(md), len(md)]
+    parts: list[tuple[str, Any]] = []
+    done = 0
+    for token in _parser("blocks").parse(md):
+        if token.type != "fence" or token.level != 0 or token.map is None:
+            continue
+        begin, end = starts[min(token.map[0], len(starts) - 1)], starts[min(token.map[1], len(starts) - 1)]
+        if md[done:begin].strip():
+            parts.append((md[done:begin], None))
+        elif parts:
+            parts[-1] = (parts[-1][0] + md[done:begin], parts[-1][1])
+        else:
+            begin = done  # leading blank lines go with the code
+        parts.append((md[begin:end], token))
+        done = end
+    if md[done:].strip() or not parts:
+        parts.append((md[done:], None))
+    elif done < len(md):
+        parts[-1] = (parts[-1][0] + md[done:], parts[-1][1])
+    return parts
+
+
+_LANGUAGE_CHARACTERS = re.compile(r"[^A-Za-z0-9_+.-]")
+
+
+def _code_markdown(code: str, info: str) -> str:
+    """One fenced code block that marked and JupyterLab's math pass can only read as code.
+
+    The fence is backticks longer than any backtick run in the code, at the start of
+    lines of its own, so no line of the code can close it (nor end it early for
+    JupyterLab's ``removeMath``, which then leaves every ``$`` in it alone); the info
+    string is a language name of ``[A-Za-z0-9_+.-]`` only; marked escapes the code, and
+    math-looking text in it (``\\begin{x}…``) is put back escaped by ``replaceMath``.
+    The ``<div>`` around it is ours: it carries the class every answer output has.
+    """
+    words = info.split()
+    language = _LANGUAGE_CHARACTERS.sub("", words[0])[:40] if words else ""
+    longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
+    fence = "`" * max(3, longest + 1)
+    if code and not code.endswith("\n"):
+        code += "\n"
+    return f'<div class="{MARKDOWN_CLASS}">\n\n{fence}{language}\n{code}{fence}\n\n</div>'
+
+
 _LIVE_WHOLE_BELOW = 4096  # an open tail shorter than this is rendered whole at every repaint
 _LIVE_GROWTH = 2.0  # a longer one whole again once it has doubled
 _live: tuple[str, str] = ("", "")  # the tail last rendered whole, and its HTML

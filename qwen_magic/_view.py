@@ -91,15 +91,19 @@ def _publish(display_id: str, bundle: Bundle, *, new: bool = False, metadata: di
         update_display(bundle, raw=True, display_id=display_id, metadata=metadata)
 
 
-def _bundle(md: str, *, live: bool = True) -> Bundle:
-    """The display bundle of model markdown: every markdown output of the view is built here.
-
-    Live windows are rendered without colouring code (and without plain text); finished
-    parts whole, coloured, with their markdown as ``text/plain``.
-    """
+def _bundle(md: str) -> Bundle:
+    """The bundle of a live window: HTML with code uncoloured, and no plain text."""
     from ._markdown import markdown_bundle
 
-    return markdown_bundle(md, live=live)
+    return markdown_bundle(md, live=True)
+
+
+def _finished(md: str) -> list[Bundle]:
+    """The bundles of finished markdown, each with its text as ``text/plain``: one per code block and
+    one per run of text between (``_markdown.answer_bundles``)."""
+    from ._markdown import answer_bundles
+
+    return answer_bundles(md)
 
 
 # The opening line of a fence, and a table's header and delimiter rows, at the start of open text.
@@ -378,11 +382,12 @@ class NotebookView:
         if stable and (final or stable >= self.COMMIT_AT):
             # The finished blocks, published whole and once, in place of the live window.
             chunk, tail = self._masked(tail[:stable], live=False), tail[stable:]
-            bundle = _bundle(chunk, live=False)
-            if self._live is None:
-                self._output(bundle)
-            else:
-                _publish(self._live, bundle)
+            for bundle in _finished(chunk):
+                if self._live is None:
+                    self._output(bundle)
+                else:
+                    _publish(self._live, bundle)
+                    self._live = None
             self._live, self._stable, self._parsed, self._whole, self._fence, self._doubt = None, 0, 0, 0, None, False
         self._tail = [tail] if tail else []
         if tail:
