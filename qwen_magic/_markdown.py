@@ -579,7 +579,7 @@ def answer_bundles(md: str) -> list[Bundle]:
     """
     bundles = []
     for part, fence in _code_parts(md):
-        if fence is None:
+        if fence is None or _MATH_MARKERS.search(fence.content):
             bundles.append(markdown_bundle(part))
         else:
             bundles.append({"text/markdown": _code_markdown(fence.content, fence.info), "text/plain": part})
@@ -616,6 +616,9 @@ def _code_parts(md: str) -> list[tuple[str, Any]]:
 
 
 _LANGUAGE_CHARACTERS = re.compile(r"[^A-Za-z0-9_+.-]")
+# What JupyterLab's removeMath takes for math, or for its own markers, even inside a fence
+# (it protects only the dollars there): code holding one is rendered here, as HTML.
+_MATH_MARKERS = re.compile(r"\\(?:begin|end)\{|@@\d|\\\\[()\[\]]", re.I)
 
 
 def _code_markdown(code: str, info: str) -> str:
@@ -624,8 +627,9 @@ def _code_markdown(code: str, info: str) -> str:
     The fence is backticks longer than any backtick run in the code, at the start of
     lines of its own, so no line of the code can close it (nor end it early for
     JupyterLab's ``removeMath``, which then leaves every ``$`` in it alone); the info
-    string is a language name of ``[A-Za-z0-9_+.-]`` only; marked escapes the code, and
-    math-looking text in it (``\\begin{x}…``) is put back escaped by ``replaceMath``.
+    string is a language name of ``[A-Za-z0-9_+.-]`` only; marked escapes the code. Code
+    that removeMath would still cut out (``\\begin{…}``, ``\\\\(``, ``@@1@@``; it shows
+    its placeholders in the code) is never published this way (``_MATH_MARKERS``).
     The ``<div>`` around it is ours: it carries the class every answer output has.
     """
     words = info.split()

@@ -68,8 +68,9 @@ def assert_only_code(md: str) -> None:
 
 
 def test_code_blocks_are_published_as_markdown_only_code_can_be_read_from(published):
-    hostile = "<img src=x onerror=alert(1)> $x$ \\begin{x} </code></pre><script>alert(1)</script>\n``` ```` `````\n"
-    doc = f"Intro\n\n~~~ py`thon {{onclick=x}}\n{hostile}~~~\n\n   ```\n{hostile}\nAfter, unclosed"
+    hostile = "<img src=x onerror=alert(1)> $x$ $$y$$ ~D </code></pre><script>alert(1)</script>\n``` ```` `````\n"
+    mathy = "\\begin{x} a<b \\end{x} @@0@@ \\\\(z\\\\)\n"  # removeMath would cut these out: HTML
+    doc = f"Intro\n\n~~~ py`thon {{onclick=x}}\n{hostile}~~~\n\n```tex\n{mathy}```\n   ```\n{hostile}\nAfter, unclosed"
     stream(doc, 5)
     final: dict[str, dict] = {}
     for display_id, bundle in published:
@@ -82,6 +83,8 @@ def test_code_blocks_are_published_as_markdown_only_code_can_be_read_from(publis
         assert_only_code(code)
         assert hostile in code
     assert codes[0].startswith('<div class="qwen-markdown">\n\n``````python\n')
+    (tex,) = [b for b in parts if "tex" in b["text/plain"]]
+    assert "text/markdown" not in tex and "a&lt;b" in tex["text/html"]
 
 
 def test_committed_plain_text_is_the_answer(published):
