@@ -692,12 +692,19 @@ def compact(cleaned: str) -> str:
     break between two block tags renders nothing, and an end tag is left out only where
     the HTML standard says the element ends there anyway (``</td>`` before the next
     cell, ``</li>`` before the next item or the list's end, ``</p>`` before a block).
-    Only line breaks and end tags are removed, after nh3: no tag or attribute can appear.
+    Simple attribute values lose their quotes. Only line breaks, end tags and quotes around
+    values of ``[A-Za-z0-9_:.+#-]`` are removed, after nh3: no tag or attribute can appear.
     """
     parts = _PRE.split(cleaned)
     for i in range(0, len(parts), 2):
         parts[i] = _BETWEEN_BLOCKS.sub(r"\1", parts[i])
-    return _OPTIONAL_END.sub("", "".join(parts))
+    return _UNQUOTE.sub(r"\1=\2", _OPTIONAL_END.sub("", "".join(parts)))
+
+
+# The first attribute of a tag, when its value needs no quotes (each quote costs two bytes
+# more once in JSON). In nh3's output ``<`` starts a tag and an attribute value holds no
+# bare ``"``, so this text is always a tag's own beginning.
+_UNQUOTE = re.compile(r'(<(?:span|td|th|code|pre|ol) (?:class|style|start))="([A-Za-z0-9_:.+#-]+)"')
 
 
 # nh3 writes attribute values in double quotes, with `"` and `&` escaped but `>` not.

@@ -8,7 +8,10 @@ paragraph is one markdown block, and data-analysis answers are often exactly tha
 
 - Finished markdown blocks (found by ``_markdown.stable_prefix``) are published whole,
   once, with their ``text/plain``, into the output that showed them live; a fresh live
-  output takes what follows. Nothing of the live view stays beside them.
+  output takes what follows. Nothing of the live view stays beside them. A fenced code
+  block among them gets an output of its own, as markdown that ``_markdown`` writes so
+  that it can only be read as code (``answer_bundles``): JupyterLab colours it, at the
+  code's own size, where Pygments' spans in HTML cost three and a half times the code.
 - The open block is shown while it streams as a *window*: when it is longer than
   ``WINDOW`` characters, a line saying how many characters are above it, the fence's
   opening line or the table's header (so it renders as the block it belongs to), and
@@ -20,8 +23,11 @@ Committing finished *pieces* of an open block instead would pay for the block tw
 (the pieces, then the whole once it can be rendered as one), which cannot stay within
 three times the answer's bytes. The window costs ``WINDOW`` × repaints a second: 360
 characters at five and a half repaints a second is 2 KB/s, half of what a fast stream
-brings (4,000 characters a second), so a whole answer costs about 2× (markdown and plain
-text, once) plus at most ~0.6×. At slow paces the windows dominate, but their size is
+brings (4,000 characters a second). Windows are rendered cheaply: code in them is not
+coloured (colour comes with the finished block), and all rendered HTML leaves out the
+line breaks and end tags a browser does not need (``_markdown.compact``). A whole answer
+then costs its HTML and plain text once (about 2.2× for prose and lists, 2× for code,
+3.8× for a table, whose HTML is three times its markdown) plus ~0.3–1.4× of windows. At slow paces the windows dominate, but their size is
 fixed, so bytes grow linearly with the answer's length, never with its square. Eight
 lines (360 characters, a few lines of prose) is what a reader follows at the bottom of a
 cell while it streams; the note above it says that the rest is there and will show
@@ -251,10 +257,10 @@ class NotebookView:
     provenance as metadata), so a saved notebook never shows "Error displaying widget".
     """
 
-    INTERVAL = 0.18  # seconds between repaints: five and a half visible updates a second
+    INTERVAL = 0.2  # seconds between repaints: five visible updates a second
     COMMIT_AT = 1  # finished blocks move into an output of their own at the paint that finds them
     THINKING_WINDOW = 400  # characters of thinking shown while it streams
-    WINDOW = 360  # characters of the open block shown while it streams …
+    WINDOW = 300  # characters of the open block shown while it streams …
     WINDOW_LINES = 8  # … and at most this many of its lines
     REPARSE = 4096  # open text longer than this is re-parsed for block ends only as it grows by a quarter
 
