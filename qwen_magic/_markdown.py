@@ -35,6 +35,16 @@ prompt-injected answer could send data to any host without a click. While a cell
 becomes a link (``🖼 image from HOST — open``), and an image with no usable http(s)
 source keeps only its alt text, so nothing shows as a broken image when reopened.
 
+Bytes. An answer's HTML is sent once whole, and a few hundred characters of it five times
+a second while it streams; both are kept small without changing the page. ``compact``
+drops what a browser does not keep (line breaks between block tags, end tags the HTML
+standard lets a document leave out, quotes around simple attribute values): a table's
+HTML shrinks by a third, and a parse5 test checks the tree is the same. Live windows
+leave code uncoloured. A finished top-level fenced code block is published as markdown
+written here (``answer_bundles``): marked escapes fenced code, and the fence is chosen so
+that neither marked nor JupyterLab's math pass can end it early; code holding what that
+math pass would still cut out (``\\begin{``, ``@@1@@``) is rendered here as before.
+
 ``stable_prefix(text)`` says where streamed text can be cut: every top-level block before
 the offset is finished and cannot change however the text goes on, so the view publishes
 it once and re-renders only the open tail after it. Both it and the live tail's rendering

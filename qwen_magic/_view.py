@@ -21,16 +21,16 @@ paragraph is one markdown block, and data-analysis answers are often exactly tha
 
 Committing finished *pieces* of an open block instead would pay for the block twice
 (the pieces, then the whole once it can be rendered as one), which cannot stay within
-three times the answer's bytes. The window costs ``WINDOW`` × repaints a second: 360
-characters at five and a half repaints a second is 2 KB/s, half of what a fast stream
+three times the answer's bytes. The window costs ``WINDOW`` × repaints a second: 300
+characters at five repaints a second is 1.5 KB/s, under half of what a fast stream
 brings (4,000 characters a second). Windows are rendered cheaply: code in them is not
 coloured (colour comes with the finished block), and all rendered HTML leaves out the
 line breaks and end tags a browser does not need (``_markdown.compact``). A whole answer
 then costs its HTML and plain text once (about 2.2× for prose and lists, 2× for code,
-3.8× for a table, whose HTML is three times its markdown) plus ~0.3–1.4× of windows. At slow paces the windows dominate, but their size is
-fixed, so bytes grow linearly with the answer's length, never with its square. Eight
-lines (360 characters, a few lines of prose) is what a reader follows at the bottom of a
-cell while it streams; the note above it says that the rest is there and will show
+3.7× for a table, whose HTML is 2.7 times its markdown) plus ~0.3–1.4× of windows.
+At slow paces the windows dominate, but their size is fixed, so bytes grow linearly
+with the answer's length, never with its square. Eight lines (300 characters, a few
+lines of prose) is what a reader follows at the bottom of a cell while it streams; the note above it says that the rest is there and will show
 whole. ``INTERVAL`` leaves room under the 0.3 s a reader notices as a stall.
 
 Finding block ends costs linear time too: an open fence is only searched for its
@@ -58,6 +58,11 @@ from ._markdown import text_html
 from ._text import mask_key
 
 Bundle = dict[str, str]
+
+
+def _new_id() -> str:
+    """A display id: 64 random bits are unique enough in one notebook, and every message carries it."""
+    return uuid.uuid4().hex[:16]
 
 
 class View(Protocol):
@@ -265,10 +270,10 @@ class NotebookView:
     REPARSE = 4096  # open text longer than this is re-parsed for block ends only as it grows by a quarter
 
     def __init__(self) -> None:
-        self._head = uuid.uuid4().hex
+        self._head = _new_id()
         self._head_used = False
         self._live: str | None = None  # output holding the window of the open tail
-        self._status_id = uuid.uuid4().hex
+        self._status_id = _new_id()
         self._tail: list[str] = []  # answer text not yet published whole
         self._stable = 0  # length of the finished blocks at the start of the tail
         self._parsed = 0  # complete-line length of the tail when block ends were last looked for
@@ -377,7 +382,7 @@ class NotebookView:
             self._head_used = True
             _publish(self._head, bundle, metadata=metadata)
             return self._head
-        output = uuid.uuid4().hex
+        output = _new_id()
         _publish(output, bundle, new=True, metadata=metadata)
         return output
 
@@ -518,14 +523,14 @@ class NotebookView:
             self._paint_thinking(live=False)
         if self._tail or self._live is not None:
             self._paint(final=True)
-        _publish(uuid.uuid4().hex, footer_bundle(answer), new=True, metadata=provenance(answer))
+        _publish(_new_id(), footer_bundle(answer), new=True, metadata=provenance(answer))
         _publish(self._status_id, {"text/plain": ""})  # settled: nothing live is left to save
         if self._status is not None:
             self._status.close()
 
     def show(self, bundle: Bundle) -> Callable[[Bundle], None]:
         """Show ``bundle`` under the finished answer (a tool call); return what repaints it."""
-        display_id = uuid.uuid4().hex
+        display_id = _new_id()
         _publish(display_id, bundle, new=True)
         return lambda repainted: _publish(display_id, repainted)
 
