@@ -35,6 +35,16 @@ prompt-injected answer could send data to any host without a click. While a cell
 becomes a link (``🖼 image from HOST — open``), and an image with no usable http(s)
 source keeps only its alt text, so nothing shows as a broken image when reopened.
 
+Bytes. An answer's HTML is sent once whole, and a few hundred characters of it five times
+a second while it streams; both are kept small without changing the page. ``compact``
+drops what a browser does not keep (line breaks between block tags, end tags the HTML
+standard lets a document leave out, quotes around simple attribute values): a table's
+HTML shrinks by a third, and a parse5 test checks the tree is the same. Live windows
+leave code uncoloured. A finished top-level fenced code block is published as markdown
+written here (``answer_bundles``): marked escapes fenced code, and the fence is chosen so
+that neither marked nor JupyterLab's math pass can end it early; code holding what that
+math pass would still cut out (``\\begin{``, ``@@1@@``) is rendered here as before.
+
 ``stable_prefix(text)`` says where streamed text can be cut: every top-level block before
 the offset is finished and cannot change however the text goes on, so the view publishes
 it once and re-renders only the open tail after it. Both it and the live tail's rendering
@@ -474,6 +484,21 @@ def _highlight(code: str, lang: str, attrs: str) -> str:
     return f'<pre class="highlight"><code class="language-{language}">{highlighted}</code></pre>'
 
 
+def _plain_code(code: str, lang: str, attrs: str) -> str:
+    """Code in the same element ``_highlight`` writes, uncoloured (for live windows)."""
+    if not lang or len(code) > _HIGHLIGHT_LIMIT or _lexer(lang.lower()) is None:
+        return ""
+    language = html.escape(lang, quote=True)
+    return f'<pre class="highlight"><code class="language-{language}">{html.escape(code, quote=False)}</code></pre>'
+
+
+@functools.cache
+def _plain_options() -> Any:
+    from markdown_it.utils import OptionsDict
+
+    return OptionsDict({**_parser().options, "highlight": _plain_code})
+
+
 def _span(css: str, text: str) -> str:
     text = html.escape(text, quote=False)
     return f'<span class="{css}">{text}</span>' if css else text
@@ -513,18 +538,21 @@ def warm_up() -> None:
 # --- Rendering -------------------------------------------------------------------------
 
 
-def render_html(md: str) -> str:
+def render_html(md: str, *, colour: bool = True) -> str:
     """``md`` as HTML that cannot run script and shows every non-math ``$`` as a dollar.
 
     Each top-level block is cleaned on its own (an HTML container such as ``<details>``
     together with the blocks it holds), so that an element left open in one, say a
     ``<textarea>`` or ``<math>`` whose content is dropped, cannot swallow the rest.
+    ``colour=False`` leaves code uncoloured (in the same ``<pre class="highlight">``):
+    live windows are repainted five times a second, and Pygments' spans triple their size.
     """
     try:
         parser, env = _parser(), {}
         tokens = parser.parse(md, env)
         clean = _cleaner().clean
-        return _finish("".join(clean(parser.renderer.render(group, parser.options, env)) for group in _groups(tokens)))
+        options = parser.options if colour else _plain_options()
+        return _finish("".join(clean(parser.renderer.render(group, options, env)) for group in _groups(tokens)))
     except Exception:  # never let a parser bug publish the raw text
         return _finish('<div style="white-space:pre-wrap">' + html.escape(md, quote=False) + "</div>")
 
@@ -550,11 +578,84 @@ def markdown_bundle(md: str, *, live: bool = False) -> Bundle:
     ``live``: a repaint of the open tail while the answer streams. Its plain text is left
     out (the finished output carries it), and a long tail is rendered by ``_live_html``.
     """
-    html_text = _live_html(md) if live else render_html(md)
+    html_text = compact(_live_html(md) if live else render_html(md))
     bundle = {"text/html": f'<div class="{MARKDOWN_CLASS}">{html_text}</div>'}
     if not live:
         bundle["text/plain"] = md
     return bundle
+
+
+def answer_bundles(md: str) -> list[Bundle]:
+    """The bundles of finished markdown: one for each fenced code block, one for the text between.
+
+    A top-level fenced code block is published as ``text/markdown`` that this module
+    writes itself (``_code_markdown``), not as HTML: JupyterLab highlights it as it
+    highlights any markdown code, and it costs the code's own bytes, where Pygments'
+    spans cost three and a half times as many. Each ``text/plain`` is the model's own
+    text, so the parts together are the answer.
+    """
+    bundles = []
+    for part, fence in _code_parts(md):
+        if fence is None or _MATH_MARKERS.search(fence.content):
+            bundles.append(markdown_bundle(part))
+        else:
+            bundles.append({"text/markdown": _code_markdown(fence.content, fence.info), "text/plain": part})
+    return bundles
+
+
+def _code_parts(md: str) -> list[tuple[str, Any]]:
+    """``md`` cut around each top-level fenced code block: ``(text, fence token or None)`` in order.
+
+    Blank lines stay with the part before them; the parts' texts join to ``md``.
+    """
+    if "```" not in md and "~~~" not in md:
+        return [(md, None)]
+    starts = [*_line_starts(md), len(md)]
+    parts: list[tuple[str, Any]] = []
+    done = 0
+    for token in _parser("blocks").parse(md):
+        if token.type != "fence" or token.level != 0 or token.map is None:
+            continue
+        begin, end = starts[min(token.map[0], len(starts) - 1)], starts[min(token.map[1], len(starts) - 1)]
+        if md[done:begin].strip():
+            parts.append((md[done:begin], None))
+        elif parts:
+            parts[-1] = (parts[-1][0] + md[done:begin], parts[-1][1])
+        else:
+            begin = done  # leading blank lines go with the code
+        parts.append((md[begin:end], token))
+        done = end
+    if md[done:].strip() or not parts:
+        parts.append((md[done:], None))
+    elif done < len(md):
+        parts[-1] = (parts[-1][0] + md[done:], parts[-1][1])
+    return parts
+
+
+_LANGUAGE_CHARACTERS = re.compile(r"[^A-Za-z0-9_+.-]")
+# What JupyterLab's removeMath takes for math, or for its own markers, even inside a fence
+# (it protects only the dollars there): code holding one is rendered here, as HTML.
+_MATH_MARKERS = re.compile(r"\\(?:begin|end)\{|@@\d|\\\\[()\[\]]", re.I)
+
+
+def _code_markdown(code: str, info: str) -> str:
+    """One fenced code block that marked and JupyterLab's math pass can only read as code.
+
+    The fence is backticks longer than any backtick run in the code, at the start of
+    lines of its own, so no line of the code can close it (nor end it early for
+    JupyterLab's ``removeMath``, which then leaves every ``$`` in it alone); the info
+    string is a language name of ``[A-Za-z0-9_+.-]`` only; marked escapes the code. Code
+    that removeMath would still cut out (``\\begin{…}``, ``\\\\(``, ``@@1@@``; it shows
+    its placeholders in the code) is never published this way (``_MATH_MARKERS``).
+    The ``<div>`` around it is ours: it carries the class every answer output has.
+    """
+    words = info.split()
+    language = _LANGUAGE_CHARACTERS.sub("", words[0])[:40] if words else ""
+    longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
+    fence = "`" * max(3, longest + 1)
+    if code and not code.endswith("\n"):
+        code += "\n"
+    return f'<div class="{MARKDOWN_CLASS}">\n\n{fence}{language}\n{code}{fence}\n\n</div>'
 
 
 _LIVE_WHOLE_BELOW = 4096  # an open tail shorter than this is rendered whole at every repaint
@@ -581,9 +682,46 @@ def _live_html(tail: str) -> str:
         if previous_html.endswith(_CODE_END):
             return previous_html[: -len(_CODE_END)] + html.escape(rest, quote=False) + _CODE_END
         return previous_html + _PLAIN_PRE + html.escape(rest, quote=False) + "</pre>"
-    rendered = render_html(tail)
+    rendered = render_html(tail, colour=False)
     _live = (tail, rendered)
     return rendered
+
+
+# Block elements: a line break between two of their tags shows nothing.
+_BLOCK_TAGS = r"(?:p|ul|ol|li|table|thead|tbody|tfoot|tr|td|th|caption|blockquote|h[1-6]|hr|div|details|summary|dl|dt|dd)"
+_PRE = re.compile(r"(<pre[\s>].*?</pre>)", re.S)
+_BETWEEN_BLOCKS = re.compile(rf'(</?{_BLOCK_TAGS}(?:\s(?:[^>"]|"[^"]*")*)?>)\n+(?=</?{_BLOCK_TAGS}[\s/>])')
+# End tags HTML lets a document leave out, where it does (HTML Living Standard, "Optional tags").
+_OPTIONAL_END = re.compile(
+    r"</(?:td|th)>(?=<t[dh][\s>]|</tr>)"
+    r"|</tr>(?=<tr[\s>]|</tbody>|</thead>|</tfoot>)"
+    r"|</thead>(?=<tbody[\s>])|</tbody>(?=</table>)"
+    r"|</li>(?=<li[\s>]|</ul>|</ol>)"
+    r"|</p>(?=<(?:p|ul|ol|pre|blockquote|h[1-6]|hr|div|details|dl)[\s/>]|</(?:li|blockquote|td|th|div|details)>)"
+)
+
+
+def compact(cleaned: str) -> str:
+    """Cleaned HTML without what the browser would not keep: the same page, in fewer bytes.
+
+    markdown-it puts a line break between block tags, and writes every end tag; tables
+    and lists are a third end tags and line breaks. Both go, outside ``<pre>``: a line
+    break between two block tags renders nothing, and an end tag is left out only where
+    the HTML standard says the element ends there anyway (``</td>`` before the next
+    cell, ``</li>`` before the next item or the list's end, ``</p>`` before a block).
+    Simple attribute values lose their quotes. Only line breaks, end tags and quotes around
+    values of ``[A-Za-z0-9_:.+#-]`` are removed, after nh3: no tag or attribute can appear.
+    """
+    parts = _PRE.split(cleaned)
+    for i in range(0, len(parts), 2):
+        parts[i] = _BETWEEN_BLOCKS.sub(r"\1", parts[i])
+    return _UNQUOTE.sub(r"\1=\2", _OPTIONAL_END.sub("", "".join(parts)))
+
+
+# The first attribute of a tag, when its value needs no quotes (each quote costs two bytes
+# more once in JSON). In nh3's output ``<`` starts a tag and an attribute value holds no
+# bare ``"``, so this text is always a tag's own beginning.
+_UNQUOTE = re.compile(r'(<(?:span|td|th|code|pre|ol) (?:class|style|start))="([A-Za-z0-9_:.+#-]+)"')
 
 
 # nh3 writes attribute values in double quotes, with `"` and `&` escaped but `>` not.

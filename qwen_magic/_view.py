@@ -8,7 +8,10 @@ paragraph is one markdown block, and data-analysis answers are often exactly tha
 
 - Finished markdown blocks (found by ``_markdown.stable_prefix``) are published whole,
   once, with their ``text/plain``, into the output that showed them live; a fresh live
-  output takes what follows. Nothing of the live view stays beside them.
+  output takes what follows. Nothing of the live view stays beside them. A fenced code
+  block among them gets an output of its own, as markdown that ``_markdown`` writes so
+  that it can only be read as code (``answer_bundles``): JupyterLab colours it, at the
+  code's own size, where Pygments' spans in HTML cost three and a half times the code.
 - The open block is shown while it streams as a *window*: when it is longer than
   ``WINDOW`` characters, a line saying how many characters are above it, the fence's
   opening line or the table's header (so it renders as the block it belongs to), and
@@ -18,13 +21,16 @@ paragraph is one markdown block, and data-analysis answers are often exactly tha
 
 Committing finished *pieces* of an open block instead would pay for the block twice
 (the pieces, then the whole once it can be rendered as one), which cannot stay within
-three times the answer's bytes. The window costs ``WINDOW`` × repaints a second: 360
-characters at five and a half repaints a second is 2 KB/s, half of what a fast stream
-brings (4,000 characters a second), so a whole answer costs about 2× (markdown and plain
-text, once) plus at most ~0.6×. At slow paces the windows dominate, but their size is
-fixed, so bytes grow linearly with the answer's length, never with its square. Eight
-lines (360 characters, a few lines of prose) is what a reader follows at the bottom of a
-cell while it streams; the note above it says that the rest is there and will show
+three times the answer's bytes. The window costs ``WINDOW`` × repaints a second: 300
+characters at five repaints a second is 1.5 KB/s, under half of what a fast stream
+brings (4,000 characters a second). Windows are rendered cheaply: code in them is not
+coloured (colour comes with the finished block), and all rendered HTML leaves out the
+line breaks and end tags a browser does not need (``_markdown.compact``). A whole answer
+then costs its HTML and plain text once (about 2.2× for prose and lists, 2× for code,
+3.7× for a table, whose HTML is 2.7 times its markdown) plus ~0.3–1.4× of windows.
+At slow paces the windows dominate, but their size is fixed, so bytes grow linearly
+with the answer's length, never with its square. Eight lines (300 characters, a few
+lines of prose) is what a reader follows at the bottom of a cell while it streams; the note above it says that the rest is there and will show
 whole. ``INTERVAL`` leaves room under the 0.3 s a reader notices as a stall.
 
 Finding block ends costs linear time too: an open fence is only searched for its
@@ -52,6 +58,11 @@ from ._markdown import text_html
 from ._text import mask_key
 
 Bundle = dict[str, str]
+
+
+def _new_id() -> str:
+    """A display id: 64 random bits are unique enough in one notebook, and every message carries it."""
+    return uuid.uuid4().hex[:16]
 
 
 class View(Protocol):
@@ -83,10 +94,18 @@ def _publish(display_id: str, bundle: Bundle, *, new: bool = False, metadata: di
 
 
 def _bundle(md: str) -> Bundle:
-    """The display bundle of model markdown: every markdown output of the view is built here."""
+    """The bundle of a live window: HTML with code uncoloured, and no plain text."""
     from ._markdown import markdown_bundle
 
     return markdown_bundle(md, live=True)
+
+
+def _finished(md: str) -> list[Bundle]:
+    """The bundles of finished markdown, each with its text as ``text/plain``: one per code block and
+    one per run of text between (``_markdown.answer_bundles``)."""
+    from ._markdown import answer_bundles
+
+    return answer_bundles(md)
 
 
 # The opening line of a fence, and a table's header and delimiter rows, at the start of open text.
@@ -234,18 +253,18 @@ class NotebookView:
     provenance as metadata), so a saved notebook never shows "Error displaying widget".
     """
 
-    INTERVAL = 0.18  # seconds between repaints: five and a half visible updates a second
+    INTERVAL = 0.2  # seconds between repaints: five visible updates a second
     COMMIT_AT = 1  # finished blocks move into an output of their own at the paint that finds them
     THINKING_WINDOW = 400  # characters of thinking shown while it streams
-    WINDOW = 360  # characters of the open block shown while it streams …
+    WINDOW = 300  # characters of the open block shown while it streams …
     WINDOW_LINES = 8  # … and at most this many of its lines
     REPARSE = 4096  # open text longer than this is re-parsed for block ends only as it grows by a quarter
 
     def __init__(self) -> None:
-        self._head = uuid.uuid4().hex
+        self._head = _new_id()
         self._head_used = False
         self._live: str | None = None  # output holding the window of the open tail
-        self._status_id = uuid.uuid4().hex
+        self._status_id = _new_id()
         self._tail: list[str] = []  # answer text not yet published whole
         self._stable = 0  # length of the finished blocks at the start of the tail
         self._parsed = 0  # complete-line length of the tail when block ends were last looked for
@@ -354,7 +373,7 @@ class NotebookView:
             self._head_used = True
             _publish(self._head, bundle, metadata=metadata)
             return self._head
-        output = uuid.uuid4().hex
+        output = _new_id()
         _publish(output, bundle, new=True, metadata=metadata)
         return output
 
@@ -365,11 +384,12 @@ class NotebookView:
         if stable and (final or stable >= self.COMMIT_AT):
             # The finished blocks, published whole and once, in place of the live window.
             chunk, tail = self._masked(tail[:stable], live=False), tail[stable:]
-            bundle = {**_bundle(chunk), "text/plain": chunk}
-            if self._live is None:
-                self._output(bundle)
-            else:
-                _publish(self._live, bundle)
+            for bundle in _finished(chunk):
+                if self._live is None:
+                    self._output(bundle)
+                else:
+                    _publish(self._live, bundle)
+                    self._live = None
             self._live, self._stable, self._parsed, self._whole, self._fence, self._doubt = None, 0, 0, 0, None, False
         self._tail = [tail] if tail else []
         if tail:
@@ -494,14 +514,14 @@ class NotebookView:
             self._paint_thinking(live=False)
         if self._tail or self._live is not None:
             self._paint(final=True)
-        _publish(uuid.uuid4().hex, footer_bundle(answer), new=True, metadata=provenance(answer))
+        _publish(_new_id(), footer_bundle(answer), new=True, metadata=provenance(answer))
         _publish(self._status_id, {"text/plain": ""})  # settled: nothing live is left to save
         if self._status is not None:
             self._status.close()
 
     def show(self, bundle: Bundle) -> Callable[[Bundle], None]:
         """Show ``bundle`` under the finished answer (a tool call); return what repaints it."""
-        display_id = uuid.uuid4().hex
+        display_id = _new_id()
         _publish(display_id, bundle, new=True)
         return lambda repainted: _publish(display_id, repainted)
 

@@ -32,8 +32,14 @@ def kernel_env(**changes: str | None) -> dict[str, str]:
 
 
 def is_markdown(data: dict[str, Any]) -> bool:
-    """Whether an output's data is rendered model markdown (``markdown_bundle``)."""
-    return '<div class="qwen-markdown">' in data.get("text/html", "")[:40]
+    """Whether an output's data is model markdown: rendered (``markdown_bundle``) or a code block."""
+    marker = '<div class="qwen-markdown">'
+    return marker in data.get("text/html", "")[:40] or data.get("text/markdown", "").startswith(marker)
+
+
+def shown(data: dict[str, Any]) -> str:
+    """What an answer output gives the frontend: its HTML, or a code block's markdown (``answer_bundles``)."""
+    return data.get("text/html") or data.get("text/markdown", "")
 
 
 @dataclass

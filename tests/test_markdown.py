@@ -490,6 +490,45 @@ def test_exported_cells_against_real_marked(tmp_path: Path) -> None:
     assert sum(1 for r in raw if r["bad"]) > len(raw) // 2
 
 
+_SAME_DOM_JS = r"""
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import fs from 'node:fs';
+const req = createRequire(process.env.MARKED_DIR + '/');
+const { parseFragment } = await import(pathToFileURL(req.resolve('parse5')).href);
+// The tree as a browser builds it, whitespace-only text left out (it renders nothing between blocks).
+function tree(node) {
+  if (node.nodeName === '#text') return /^\s*$/.test(node.value) ? '' : JSON.stringify(node.value);
+  if (node.nodeName === '#comment') return '';
+  const attrs = (node.attrs || []).map(a => `${a.name}=${JSON.stringify(a.value)}`).join(' ');
+  const kids = (node.content ? node.content.childNodes : node.childNodes || []).map(tree).join('');
+  return `<${node.nodeName} ${attrs}>${kids}</${node.nodeName}>`;
+}
+const pairs = JSON.parse(fs.readFileSync(0, 'utf8'));
+process.stdout.write(JSON.stringify(pairs.map(([a, b]) => [tree(parseFragment(a)), tree(parseFragment(b))])));
+"""
+
+
+def test_compact_html_is_the_same_page(tmp_path: Path) -> None:
+    """Without line breaks between blocks and optional end tags, a browser builds the same tree."""
+    folder = _marked_dir()
+    assert folder is not None
+    rng = random.Random(11)
+    tables = "| a | b |\n|:-|--:|\n" + "".join(f"| `r{n}` | **{n}** |\n" for n in range(5)) + "\npara\n\n> q\n>\n> - x\n>\n>   y\n"
+    lists = "- a\n- b\n  - c\n\n  d\n1. x\n\n   <details><summary>s</summary>\n\n   p\n\n   </details>\n"
+    docs = [*vectors(), PRICES, RICH, tables, lists, *("".join(rng.choice(_FRAGMENTS) for _ in range(rng.randint(1, 40))) for _ in range(1500))]
+    pairs = [[full, _markdown.compact(full)] for full in map(render_html, docs)]
+    assert len(_markdown.compact(render_html(tables))) < 0.8 * len(render_html(tables))
+    script = tmp_path / "same_dom.mjs"
+    script.write_text(_SAME_DOM_JS)
+    proc = subprocess.run(["node", str(script)], input=json.dumps(pairs), capture_output=True, text=True,
+                          env={**os.environ, "MARKED_DIR": folder}, check=True)  # fmt: skip
+    different = [(doc, a, b) for doc, (a, b) in zip(docs, json.loads(proc.stdout), strict=True) if a != b]
+    assert different == []
+    for _, short in pairs:
+        assert dangers(short) == []
+
+
 # --- stable_prefix ---------------------------------------------------------------------------
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from html_readers import dangers, our_math, typeset
-from kernel_harness import is_markdown
+from kernel_harness import is_markdown, shown
 
 from qwen_magic import _view, _widgets
 from qwen_magic._answer import Answer
-from qwen_magic._markdown import markdown_bundle
+from qwen_magic._markdown import answer_bundles
 
 ADVERSARIAL = [
     # Safe apart, unsafe joined: the `$` of the heading pairs with the paragraph's first one.
@@ -44,12 +46,45 @@ def stream(text: str, size: int, commit_at: int = 600) -> None:
 @pytest.mark.parametrize("commit_at", [0, 600, 100_000])
 def test_every_published_output_is_safe_as_a_whole(published, doc, size, commit_at):
     stream(doc, size, commit_at)
-    assert not [bundle for _, bundle in published if "text/markdown" in bundle]
-    shown = [bundle["text/html"] for _, bundle in published if "qwen-markdown" in bundle.get("text/html", "")]
-    assert shown
-    for html in shown:
+    for code in [bundle["text/markdown"] for _, bundle in published if "text/markdown" in bundle]:
+        assert_only_code(code)
+    rendered = [bundle["text/html"] for _, bundle in published if "qwen-markdown" in bundle.get("text/html", "")]
+    assert rendered
+    for html in rendered:
         assert dangers(html) == [], html
         assert typeset(html) == our_math(html), html
+
+
+_CODE_MARKDOWN = re.compile(r'<div class="qwen-markdown">\n\n(`{3,})([A-Za-z0-9_+.-]*)\n(.*)\1\n\n</div>', re.S)
+
+
+def assert_only_code(md: str) -> None:
+    """``md`` is one fenced code block no line of which can close it: marked shows it as code text."""
+    m = _CODE_MARKDOWN.fullmatch(md)
+    assert m is not None, md
+    fence, code = m.group(1), m.group(3)
+    assert code == "" or code.endswith("\n")
+    assert max((len(run) for run in re.findall("`+", code)), default=0) < len(fence), md
+
+
+def test_code_blocks_are_published_as_markdown_only_code_can_be_read_from(published):
+    hostile = "<img src=x onerror=alert(1)> $x$ $$y$$ ~D </code></pre><script>alert(1)</script>\n``` ```` `````\n"
+    mathy = "\\begin{x} a<b \\end{x} @@0@@ \\\\(z\\\\)\n"  # removeMath would cut these out: HTML
+    doc = f"Intro\n\n~~~ py`thon {{onclick=x}}\n{hostile}~~~\n\n```tex\n{mathy}```\n   ```\n{hostile}\nAfter, unclosed"
+    stream(doc, 5)
+    final: dict[str, dict] = {}
+    for display_id, bundle in published:
+        final[display_id] = bundle
+    parts = [b for b in final.values() if is_markdown(b)]
+    assert "".join(b["text/plain"] for b in parts) == doc
+    codes = [b["text/markdown"] for b in parts if "text/markdown" in b]
+    assert len(codes) == 2
+    for code in codes:
+        assert_only_code(code)
+        assert hostile in code
+    assert codes[0].startswith('<div class="qwen-markdown">\n\n``````python\n')
+    (tex,) = [b for b in parts if "tex" in b["text/plain"]]
+    assert "text/markdown" not in tex and "a&lt;b" in tex["text/html"]
 
 
 def test_committed_plain_text_is_the_answer(published):
@@ -58,7 +93,7 @@ def test_committed_plain_text_is_the_answer(published):
     final: dict[str, dict] = {}
     for display_id, bundle in published:
         final[display_id] = bundle
-    plain = "".join(b["text/plain"] for b in final.values() if "qwen-markdown" in b.get("text/html", ""))
+    plain = "".join(b["text/plain"] for b in final.values() if is_markdown(b))
     assert plain == doc
 
 
@@ -88,8 +123,8 @@ def test_live_windows_are_bounded_and_the_final_outputs_are_the_answer(published
         final[display_id] = bundle
     parts = [b for b in final.values() if is_markdown(b)]
     assert "".join(b["text/plain"] for b in parts) == doc
-    assert all(markdown_bundle(b["text/plain"])["text/html"] == b["text/html"] for b in parts)
-    assert not any("characters above" in b["text/html"] for b in parts)
+    assert all(answer_bundles(b["text/plain"]) == [b] for b in parts)
+    assert not any("characters above" in shown(b) for b in parts)
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 11])
@@ -120,7 +155,7 @@ def test_a_long_block_is_published_whole_as_soon_as_the_next_block_begins(publis
     # ... long before the answer ends: the repaints after it show the next block's window.
     later_windows = [b for _, b in published[whole[0] + 1 :] if "text/plain" not in b and is_markdown(b)]
     assert len(later_windows) > len(rest) // size // 4
-    assert not any("y_" in b["text/html"] for b in later_windows)
+    assert not any("y_" in shown(b) for b in later_windows)
 
 
 @pytest.mark.parametrize(
