@@ -427,8 +427,11 @@ def test_replay_keeps_the_recorded_pace_divided_by_speed(tmp_path, speed, low, h
     assert len(arrivals) == 5
     assert low <= arrivals[-1] <= high, arrivals
     if speed == 1:
-        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-        assert all(0.07 <= gap <= 0.2 for gap in gaps), gaps
+        # Each piece comes at its recorded time (0.1 s apart), never early; a busy machine may
+        # deliver one late, after which the next catches up with the recording's clock.
+        assert all(at >= 0.1 * (i + 1) - 0.03 for i, at in enumerate(arrivals)), arrivals
+        gaps = sorted(b - a for a, b in itertools.pairwise(arrivals))
+        assert 0.07 <= gaps[len(gaps) // 2] <= 0.2, gaps
 
 
 def test_speed_on_the_command_line():
