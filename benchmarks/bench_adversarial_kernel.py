@@ -45,9 +45,11 @@ def shapes(size: int) -> dict[str, str]:
     return {name: (text * (size // len(text) + 1))[:size] for name, text in made.items()}
 
 
-def measure(kernel: Kernel, server: FakeDashScope, process: psutil.Process, text: str, limit: float) -> dict[str, Any]:
+def measure(
+    kernel: Kernel, server: FakeDashScope, process: psutil.Process, text: str, limit: float, delay: float = 0.0
+) -> dict[str, Any]:
     """Kernel CPU and wall time for one cell that streams ``text``."""
-    server.queue(Stream(text=text, chunk=40))
+    server.queue(Stream(text=text, chunk=40, delay=delay))
     before, started = process.cpu_times(), time.monotonic()
     try:
         run = kernel.run("%%qwen --new\nGo", timeout=limit)
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = arguments(__doc__)
     parser.add_argument("--size", type=int, default=100_000, help="characters per answer")
     parser.add_argument("--limit", type=float, default=60.0, help="seconds of wall time before a shape is interrupted")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds between deltas (0: as fast as the server sends)")
+    parser.add_argument("--only", default="", help="run only the shapes whose name contains this text")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
     with kernel_stderr(), FakeDashScope() as server:
@@ -73,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             process = psutil.Process(kernel_pid(kernel))
             measure(kernel, server, process, "warm-up " * 100, args.limit)
             for name, text in shapes(args.size).items():
-                results[name] = measure(kernel, server, process, text, args.limit)
+                if args.only in name:
+                    results[name] = measure(kernel, server, process, text, args.limit, args.delay)
         finally:
             kernel.stop()
     rows, missed = [], False
@@ -83,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         missed = missed or (not passed and name != "ordinary markdown")
         cpu = f"> {result['cpu_s']:.2f} s (interrupted)" if over else f"{result['cpu_s']:.2f} s"
         rows.append([name, f"{result['chars']:,}", cpu, f"{result['wall_s']:.2f} s", f"< {TARGET_CPU:g} s", verdict(passed)])
-    title = f"Adversarial answers, {args.size:,} characters each, streamed in 40-character deltas"
+    pace = f" every {args.delay * 1000:g} ms" if args.delay else ""
+    title = f"Adversarial answers, {args.size:,} characters each, streamed in 40-character deltas{pace}"
     print(table(title, ["shape", "chars", "kernel CPU", "wall", "target", ""], rows))
     write_json("adversarial_kernel.json", {"environment": environment(), "size": args.size, "results": results})
     return 1 if missed and not args.no_fail else 0

@@ -225,6 +225,10 @@ def _parser(kind: str = "render") -> MarkdownIt:
     for name in ("link", "image"):
         rule = md.inline.ruler.__rules__[md.inline.ruler.__find__(name)].fn
         md.inline.ruler.at(name, functools.partial(_when_links_possible, rule))
+    for name in ("emphasis", "strikethrough"):
+        if md.inline.ruler.__find__(name) >= 0:
+            rule = md.inline.ruler.__rules__[md.inline.ruler.__find__(name)].fn
+            md.inline.ruler.at(name, functools.partial(_when_emphasis_sane, rule))
     md.add_render_rule("math_inline", _render_math)
     md.add_render_rule("math_block", _render_math_block)
     md.options["highlight"] = _highlight
@@ -297,6 +301,24 @@ def _math_inline(state: StateInline, silent: bool) -> bool:
         token.content = src[pos:stop]
     state.pos = stop
     return True
+
+
+_EMPHASIS_MARKS = 4000  # most `*`, `_` and `~` in one inline run (a paragraph, a cell) taken as emphasis
+
+
+def _when_emphasis_sane(rule: Any, state: StateInline, silent: bool) -> bool:
+    """markdown-it's emphasis or strikethrough rule, skipped in delimiter soup.
+
+    Each ``*``/``_``/``~`` becomes a token that the pairing pass then walks: a paragraph of
+    tens of thousands of them (``*_*_*_…``) costs seconds of CPU to turn into nothing a reader
+    wants. Past ``_EMPHASIS_MARKS`` such characters in one inline run they stay literal text.
+    """
+    cache: dict[int, bool] = state.env.setdefault("_qwen_soup", {})
+    soup = cache.get(id(state.src))
+    if soup is None:
+        src = state.src
+        soup = cache[id(src)] = src.count("*") + src.count("_") + src.count("~") > _EMPHASIS_MARKS
+    return False if soup else rule(state, silent)
 
 
 def _when_links_possible(rule: Any, state: StateInline, silent: bool) -> bool:

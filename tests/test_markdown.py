@@ -704,3 +704,16 @@ def test_answer_images_in_a_real_cell(fresh) -> None:
     fresh.run("%config QwenMagics.answer_images = 'link'")
     wrong = fresh.run("%config QwenMagics.answer_images = 'sometimes'")
     assert "answer_images" in wrong.error_text + wrong.stderr
+
+
+def test_delimiter_and_bracket_soup_stays_literal_text_while_ordinary_emphasis_and_links_render():
+    from qwen_magic._markdown import render_html
+
+    soup = ("*_" * 100 + "\n") * 30  # 6,000 emphasis marks in one paragraph
+    html = render_html(soup)
+    assert "<em>" not in html and "<strong>" not in html and html.count("*") == soup.count("*")
+    brackets = "[" * 40 + "a" + "](" * 40 + "x)"
+    assert "<a " not in render_html(brackets)
+    ordinary = render_html("**bold**, _it_, ~~gone~~ and [a [b] link](https://qwen.ai)")
+    assert "<strong>bold</strong>" in ordinary and "<em>it</em>" in ordinary and "<s>gone</s>" in ordinary
+    assert '<a href="https://qwen.ai"' in ordinary
