@@ -33,6 +33,7 @@ from _common import environment, table, write_json
 
 # isort: split
 import shapes
+from bench_streaming import NAIVE_CELL  # the naive pattern, as the streaming benchmark runs it
 from fake_dashscope import FakeDashScope, Stream
 from kernel_harness import kernel_env
 
@@ -43,14 +44,6 @@ import os, anthropic
 from IPython.display import Markdown, display, update_display
 _bench_client = anthropic.Anthropic(api_key=os.environ["DASHSCOPE_API_KEY"], base_url=os.environ["DASHSCOPE_BASE_URL"])
 _BENCH_REQUEST = dict(model="qwen3.6-plus", max_tokens=4096, messages=[{"role": "user", "content": "Benchmark"}])
-"""
-NAIVE_CELL = """\
-_bench_handle = display(Markdown(""), display_id=True)
-_bench_snapshot = ""
-with _bench_client.messages.stream(**_BENCH_REQUEST) as _bench_stream:
-    for _bench_text in _bench_stream.text_stream:
-        _bench_snapshot += _bench_text
-        update_display(Markdown(_bench_snapshot), display_id=_bench_handle.display_id)
 """
 
 

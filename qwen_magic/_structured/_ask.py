@@ -200,14 +200,13 @@ def obtain(
     max_repairs: int,
     views: Callable[[], View],
     max_rounds: int,
-    stream: bool = True,
-    on_reply: Callable[[dict[str, Any], Answer], None] | None = None,
     remark: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    called: list[str] | None = None,
+    **loop: Any,
 ) -> Any:
     """Ask until a valid value comes (or the repairs run out): the tool loop with the answer tool.
 
-    ``request`` already ends with the prompt and its instruction. On return the turn's
+    ``loop``: the rest of ``converse``'s options (stream, usage, tool count), passed on as
+    they are. ``request`` already ends with the prompt and its instruction. On return the turn's
     rounds in ``answer`` hold every attempt, so the history replays them; the result is
     what ``NAME`` gets. Raises ``InvalidValue`` when no valid value came.
     """
@@ -237,11 +236,9 @@ def obtain(
                 toolbox,
                 views=lambda: ValueView(views(), name),
                 max_rounds=rounds,
-                stream=stream,
-                on_reply=on_reply,
                 remark=remark,
-                called=called,
                 until=tool.settled,
+                **loop,
             )
         except ServiceError as error:
             if not (forced and error.status == 400 and not answer.rounds and not answer.text):
