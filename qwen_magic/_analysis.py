@@ -16,7 +16,8 @@ REPR_LIMIT = 2000  # characters of any other object's repr
 TRACEBACK_LIMIT = 6000  # characters of a traceback sent by %qwen explain
 
 
-def _cut(text: str, limit: int) -> str:
+def cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters with a note of how long it was."""
     return text if len(text) <= limit else text[: limit - 40].rstrip() + f"\n… (cut: {len(text):,} characters in all)"
 
 
@@ -34,11 +35,11 @@ def describe(value: Any, name: str) -> str | None:
     """A compact markdown summary of a DataFrame, Series or array; None for anything else."""
     kind = _kind(value)
     if kind == "DataFrame":
-        return _cut(_frame(value, name), SUMMARY_LIMIT)
+        return cut(_frame(value, name), SUMMARY_LIMIT)
     if kind == "Series":
-        return _cut(_series(value, name), SUMMARY_LIMIT)
+        return cut(_series(value, name), SUMMARY_LIMIT)
     if kind == "ndarray":
-        return _cut(_array(value, name), SUMMARY_LIMIT)
+        return cut(_array(value, name), SUMMARY_LIMIT)
     return None
 
 
@@ -48,7 +49,7 @@ def short_repr(value: Any) -> str:
         text = repr(value)
     except Exception as exc:  # a broken __repr__ must not break the prompt
         text = f"<{type(value).__name__} object; repr failed: {exc}>"
-    return _cut(text, REPR_LIMIT)
+    return cut(text, REPR_LIMIT)
 
 
 def _frame(df: Any, name: str) -> str:
@@ -100,7 +101,7 @@ def last_error(shell: Any) -> tuple[str, str] | None:
         source = "".join(linecache.getlines(frames[0].filename))
     kept = [f for f in frames if "site-packages/IPython/" not in f.filename]
     text = "".join(traceback.format_list(kept)) + "".join(traceback.format_exception_only(etype, value))
-    return _cut("Traceback (most recent call last):\n" + text, TRACEBACK_LIMIT), source.rstrip()
+    return cut("Traceback (most recent call last):\n" + text, TRACEBACK_LIMIT), source.rstrip()
 
 
 def _is_cell(shell: Any, filename: str) -> bool:

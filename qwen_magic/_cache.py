@@ -54,11 +54,18 @@ import bisect
 import copy
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, cast
+
+from ._media import is_inline
+
+if TYPE_CHECKING:
+    from anthropic.types import CacheControlEphemeralParam, TextBlockParam
+
+    from ._blocks import Block, Message, Request
 
 MIN_TOKENS = 1024
 MAX_MARKERS = 4
-MARKER = {"type": "ephemeral"}
+MARKER: CacheControlEphemeralParam = {"type": "ephemeral"}
 MODES = ("auto", "manual", "off")
 TTL = 300.0  # seconds a cache entry lives without a hit
 WAITING_CHARS = 4 * 1024 * 1024  # base64 of old inline media that may wait for a batch
@@ -73,7 +80,7 @@ class TokenEstimator:
     chars_per_token: float = 3.5
     media_tokens: int = 1000
 
-    def block(self, block: dict[str, Any]) -> float:
+    def block(self, block: Block) -> float:
         """Estimated tokens of one content block."""
         chars, media = measure(block)
         return chars / self.chars_per_token + media * self.media_tokens
@@ -90,53 +97,60 @@ class TokenEstimator:
         self.chars_per_token = min(8.0, max(0.5, 0.5 * self.chars_per_token + 0.5 * observed))
 
 
-def measure(block: dict[str, Any]) -> tuple[int, int]:
+def measure(block: Block) -> tuple[int, int]:
     """A block's size for the estimate: characters of text, and image units (a video is 2)."""
-    kind = block.get("type")
+    kind = block["type"]
     if kind == "image":
         return 0, 1
     if kind == "video":
         return 0, 2
-    if kind == "text":
+    if block["type"] == "text":
         return len(block.get("text", "")), 0
-    if kind == "tool_result":
+    if block["type"] == "tool_result":
         content = block.get("content", "")
         if isinstance(content, str):
             return len(content), 0
-        sizes = [measure(item) for item in content if isinstance(item, dict)]
+        # The SDK allows more kinds of block in a result than are ever put there: measured alike.
+        sizes = [measure(cast("Block", item)) for item in content if isinstance(item, dict)]
         return sum(c for c, _ in sizes), sum(m for _, m in sizes)
     return len(json.dumps({k: v for k, v in block.items() if k != "cache_control"}, default=str)), 0
 
 
-def is_inline(block: dict[str, Any]) -> bool:
-    """An image or video sent as base64 (what ``keep_media_turns`` detaches)."""
-    return block.get("type") in ("image", "video") and block.get("source", {}).get("type") == "base64"
-
-
-def _content(message: dict[str, Any]) -> list[dict[str, Any]]:
-    content = message["content"]
+def _content(message: Message) -> list[Block]:
+    # A request built elsewhere (a test, a cassette) may give a message as plain text.
+    content = cast("list[Block] | str", message["content"])
     return [{"type": "text", "text": content}] if isinstance(content, str) else content
 
 
-def _markable(block: dict[str, Any]) -> bool:
-    return block.get("type") not in ("thinking", "redacted_thinking") and not (
-        block.get("type") == "text" and not block.get("text")
+def with_marker(block: Block) -> Block:
+    """A copy of ``block`` carrying a cache marker."""
+    return cast("Block", {**block, "cache_control": MARKER.copy()})
+
+
+def without_marker(block: Block) -> Block:
+    """A copy of ``block`` without its cache marker."""
+    return cast("Block", {k: v for k, v in block.items() if k != "cache_control"})
+
+
+def _markable(block: Block) -> bool:
+    return block["type"] not in ("thinking", "redacted_thinking") and not (
+        block["type"] == "text" and not block.get("text")
     )
 
 
-def _last_markable(blocks: list[dict[str, Any]], before: int | None = None) -> int | None:
+def _last_markable(blocks: list[Block], before: int | None = None) -> int | None:
     for index in range((len(blocks) if before is None else before) - 1, -1, -1):
         if _markable(blocks[index]):
             return index
     return None
 
 
-def mark(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def mark(blocks: list[Block]) -> list[Block]:
     """``blocks`` with an explicit marker on the last one that can carry it (``--cache``)."""
     blocks = copy.deepcopy(blocks)
     index = _last_markable(blocks)
     if index is not None:
-        blocks[index]["cache_control"] = dict(MARKER)
+        blocks[index] = with_marker(blocks[index])
     return blocks
 
 
@@ -148,14 +162,14 @@ class PrefixIndex:
     """
 
     def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
+        self.messages: list[Message] = []
         self._chars = [0]  # characters before message m
         self._media = [0]
         self.explicit: list[Position] = []  # user blocks carrying a --cache mark
         self.inline: list[Position] = []  # base64 images and videos
         self.calls: list[tuple[int, str]] = []  # (message, tool name) of every tool_use
 
-    def append(self, message: dict[str, Any]) -> None:
+    def append(self, message: Message) -> None:
         """Add a message at the end."""
         m = len(self.messages)
         chars = media = 0
@@ -166,7 +180,7 @@ class PrefixIndex:
                 self.explicit.append((m, b))
             if is_inline(block):
                 self.inline.append((m, b))
-            if block.get("type") == "tool_use":
+            if block["type"] == "tool_use":
                 self.calls.append((m, block.get("name", "")))
         self.messages.append(message)
         self._chars.append(self._chars[-1] + chars)
@@ -223,13 +237,13 @@ def media_floor(
 
 
 def place_markers(
-    request: dict[str, Any],
+    request: Request,
     mode: str,
     estimator: TokenEstimator,
     *,
     index: PrefixIndex | None = None,
     stable: Position | None = None,
-) -> dict[str, Any]:
+) -> Request:
     """``request`` with cache markers placed by ``mode``; the input and its messages are not changed.
 
     Explicit marks arrive as ``cache_control`` on user blocks (``mark``) and on system
@@ -238,13 +252,15 @@ def place_markers(
     every ``cache_control`` in the request counts as explicit. ``stable``: the first block
     the next media drop will change (the media boundary is the markable block before it).
     """
-    messages: list[dict[str, Any]] = request["messages"]
+    messages = request["messages"]
     if index is None:
         index = PrefixIndex()
         for message in messages:
             index.append(message)
+    known = index
+
     def starts_with(base: int) -> bool:
-        return not base or (base <= len(messages) and messages[base - 1] is index.messages[base - 1])
+        return not base or (base <= len(messages) and messages[base - 1] is known.messages[base - 1])
 
     base = len(index.messages)
     if not starts_with(base):
@@ -260,7 +276,7 @@ def place_markers(
     explicit = [p for p in index.explicit if p[0] < base] + [(base + m, b) for m, b in tail.explicit]
 
     system = request.get("system")
-    system_blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system or [])
+    system_blocks: list[TextBlockParam] = [{"type": "text", "text": system}] if isinstance(system, str) else list(system or [])
     explicit_system = any("cache_control" in block for block in system_blocks)
     system_chars = sum(measure(block)[0] for block in system_blocks)
 
@@ -326,20 +342,20 @@ def place_markers(
         new_blocks = list(blocks)
         for b, block in enumerate(blocks):
             if (m, b) in wanted:
-                new_blocks[b] = {**block, "cache_control": dict(MARKER)}
+                new_blocks[b] = with_marker(block)
             elif "cache_control" in block and (m, b) in marked_before:
-                new_blocks[b] = {k: v for k, v in block.items() if k != "cache_control"}
+                new_blocks[b] = without_marker(block)
         out[m] = {**messages[m], "content": new_blocks}
-    result = {**request, "messages": out}
+    result: Request = {**request, "messages": out}
     system_marked = any(m == -1 for m, _ in chosen)
     if not system_blocks:
         result.pop("system", None)
     elif system_marked or explicit_system or len(system_blocks) > 1:
-        blocks = [{k: v for k, v in block.items() if k != "cache_control"} for block in system_blocks]
+        plain = [cast("TextBlockParam", without_marker(block)) for block in system_blocks]
         if system_marked:
-            blocks[-1]["cache_control"] = dict(MARKER)
+            plain[-1]["cache_control"] = MARKER.copy()
         # The service needs a list of blocks to carry a marker; a plain string otherwise.
-        result["system"] = blocks if system_marked or len(blocks) > 1 else blocks[0]["text"]
+        result["system"] = plain if system_marked or len(plain) > 1 else plain[0]["text"]
     return result
 
 
@@ -347,12 +363,12 @@ def _sum(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
     return a[0] + b[0], a[1] + b[1]
 
 
-def _measure_all(blocks: list[dict[str, Any]]) -> tuple[int, int]:
+def _measure_all(blocks: list[Block]) -> tuple[int, int]:
     sizes = [measure(block) for block in blocks]
     return sum(c for c, _ in sizes), sum(u for _, u in sizes)
 
 
-def _previous_user(messages: list[dict[str, Any]]) -> int | None:
+def _previous_user(messages: list[Message]) -> int | None:
     """The user message before the last one (the previous request's last block is there)."""
     seen = 0
     for m in range(len(messages) - 1, -1, -1):
@@ -363,7 +379,7 @@ def _previous_user(messages: list[dict[str, Any]]) -> int | None:
     return None
 
 
-def estimate_prompt(request: dict[str, Any], estimator: TokenEstimator, index: PrefixIndex | None = None) -> float:
+def estimate_prompt(request: Request, estimator: TokenEstimator, index: PrefixIndex | None = None) -> float:
     """Estimated tokens of a request's whole prompt (system and messages).
 
     With ``index`` (the history the request starts with), only the messages after it are measured.

@@ -6,9 +6,9 @@ as a collapsible part of the output (``call_bundle``), and its result is sent ba
 ``tool_result`` (``result_content``); the next answer streams on in the same cell.
 Failures go back as the result's text (DashScope has no ``is_error``), also for a call
 the model got wrong: a name that is not a tool's, or arguments that are not one JSON
-object (checked as they stream by ``_CheckedClient``, before the SDK's parser can fail
+object (checked as they stream by ``CheckedClient``, before the SDK's parser can fail
 the whole answer). Such a call stays in history with a valid name and ``{}`` arguments,
-so the next request is accepted (``_make_acceptable``). Results go out with the API key
+so the next request is accepted (``make_acceptable``). Results go out with the API key
 masked. Every ``tool_use`` gets its ``tool_result`` before any later request, also when
 the round limit stops the loop or the user interrupts a tool.
 
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._answer import Answer
 from ._markdown import text_html
-from ._tools import _NAME, ArgumentMismatch, Block, Toolbox
+from ._tools import TOOL_NAME, ArgumentMismatch, Block, Toolbox
 
 if TYPE_CHECKING:
     pass
@@ -235,7 +235,7 @@ def sendable(text: str) -> str:
 INVALID_NAME = "invalid_tool_name"  # stands in history for a called name the service would refuse
 
 
-def _make_acceptable(call: Block, broken: dict[str, str]) -> None:
+def make_acceptable(call: Block, broken: dict[str, str]) -> None:
     """Rewrite a ``tool_use`` block (in place) so that resending it in history is accepted.
 
     The service refuses a history whose tool call has a name outside ``^[A-Za-z0-9_-]{1,64}$``
@@ -243,7 +243,7 @@ def _make_acceptable(call: Block, broken: dict[str, str]) -> None:
     result naming what was wrong, so the model still reads what happened.
     """
     name = call.get("name")
-    if not (isinstance(name, str) and _NAME.match(name)):
+    if not (isinstance(name, str) and TOOL_NAME.match(name)):
         call["name"] = INVALID_NAME
     if call.get("id") in broken or not isinstance(call.get("input"), dict):
         call["input"] = {}
@@ -264,7 +264,7 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-class _CheckedClient:
+class CheckedClient:
     """The SDK client, with each tool call's arguments checked before the SDK's accumulator reads them.
 
     The SDK parses a call's arguments while they stream and raises mid-answer on text that

@@ -22,14 +22,19 @@ from __future__ import annotations
 import bisect
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 from ._answer import Answer, Usage
-from ._cache import MARKER, PrefixIndex, TokenEstimator, estimate_prompt, is_inline, media_floor, place_markers
+from ._blocks import from_answer
+from ._cache import MARKER, PrefixIndex, TokenEstimator, estimate_prompt, media_floor, place_markers
 from ._calls import tool_lines
 from ._context import clock
-from ._media import detach_media
-from ._prompt import Block, prompt_text
+from ._media import detach_media, is_inline, source_data
+from ._prompt import prompt_text
+
+if TYPE_CHECKING:
+    from ._blocks import Block, Message, Request
+    from ._context_build import Context
 
 DEFAULT_CHAT = "default"
 
@@ -42,7 +47,7 @@ class Turn:
     answer: Answer
     cell_id: str | None = None
     source: str | None = None
-    context: Any = None  # the notebook context sent first in ``prompt`` (a ``_context_build.Context``), if any
+    context: Context | None = None  # the notebook context sent first in ``prompt``, if any
     upto: int = 0  # the capture clock when sent: the next turn's context starts after it
 
     @property
@@ -79,12 +84,12 @@ class Conversation:
     last_sent: float | None = None  # time.monotonic() of the last request built
     # The history's messages, built once per turn: (turn, its first message, the message its
     # prompt joined) per turn, and the index of the messages.
-    _built: list[tuple[Turn, int, dict[str, Any] | None]] = field(default_factory=list, repr=False)
+    _built: list[tuple[Turn, int, Message | None]] = field(default_factory=list, repr=False)
     _media_turns: list[int] = field(default_factory=list, repr=False)  # built turns with inline media
     _media_chars: list[int] = field(default_factory=lambda: [0], repr=False)  # their base64, running total
     _built_floor: int = field(default=0, repr=False)
     _index: PrefixIndex = field(default_factory=PrefixIndex, repr=False)
-    _plain: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the last request, unmarked
+    _plain: list[Message] = field(default_factory=list, repr=False)  # the last request, unmarked
     started: int = 0  # the capture clock at creation or reset: the first turn's context starts after it
 
     def reset(self) -> None:
@@ -108,7 +113,7 @@ class Conversation:
             return cell_id == last.cell_id
         return source is not None and last.source is not None and same_source(source, last.source)
 
-    def messages(self, keep_media_turns: int | None = None) -> list[dict[str, Any]]:
+    def messages(self, keep_media_turns: int | None = None) -> list[Message]:
         """The history as Messages API turns, without thinking and without empty answers.
 
         Inline (base64) media of turns before ``media_floor`` is replaced by a one-line
@@ -162,13 +167,13 @@ class Conversation:
             start = len(index.messages)
             last = index.messages[-1] if index.messages else None
             inline = 0  # base64 characters of the turn's inline media
-            content = turn.answer.history_content()
+            content = from_answer(turn.answer.history_content())
             if content or turn.answer.rounds:
                 inline = _inline_chars(turn.prompt)
                 _append(index, "user", detach_media(turn.prompt) if old else turn.prompt)
                 for done in turn.answer.rounds:
-                    index.append({"role": "assistant", "content": done.history_content()})
-                    results = done.tool_results
+                    index.append({"role": "assistant", "content": from_answer(done.history_content())})
+                    results = from_answer(done.tool_results)
                     inline += _inline_chars(results)
                     index.append({"role": "user", "content": detach_media(results) if old else results})
                 if content:
@@ -180,7 +185,7 @@ class Conversation:
                 self._media_chars.append(self._media_chars[-1] + inline)
         return index
 
-    def request(self, prompt: list[Block], options: Options) -> dict[str, Any]:
+    def request(self, prompt: list[Block], options: Options) -> Request:
         """The keyword arguments for ``client.messages.stream`` / ``create``.
 
         Applies the media policy (which may move ``media_floor``) and places cache markers
@@ -189,7 +194,7 @@ class Conversation:
         changed = self._advance_floor(options.keep_media_turns)
         index = self._sync()
         messages = _say(list(index.messages), "user", prompt)
-        request: dict[str, Any] = {
+        request: Request = {
             "model": options.model,
             "max_tokens": options.max_tokens,
             "messages": messages,
@@ -202,7 +207,7 @@ class Conversation:
         }
         if self.system:
             request["system"] = (
-                [{"type": "text", "text": self.system, "cache_control": dict(MARKER)}]
+                [{"type": "text", "text": self.system, "cache_control": MARKER.copy()}]
                 if self.system_cache
                 else self.system
             )
@@ -213,7 +218,7 @@ class Conversation:
         self.last_sent = time.monotonic()
         return self._marked(request, options, changed)
 
-    def _stable(self, messages: list[dict[str, Any]] | None = None) -> tuple[int, int] | None:
+    def _stable(self, messages: list[Message] | None = None) -> tuple[int, int] | None:
         """The first inline media block a later drop will replace (the media boundary closes before it)."""
         index = self._index
         built, floor = self._built, self.media_floor
@@ -228,14 +233,12 @@ class Conversation:
                         return (m, b)
         return found
 
-    def remark(self, request: dict[str, Any], options: Options) -> dict[str, Any]:
+    def remark(self, request: Request, options: Options) -> Request:
         """A tool round's follow-up ``request`` (the last one sent plus new messages), marked afresh."""
         sent = len(self._plain)
         return self._marked({**request, "messages": [*self._plain, *request["messages"][sent:]]}, options)
 
-    def _marked(
-        self, request: dict[str, Any], options: Options, stable: tuple[int, int] | None = None
-    ) -> dict[str, Any]:
+    def _marked(self, request: Request, options: Options, stable: tuple[int, int] | None = None) -> Request:
         """``request`` with the cache policy's markers: the one place they are placed (on copies)."""
         self._plain = request["messages"]
         stable = stable or self._stable(self._plain)
@@ -245,7 +248,7 @@ class Conversation:
         """The tools the history (as last built) has called, each once."""
         return self._index.called()
 
-    def estimate(self, request: dict[str, Any], estimator: TokenEstimator) -> float:
+    def estimate(self, request: Request, estimator: TokenEstimator) -> float:
         """Estimated prompt tokens of a request this conversation built (the history is measured once)."""
         return estimate_prompt(request, estimator, self._index if request["messages"] else None)
 
@@ -299,20 +302,23 @@ def _cell_text(source: str) -> str:
 
 
 def _inline_chars(blocks: list[Block]) -> int:
-    return sum(len(b["source"].get("data", "")) for b in blocks if is_inline(b))
+    return sum(len(source_data(b["source"])) for b in blocks if is_inline(b))
 
 
-def _append(index: PrefixIndex, role: str, content: list[Block]) -> None:
+Role = Literal["user", "assistant"]
+
+
+def _append(index: PrefixIndex, role: Role, content: list[Block]) -> None:
     """``_say`` for the index: after a message of the same role (tool results) the content joins it."""
     if index.messages and index.messages[-1]["role"] == role:
-        joined = {"role": role, "content": [*index.messages[-1]["content"], *content]}
+        joined: Message = {"role": role, "content": [*index.messages[-1]["content"], *content]}
         index.truncate(len(index.messages) - 1)
         index.append(joined)
     else:
         index.append({"role": role, "content": content})
 
 
-def _say(messages: list[dict[str, Any]], role: str, content: list[Block]) -> list[dict[str, Any]]:
+def _say(messages: list[Message], role: Role, content: list[Block]) -> list[Message]:
     """Append a message to ``messages``; after one of the same role (tool results) it joins that one."""
     if messages and messages[-1]["role"] == role:
         messages[-1] = {"role": role, "content": [*messages[-1]["content"], *content]}

@@ -1,6 +1,7 @@
 """Images and videos as content blocks: from URLs, files and Python objects; their previews.
 
-Every block is a plain dict the SDK sends as is; ``MediaBlock`` only adds a ``label``
+Every block is a plain dict the SDK sends as is (typed as ``_blocks.MediaBlockParam``);
+``MediaBlock`` only adds a ``label``
 attribute (the file name, URL or ``{name}`` it came from) for previews, ``%qwen history``
 and the placeholders that replace old inline media in later turns.
 
@@ -18,14 +19,21 @@ import html
 import io
 import sys
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
 from IPython.core.error import UsageError
 
 from . import _files
 
-Block = dict[str, Any]
+if TYPE_CHECKING:
+    from typing import TypeGuard
+
+    from anthropic.types import TextBlockParam
+
+    from ._blocks import Block, ImageMediaType, MediaBlockParam, MediaSource
+
+MediaKind = Literal["image", "video"]
 
 MAX_INLINE = 10 * 1024 * 1024  # characters of base64 text in one inline item
 IMAGE_TYPES = {
@@ -55,7 +63,19 @@ class MediaBlock(dict[str, Any]):
     label: str = ""
 
 
-def kind_of(path: str) -> str | None:
+def _labelled(block: MediaBlockParam, label: str) -> MediaBlockParam:
+    """``block`` as a ``MediaBlock`` remembering ``label`` (still the dict the SDK sends)."""
+    labelled = MediaBlock(block)
+    labelled.label = label
+    return cast("MediaBlockParam", labelled)
+
+
+def label_of(block: Block) -> str:
+    """What a media block was made from (file name, URL, ``{name}``); empty if unknown."""
+    return getattr(block, "label", "")
+
+
+def kind_of(path: str) -> MediaKind | None:
     """``"image"``, ``"video"`` or None, from the extension of a path or URL path."""
     suffix = PurePosixPath(path).suffix.lower()
     if suffix in IMAGE_TYPES:
@@ -65,26 +85,30 @@ def kind_of(path: str) -> str | None:
     return None
 
 
-def url_kind(url: str) -> str | None:
+def url_kind(url: str) -> MediaKind | None:
     """The media kind an http(s) URL's path tells (query and fragment ignored)."""
     return kind_of(urlsplit(url).path)
 
 
-def url_block(kind: str, url: str) -> Block:
+def url_block(kind: MediaKind, url: str) -> MediaBlockParam:
     """A block whose source the service fetches itself."""
-    block = MediaBlock(type=kind, source={"type": "url", "url": url})
-    block.label = url
-    return block
+    if kind == "image":
+        return _labelled({"type": "image", "source": {"type": "url", "url": url}}, url)
+    return _labelled({"type": "video", "source": {"type": "url", "url": url}}, url)
 
 
-def inline_block(kind: str, data: bytes, media_type: str, label: str) -> Block:
-    """A base64 block, refused before sending when it is over the inline limit."""
+def inline_block(kind: MediaKind, data: bytes, media_type: str, label: str) -> MediaBlockParam:
+    """A base64 block, refused before sending when it is over the inline limit.
+
+    An image's ``media_type`` is one of ``INLINE_IMAGE_TYPES`` (sniffed from its bytes, or
+    the type its converter wrote); a video's any of ``VIDEO_TYPES``.
+    """
     check_size(kind, len(data), label)
-    block = MediaBlock(
-        type=kind, source={"type": "base64", "media_type": media_type, "data": base64.b64encode(data).decode("ascii")}
-    )
-    block.label = label
-    return block
+    encoded = base64.b64encode(data).decode("ascii")
+    if kind == "image":
+        image_type = cast("ImageMediaType", media_type)
+        return _labelled({"type": "image", "source": {"type": "base64", "media_type": image_type, "data": encoded}}, label)
+    return _labelled({"type": "video", "source": {"type": "base64", "media_type": media_type, "data": encoded}}, label)
 
 
 def encoded_size(size: int) -> int:
@@ -135,7 +159,7 @@ def sniff_image(data: bytes) -> str | None:
 # -- local files ---------------------------------------------------------------------------
 
 
-def file_block(typed: str, kind: str | None = None) -> Block:
+def file_block(typed: str, kind: MediaKind | None = None) -> MediaBlockParam:
     """A base64 block for the file at ``typed`` (relative to the working directory, or ``~``).
 
     ``kind`` is what an explicit ``image:``/``video:`` asked for; the extension must agree.
@@ -221,7 +245,7 @@ def image_bytes(value: Any) -> tuple[bytes, str] | None:
         return _encode_figure(value)
     axes = sys.modules.get("matplotlib.axes")
     if axes is not None and isinstance(value, axes.Axes) and value.figure is not None:
-        return _encode_figure(value.figure)  # type: ignore[arg-type]
+        return _encode_figure(value.figure)
     return None
 
 
@@ -249,30 +273,45 @@ def _encode_figure(figure: Any) -> tuple[bytes, str]:
 # -- what a block looks like elsewhere: history, placeholders, previews ----------------------
 
 
-def is_media(block: Block) -> bool:
-    return block.get("type") in ("image", "video")
+def is_media(block: Block) -> TypeGuard[MediaBlockParam]:
+    return block["type"] in ("image", "video")
 
 
-def _inline_size(source: dict[str, Any]) -> int:
-    data = source.get("data", "")
+def is_inline(block: Block) -> TypeGuard[MediaBlockParam]:
+    """An image or video sent as base64 (what ``keep_media_turns`` detaches)."""
+    return block["type"] in ("image", "video") and block["source"]["type"] == "base64"
+
+
+def source_data(source: MediaSource) -> str:
+    """The base64 text of an inline source ("" for one the service fetches)."""
+    data = source["data"] if source["type"] == "base64" else ""
+    return data if isinstance(data, str) else ""  # the SDK also types file objects; never built here
+
+
+def _media_type(source: MediaSource) -> str | None:
+    return source["media_type"] if source["type"] == "base64" else None
+
+
+def _inline_size(source: MediaSource) -> int:
+    data = source_data(source)
     return len(data) * 3 // 4 - data[-2:].count("=")
 
 
-def describe(block: Block) -> str:
+def describe(block: MediaBlockParam) -> str:
     """``[image: photo.png (image/png, 1.2 MB)]`` or ``[video: https://…]`` for readers."""
-    source = block.get("source", {})
-    if source.get("type") == "url":
-        return f"[{block['type']}: {source.get('url')}]"
-    label = getattr(block, "label", "") or "inline"
-    return f"[{block['type']}: {label} ({source.get('media_type')}, {human_size(_inline_size(source))})]"
+    source = block["source"]
+    if source["type"] == "url":
+        return f"[{block['type']}: {source['url']}]"
+    label = label_of(block) or "inline"
+    return f"[{block['type']}: {label} ({_media_type(source)}, {human_size(_inline_size(source))})]"
 
 
-def placeholder(block: Block) -> Block:
+def placeholder(block: MediaBlockParam) -> TextBlockParam:
     """A short text block standing in for an inline item no longer resent."""
-    source = block.get("source", {})
-    label = getattr(block, "label", "") or source.get("media_type", "inline")
+    source = block["source"]
+    label = label_of(block) or _media_type(source) or "inline"
     text = f"[{block['type']} sent earlier: {label}, {human_size(_inline_size(source))} — no longer attached]"
-    replaced: Block = {"type": "text", "text": text}
+    replaced: TextBlockParam = {"type": "text", "text": text}
     if "cache_control" in block:  # an explicit --cache mark stays where the user put it
         replaced["cache_control"] = block["cache_control"]
     return replaced
@@ -319,10 +358,10 @@ def _img(src: str) -> str:
     )
 
 
-def _preview_html(block: Block) -> str:
-    kind, source = block["type"], block.get("source", {})
-    if source.get("type") == "url":
-        url = str(source.get("url", ""))
+def _preview_html(block: MediaBlockParam) -> str:
+    kind, source = block["type"], block["source"]
+    if source["type"] == "url":
+        url = str(source["url"])
         if not url.lower().startswith(("http://", "https://")):  # never a script or file link
             return _figure("", f"{kind}: {url}")
         if kind == "image":
@@ -332,10 +371,10 @@ def _preview_html(block: Block) -> str:
             f"▶ video: {html.escape(_short(url))}</a>"
         )
         return _figure(link, "")
-    label = getattr(block, "label", "") or source.get("media_type", "inline")
+    label = label_of(block) or _media_type(source) or "inline"
     caption = f"{label} · {human_size(_inline_size(source))}"
     if kind == "video":
-        return _figure(f"<span>▶ video: {html.escape(label)}</span>", f"{source.get('media_type')}, sent inline")
+        return _figure(f"<span>▶ video: {html.escape(label)}</span>", f"{_media_type(source)}, sent inline")
     thumbnail = _thumbnail(source)
     if thumbnail is None:
         return _figure('<div style="padding:2em 1em;border:1px dashed #ccc">🖼 image</div>', caption)
@@ -346,9 +385,9 @@ def _short(url: str, limit: int = 60) -> str:
     return url if len(url) <= limit else url[: limit - 1] + "…"
 
 
-def _thumbnail(source: dict[str, Any]) -> str | None:
+def _thumbnail(source: MediaSource) -> str | None:
     """A ``data:`` URL of a small version of an inline image, or None when none can be made."""
-    data, media_type = source.get("data", ""), source.get("media_type", "")
+    data, media_type = source_data(source), _media_type(source) or ""
     try:
         from PIL import Image
     except ImportError:
@@ -371,6 +410,6 @@ def _thumbnail(source: dict[str, Any]) -> str | None:
 
 def detach_media(blocks: list[Block]) -> list[Block]:
     """``blocks`` with each inline item replaced by its placeholder (URL media stays)."""
-    if not any(is_media(b) and b.get("source", {}).get("type") == "base64" for b in blocks):
+    if not any(is_inline(b) for b in blocks):
         return blocks
-    return [placeholder(b) if is_media(b) and b.get("source", {}).get("type") == "base64" else b for b in blocks]
+    return [placeholder(b) if is_inline(b) else b for b in blocks]

@@ -24,14 +24,19 @@ import ast
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from IPython.core.error import UsageError
 
 from . import _media
-from ._media import Block
 from ._text import current_key, mask_key
+
+if TYPE_CHECKING:
+    from anthropic.types import TextBlockParam
+
+    from ._blocks import Block
+    from ._media import MediaKind
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}(?=[^`\n]*$)|~{3,})", re.MULTILINE)
 _INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)", re.DOTALL)
@@ -74,7 +79,7 @@ def prompt_text(blocks: list[Block]) -> str:
     """The readable text of a user turn (media shown as placeholders)."""
     parts = []
     for block in blocks:
-        if block.get("type") == "text":
+        if block["type"] == "text":
             parts.append(block["text"])
         elif _media.is_media(block):
             parts.append(_media.describe(block))
@@ -125,7 +130,7 @@ def _data_value(value: Any, label: str) -> list[Block] | None:
 
 def _text_value(value: Any, label: str) -> list[Block]:
     """A string as itself; anything else as its repr, cut at 2,000 characters."""
-    from ._analysis import REPR_LIMIT, _cut
+    from ._analysis import REPR_LIMIT, cut
 
     if isinstance(value, str):
         return [_text(str.__str__(value))]  # a str subclass's own methods are not run
@@ -136,7 +141,7 @@ def _text_value(value: Any, label: str) -> list[Block]:
             f"{label}: repr() of this {_type_name(value)} value failed ({_failure(exc)}). Fix its __repr__, "
             "or store the text you mean in a variable and write that name, or put it in backticks to send it as typed."
         ) from None
-    return [_text(_cut(text, REPR_LIMIT))]
+    return [_text(cut(text, REPR_LIMIT))]
 
 
 # Tried in order; the first that returns blocks wins. Add converters before the last,
@@ -234,7 +239,7 @@ def _resolve(expr: str, namespace: dict[str, Any]) -> tuple[bool, Any]:
 # -- scanning the text ----------------------------------------------------------------------
 
 
-def _text(text: str) -> Block:
+def _text(text: str) -> TextBlockParam:
     return {"type": "text", "text": text}
 
 
@@ -281,9 +286,9 @@ def _scan(text: str, namespace: dict[str, Any], masked: list[str] | None = None)
         if any(s < end and start < e for s, e in taken):
             continue
         core_start, core_end = _trim(text, start, end)
-        blocks = _token(text[core_start:core_end])
-        if blocks is not None:
-            replacements.append((core_start, core_end, blocks))
+        made = _token(text[core_start:core_end])
+        if made is not None:
+            replacements.append((core_start, core_end, made))
     parts: list[Block] = []
     position = 0
     for start, end, blocks in sorted(replacements, key=lambda r: r[0]):
@@ -296,7 +301,7 @@ def _scan(text: str, namespace: dict[str, Any], masked: list[str] | None = None)
 def _encodable(blocks: list[Block], label: str) -> list[Block]:
     """``blocks``, or a ``UsageError`` when their text cannot be encoded to be sent (lone surrogates)."""
     for block in blocks:
-        if block.get("type") == "text":
+        if block["type"] == "text":
             try:
                 block["text"].encode("utf-8")
             except UnicodeEncodeError as exc:
@@ -312,11 +317,11 @@ def _encodable(blocks: list[Block], label: str) -> list[Block]:
 def _without_key(blocks: list[Block], label: str, masked: list[str] | None) -> list[Block]:
     """``blocks`` with the API key masked in their text; ``label`` noted in ``masked`` if it was there."""
     key = current_key()
-    if key is None or not any(b.get("type") == "text" and key in b["text"] for b in blocks):
+    if key is None or not any(b["type"] == "text" and key in b["text"] for b in blocks):
         return blocks
     if masked is not None and label not in masked:
         masked.append(label)
-    return [_text(mask_key(b["text"], key)) if b.get("type") == "text" else b for b in blocks]
+    return [_text(mask_key(b["text"], key)) if b["type"] == "text" else b for b in blocks]
 
 
 def _substitutable(text: str, start: int, end: int) -> bool:
@@ -354,7 +359,8 @@ def _token(token: str) -> list[Block] | None:
     """A whole token that is a media URL, an explicit ``image:``/``video:`` or a media file."""
     explicit = _EXPLICIT.match(token)
     if explicit is not None:
-        kind, target = explicit.groups()
+        told_kind, target = explicit.groups()
+        kind: MediaKind = "image" if told_kind == "image" else "video"
         if _SCHEME.match(target):
             return [_url(target, kind, f"{kind}:{target}")]
         if _PATH.match(target) and ("." in target or "/" in target):
@@ -363,8 +369,8 @@ def _token(token: str) -> list[Block] | None:
     scheme = _SCHEME.match(token)
     if scheme is not None:
         if scheme.group(1).lower() in ("http", "https"):
-            kind = _media.url_kind(token)
-            return None if kind is None or not _is_url(token) else [_media.url_block(kind, token)]
+            seen = _media.url_kind(token)
+            return None if seen is None or not _is_url(token) else [_media.url_block(seen, token)]
         told = _media.url_kind(token)
         if told is not None and token[scheme.end() :].startswith("//"):
             _url(token, told, token)  # raises: clearly media, under a scheme that cannot be sent
@@ -386,7 +392,7 @@ def _is_url(url: str) -> bool:
     return bool(urlsplit(url).netloc) and not any(c in url for c in '<>"')
 
 
-def _url(url: str, kind: str, typed: str) -> Block:
+def _url(url: str, kind: MediaKind, typed: str) -> Block:
     """A URL block from a media position; only http(s) URLs may be sent."""
     scheme = url.split(":", 1)[0].lower()
     if scheme not in ("http", "https"):
@@ -413,13 +419,13 @@ def _tidy(parts: list[Block]) -> list[Block]:
     """Adjacent text merged, each text part stripped, empty ones dropped (the service rejects them)."""
     merged: list[Block] = []
     for part in parts:
-        if part.get("type") == "text" and merged and merged[-1].get("type") == "text":
+        if part["type"] == "text" and merged and merged[-1]["type"] == "text":
             merged[-1] = _text(merged[-1]["text"] + part["text"])
         else:
             merged.append(part)
     tidy: list[Block] = []
     for part in merged:
-        if part.get("type") == "text":
+        if part["type"] == "text":
             if not part["text"].strip():
                 continue
             part = _text(part["text"].strip())

@@ -26,7 +26,7 @@ Block = dict[str, Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _MARK = "__qwen_magic_tool__"
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what the Messages API accepts as a tool name
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what the Messages API accepts as a tool name
 
 HOW_TO_MARK = """\
 --tools without names offers the functions marked with @qwen_magic.tool, and there are none. Mark one:
@@ -55,7 +55,7 @@ def tool(func: F | None = None, /, *, name: str | None = None, description: str 
     ``@qwen_magic.tool`` or ``@qwen_magic.tool(name="weather", description="…")``. The
     function is returned unchanged; its schema is built when a cell offers it.
     """
-    if name is not None and not _NAME.match(name):
+    if name is not None and not TOOL_NAME.match(name):
         raise ValueError(f"tool name {name!r}: use 1 to 64 letters, digits, '_' or '-'.")
 
     def mark(f: F) -> F:
@@ -188,7 +188,7 @@ def _make(name: str, value: Any) -> Tool:
     if inspect.iscoroutinefunction(inspect.unwrap(func)):
         raise UsageError(f"--tools: {name!r} is an async function; offer a plain def that runs it.")
     tool_name = mark.name or name
-    if not _NAME.match(tool_name):
+    if not TOOL_NAME.match(tool_name):
         raise UsageError(
             f"--tools: {tool_name!r} cannot be a tool name (1 to 64 letters, digits, '_' or '-'); "
             'give it one with @qwen_magic.tool(name="...").'
@@ -304,7 +304,7 @@ def describe(toolbox: Toolbox) -> str:
 # -- what history needs offered ---------------------------------------------------------------
 
 
-def _history_calls(messages: list[dict[str, Any]]) -> list[str]:
+def history_calls(messages: list[dict[str, Any]]) -> list[str]:
     """The names of the tools called anywhere in ``messages``."""
     names = []
     for message in messages:
@@ -313,6 +313,6 @@ def _history_calls(messages: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _placeholders(names: list[str]) -> list[dict[str, Any]]:
+def placeholder_tools(names: list[str]) -> list[dict[str, Any]]:
     description = "Offered in an earlier cell; not offered now."
     return [{"name": name, "description": description, "input_schema": {"type": "object"}} for name in names]

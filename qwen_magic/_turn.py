@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from IPython.display import display
 
 from ._answer import Answer, Usage
-from ._calls import Outcome, _CheckedClient, _make_acceptable, call_bundle, call_tool, result_content, sendable
+from ._calls import CheckedClient, Outcome, call_bundle, call_tool, make_acceptable, result_content, sendable
 from ._conversation import Conversation, Options, Turn
 from ._errors import Interrupted
 from ._markdown import image_policy
 from ._media import show_preview
-from ._tools import Toolbox, _history_calls, _placeholders
+from ._tools import Toolbox, history_calls, placeholder_tools
 from ._view import View
 
 if TYPE_CHECKING:
@@ -157,12 +157,12 @@ def converse(
 
     if tools:
         request = {**request, "tools": tools.definitions()}
-    elif names := (called if called is not None else _history_calls(request["messages"])):
+    elif names := (called if called is not None else history_calls(request["messages"])):
         # The Messages API wants tools defined whenever history holds tool blocks.
-        request = {**request, "tools": _placeholders(names), "tool_choice": {"type": "none"}}
+        request = {**request, "tools": placeholder_tools(names), "tool_choice": {"type": "none"}}
     broken: dict[str, str] = {}  # tool_use id → its argument text, when that was not a JSON object
     if "tools" in request:
-        client = _CheckedClient(client, broken)  # type: ignore[assignment]
+        client = CheckedClient(client, broken)  # type: ignore[assignment]
     rounds = 0
     while True:
         view = views()
@@ -189,7 +189,7 @@ def converse(
             # Whatever happened, every tool_use is answered before anything else is sent,
             # and history holds only names and arguments the service accepts.
             for call in calls:
-                _make_acceptable(call, broken)
+                make_acceptable(call, broken)
             answer.next_round(result_content(calls, outcomes))
         rounds += 1
         if interrupted is not None or refusal is not None or (until is not None and until()):

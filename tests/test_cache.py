@@ -27,7 +27,7 @@ from qwen_magic._cache import (
 )
 from qwen_magic._conversation import Conversation, Options, Turn, _say
 from qwen_magic._media import detach_media
-from qwen_magic._tools import _history_calls
+from qwen_magic._tools import history_calls
 
 LONG = "x" * 8000  # about 2,300 tokens at the starting estimate
 
@@ -254,7 +254,7 @@ def test_the_incremental_history_equals_a_fresh_build_and_is_never_marked(operat
         )  # only explicit --cache marks are in the history's own messages
         chat.record(turn)
         assert strip(chat.messages(keep)) == strip(reference(chat))  # the new turn is built now: a rerun unbuilds it
-        assert chat.called() == _history_calls(reference(chat))  # kept count of, not scanned for
+        assert chat.called() == history_calls(reference(chat))  # kept count of, not scanned for
         if keep is not None:
             resent = [i for i, t in enumerate(chat.turns[:-1]) if i >= chat.media_floor and any(
                 is_inline(b) for b in t.prompt + [b for r in t.answer.rounds for b in r.tool_results])]

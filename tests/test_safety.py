@@ -72,9 +72,9 @@ def test_argument_text_must_be_one_json_object(text, broken):
     ],
 )
 def test_history_keeps_only_names_and_inputs_the_service_accepts(call, broken, expected):
-    from qwen_magic._calls import _make_acceptable
+    from qwen_magic._calls import make_acceptable
 
-    _make_acceptable(call, broken)
+    make_acceptable(call, broken)
     assert {"name": call["name"], "input": call["input"]} == expected and call["id"] == "t"
 
 
@@ -138,11 +138,11 @@ def test_open_regular_refuses_what_is_not_a_regular_file_without_blocking(tmp_pa
 def test_the_checked_client_never_lets_broken_arguments_reach_the_sdk(server, how):
     from fake_dashscope import Stream, ToolCall
 
-    from qwen_magic._calls import _CheckedClient
+    from qwen_magic._calls import CheckedClient
 
     client = anthropic.Anthropic(api_key=server.api_key, base_url=server.url, max_retries=0)
     broken: dict[str, str] = {}
-    checked = _CheckedClient(client, broken)
+    checked = CheckedClient(client, broken)
     server.queue(Stream(tool_calls=[ToolCall("f", None, id="bad", raw="{a: 1"), ToolCall("f", {"x": 1}, id="good")]))
     request = {"model": "qwen3.6-plus", "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}],
                "tools": [{"name": "f", "input_schema": {"type": "object"}}]}

@@ -49,7 +49,7 @@ ENDS = ("complete", "closed", "error")
 PIECE_KINDS = ("data", "sse", "json", "base64", "text")
 
 
-def _blank(path: Path) -> bool:
+def is_blank(path: Path) -> bool:
     size = path.stat().st_size
     return size == 0 or (size < 64 and not path.read_bytes().strip())
 
@@ -88,10 +88,10 @@ def _lines(path: Path, name: str) -> Iterator[tuple[int, str]]:
 
 def read(path: Path, name: str) -> list[dict[str, Any]]:
     """The exchanges of a cassette file; a ``UsageError`` saying what is wrong if it will not do."""
-    return [exchange for _, exchange in _read_numbered(path, name)]
+    return [exchange for _, exchange in read_numbered(path, name)]
 
 
-def _read_numbered(path: Path, name: str) -> list[tuple[int, dict[str, Any]]]:
+def read_numbered(path: Path, name: str) -> list[tuple[int, dict[str, Any]]]:
     """``read``, each exchange with its line number."""
     exchanges: list[tuple[int, dict[str, Any]]] = []
     for number, line in _lines(path, name):

@@ -122,7 +122,7 @@ def describe_request(request: httpx2.Request) -> tuple[str, str, Any]:
 # -- saying what differs -------------------------------------------------------------------
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def shorten(value: Any, limit: int = 60) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
     text = text.replace("\n", "⏎")
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -138,7 +138,7 @@ def _field_value(key: str, value: Any) -> str:
             return "off"
     if key == "stream":
         return "streamed" if value else "not streamed (--no-stream)"
-    return _short(value)
+    return shorten(value)
 
 
 def _excerpts(recorded: str, now: str, width: int = 48) -> tuple[str, str]:
@@ -155,7 +155,7 @@ def _excerpts(recorded: str, now: str, width: int = 48) -> tuple[str, str]:
 
 def _block_text(block: Any) -> str:
     if not isinstance(block, dict):
-        return _short(block)
+        return shorten(block)
     kind = block.get("type")
     if kind == "text":
         return str(block.get("text", ""))
@@ -165,14 +165,14 @@ def _block_text(block: Any) -> str:
     if kind in ("image", "video"):
         return f"[{kind} {source.get('media_type')} sha256 {str(source.get('sha256', ''))[:10]}]"
     if kind == "tool_use":
-        return f"[call {block.get('id')} {block.get('name')}({_short(block.get('input'), 200)})]"
+        return f"[call {block.get('id')} {block.get('name')}({shorten(block.get('input'), 200)})]"
     if kind == "tool_result":
-        return f"[result of {block.get('tool_use_id')}: {_short(block.get('content'), 200)}]"
-    return _short(block, 200)
+        return f"[result of {block.get('tool_use_id')}: {shorten(block.get('content'), 200)}]"
+    return shorten(block, 200)
 
 
 def _text_of(content: Any) -> str:
-    return " ".join(_block_text(b) for b in content) if isinstance(content, list) else _short(content)
+    return " ".join(_block_text(b) for b in content) if isinstance(content, list) else shorten(content)
 
 
 def _message_label(messages: list[Any], index: int) -> str:
@@ -260,7 +260,7 @@ def _last_user_text(request: Any) -> str:
     messages = request.get("messages") if isinstance(request, dict) else None
     for message in reversed(messages or []):
         if isinstance(message, dict) and message.get("role") == "user":
-            return _short(_text_of(message.get("content")), 50)
+            return shorten(_text_of(message.get("content")), 50)
     return ""
 
 

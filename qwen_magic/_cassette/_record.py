@@ -21,7 +21,7 @@ from IPython.core.error import UsageError
 from .._client import KEY_VARIABLE
 from .._files import check_target, resolve, safe_text, write_failed
 from .._text import masked
-from ._file import KEPT_HEADERS, CassetteError, _blank, exchange_count, header, read
+from ._file import KEPT_HEADERS, CassetteError, exchange_count, header, is_blank, read
 from ._match import describe_request
 
 # -- recording -----------------------------------------------------------------------------
@@ -188,7 +188,7 @@ class Recorder(httpx2.BaseTransport):
         self._lock = threading.Lock()
         self._transports: dict[str | None, httpx2.HTTPTransport] = {}
         check_target(self.path, self.name, "demo.jsonl")
-        if overwrite or not self.path.exists() or _blank(self.path):
+        if overwrite or not self.path.exists() or is_blank(self.path):
             self.count = 0
             self._start_file()
         else:

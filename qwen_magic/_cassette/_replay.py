@@ -14,8 +14,8 @@ from typing import Any
 import httpx2
 
 from .._files import resolve
-from ._file import KEPT_HEADERS, MAX_TIME, CassetteError, _read_numbered, exchange_count, speed_text
-from ._match import _short, describe_request, miss_message, request_key
+from ._file import KEPT_HEADERS, MAX_TIME, CassetteError, exchange_count, read_numbered, speed_text
+from ._match import describe_request, miss_message, request_key, shorten
 
 # -- replaying -------------------------------------------------------------------------------
 
@@ -29,7 +29,7 @@ class Player(httpx2.BaseTransport):
         self.name = str(path)
         self.path = resolve(path)
         self.speed = speed
-        numbered = _read_numbered(self.path, self.name)
+        numbered = read_numbered(self.path, self.name)
         self.exchanges = [exchange for _, exchange in numbered]
         self._lines = {id(exchange): number for number, exchange in numbered}
         self._queues: dict[str, list[dict[str, Any]]] = {}
@@ -146,7 +146,7 @@ def _event_problem(data: Any, blocks: int, started: bool) -> str | None:
         problem = _message_problem(message)
         return None if problem is None else f"its message {problem}"
     if kind not in ("content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"):
-        return f"its type {_short(kind, 40)} is not a Messages stream event"
+        return f"its type {shorten(kind, 40)} is not a Messages stream event"
     if not started:
         return "it comes before message_start"
     if kind == "message_delta":
@@ -242,7 +242,7 @@ def _stream_problem(exchange: dict[str, Any]) -> str | None:
             continue
         problem = _event_problem(piece["data"], blocks, started)
         if problem is not None:
-            return f"event {number} ({_short(piece.get('event'), 40)}): {problem}"
+            return f"event {number} ({shorten(piece.get('event'), 40)}): {problem}"
         kind = piece["data"].get("type")
         if kind == "message_start":
             started, blocks = True, len(piece["data"]["message"]["content"])

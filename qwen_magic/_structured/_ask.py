@@ -13,7 +13,7 @@ from .._answer import Answer
 from .._errors import InvalidValue, ServiceError
 from .._tools import ArgumentMismatch, Tool, Toolbox
 from .._turn import converse
-from ._show import ValueView, _note, _short, deliver, describe_value
+from ._show import ValueView, deliver, describe_value, note, short_errors
 from ._target import Target
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ def obtain(
             forced = False
             forcing.refused.add(key)
             which = f"{key[0]} with thinking" if thinks else key[0]
-            _note(
+            note(
                 f"The service refused a forced tool_choice ({error}); asking again with tool_choice "
                 f"auto and the instruction. Not forcing {which} again in this session."
             )
@@ -286,7 +286,7 @@ def obtain(
         if free:
             ask = f"Now give your answer: call the tool `{name}` with the value, following its input schema."
         else:
-            _note(f"No valid value yet ({_short(tool.errors)}); asking again: repair {tool.failures} of {max_repairs}.")
+            note(f"No valid value yet ({short_errors(tool.errors)}); asking again: repair {tool.failures} of {max_repairs}.")
             ask = (
                 "That answer gave no valid value: " + "; ".join(tool.errors[:SENT_ERRORS]) + ". "
                 f"Call the tool `{name}` with a corrected value that follows its input schema."

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.display import display
 
 from .._answer import Answer
-from ._target import Target, _a
+from ._target import Target, a_or_an
 
 if TYPE_CHECKING:
     from .._view import Bundle, View
@@ -150,15 +150,15 @@ def describe_value(target: Target, value: Any) -> str:
     elif isinstance(value, (list, tuple, dict, set, frozenset)):
         size = f" of {len(value):,} item{'s' if len(value) != 1 else ''}"
     if target.spelling == "JSON":
-        return f"JSON ({_a(type(value).__name__)}{size})"
-    return _a(target.spelling) + size
+        return f"JSON ({a_or_an(type(value).__name__)}{size})"
+    return a_or_an(target.spelling) + size
 
 
 def deliver(namespace: dict[str, Any], output: str, target: Target, value: Any) -> None:
     """Assign ``value`` to ``output``; show it compactly and say what was stored."""
     namespace[output] = value
     display(rendering(target, value), raw=True)
-    _note(f"Stored {describe_value(target, value)} in {output}")
+    note(f"Stored {describe_value(target, value)} in {output}")
 
 
 def rendering(target: Target, value: Any) -> Bundle:
@@ -219,7 +219,7 @@ def _safe_repr(value: Any) -> str:
         return f"<{type(value).__name__} object: repr failed: {type(exc).__name__}>"
 
 
-def _short(errors: list[str]) -> str:
+def short_errors(errors: list[str]) -> str:
     first = errors[0] if errors else "no value came"
     return first + (f"; {len(errors) - 1} more" if len(errors) > 1 else "")
 
@@ -228,7 +228,7 @@ def _cut(text: str) -> str:
     return text if len(text) <= REPR_CHARS else text[:REPR_CHARS] + f"… [{len(text) - REPR_CHARS:,} more characters]"
 
 
-def _note(text: str) -> None:
+def note(text: str) -> None:
     display(
         {
             "text/html": f'<div class="qwen-note" style="color:#888;font-size:0.9em">{html.escape(text)}</div>',

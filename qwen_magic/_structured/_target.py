@@ -87,7 +87,7 @@ def parse_target(spec: str | None, as_json: bool, output: str | None, namespace:
         return _frame_target(spelling, None)
     if not _is_type(value):
         raise UsageError(
-            f"--schema {spelling!r} is {_a(type(value).__name__)} value, not a type. Give a class (a pydantic "
+            f"--schema {spelling!r} is {a_or_an(type(value).__name__)} value, not a type. Give a class (a pydantic "
             "model, dataclass, TypedDict or Enum), a builtin such as int or str, or a container such as list[City]."
         )
     return _target(spelling, value)
@@ -211,5 +211,5 @@ def _evaluate(node: ast.expr, namespace: dict[str, Any], spelling: str) -> Any:
     )
 
 
-def _a(noun: str) -> str:
+def a_or_an(noun: str) -> str:
     return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
