@@ -28,11 +28,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._answer import Answer
+from ._blocks import calls_of, from_answer
 from ._markdown import text_html
-from ._tools import TOOL_NAME, ArgumentMismatch, Block, Toolbox
+from ._tools import TOOL_NAME, ArgumentMismatch, Toolbox
 
 if TYPE_CHECKING:
-    pass
+    import anthropic
+    from anthropic.types import ImageBlockParam, TextBlockParam, ToolResultBlockParam, ToolUseBlockParam
+
+    from ._blocks import Block, ImageMediaType
 
 MAX_RESULT_CHARS = 20_000  # characters of a result's text the model reads
 PREVIEW_CHARS = 2_000  # characters of a result shown in the cell
@@ -47,18 +51,20 @@ class Outcome:
     """What one call produced: the text the model reads, images to send after, and whether it worked."""
 
     text: str
-    images: list[Block] = field(default_factory=list)
+    images: list[ImageBlockParam] = field(default_factory=list)
     ok: bool = True
 
 
-def call_tool(toolbox: Toolbox | None, block: Block, broken: str | None = None) -> Outcome:
+def call_tool(toolbox: Toolbox | None, block: ToolUseBlockParam, broken: str | None = None) -> Outcome:
     """Run one ``tool_use`` block; every failure becomes an ``Outcome`` the model can read.
 
     ``broken`` is the argument text as it streamed when it was not a JSON object.
     """
-    name, arguments = block.get("name", ""), block.get("input")
-    made = (toolbox or {}).get(name) if isinstance(name, str) else None
-    if made is None:
+    # As the model wrote them: the name need not be a string, nor the input an object.
+    name: object = block.get("name", "")
+    arguments: object = block.get("input")
+    made = toolbox.get(name) if toolbox and isinstance(name, str) else None
+    if made is None or not isinstance(name, str):
         available = ", ".join(toolbox) if toolbox else "none in this cell"
         shown = _cut(name, 100) if isinstance(name, str) else repr(name)
         return Outcome(f"Error: there is no tool named {shown!r}. Available tools: {available}.", ok=False)
@@ -98,7 +104,7 @@ def result_outcome(value: Any, label: str = "result") -> Outcome:
             f"the {_media.human_size(_media.MAX_INLINE)} limit for one inline image]",
             ok=False,
         )
-    blocks: list[Block] = [
+    blocks: list[ImageBlockParam] = [
         {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
         for data, (_, media_type) in zip(images, encoded, strict=True)
     ]
@@ -129,27 +135,28 @@ def _cut(text: str, limit: int) -> str:
     return text[:limit] + f"\n… [{len(text) - limit:,} more characters cut; the limit is {limit:,}]"
 
 
-def _images(value: Any) -> list[tuple[bytes, str]] | None:
+def _images(value: Any) -> list[tuple[bytes, ImageMediaType]] | None:
     """Encoded images for an image or a non-empty list of images; None for anything else."""
     from . import _media
 
     items = list(value) if isinstance(value, (list, tuple)) else [value]
-    encoded = [_media.image_bytes(item) for item in items]
-    if not items or any(e is None for e in encoded):
+    encoded = [e for e in (_media.image_bytes(item) for item in items) if e is not None]
+    if not items or len(encoded) < len(items):
         return None
-    return encoded  # type: ignore[return-value]
+    return encoded
 
 
-def result_content(calls: list[Block], outcomes: dict[str, Outcome]) -> list[Block]:
+def result_content(calls: list[ToolUseBlockParam], outcomes: dict[str, Outcome]) -> list[Block]:
     """The user message answering ``calls``: a ``tool_result`` each, in order, then any images.
 
     A call without an outcome (the loop stopped before it) is answered as not run.
     """
     content: list[Block] = []
-    images: list[Block] = []
+    images: list[TextBlockParam | ImageBlockParam] = []
     for call in calls:
         outcome = outcomes.get(call["id"]) or Outcome("Not run: the tool loop stopped before this call.", ok=False)
-        content.append({"type": "tool_result", "tool_use_id": call["id"], "content": outcome.text or "(empty)"})
+        result: ToolResultBlockParam = {"type": "tool_result", "tool_use_id": call["id"], "content": outcome.text or "(empty)"}
+        content.append(result)
         for n, image in enumerate(outcome.images, 1):
             label = f"Image {n} of {len(outcome.images)} returned by {call['name']} (tool_use_id {call['id']}):"
             images += [{"type": "text", "text": label}]
@@ -171,7 +178,7 @@ def _one_line(text: str, limit: int = SUMMARY_CHARS) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def call_bundle(call: Block, outcome: Outcome | None) -> dict[str, str]:
+def call_bundle(call: ToolUseBlockParam, outcome: Outcome | None) -> dict[str, str]:
     """One call as a closed ``<details>``: name, arguments and result on its summary line, all of it inside."""
     signature = f"{call.get('name', '?')}({_one_line(_arguments_text(call.get('input')))})"
     if outcome is None:
@@ -192,6 +199,7 @@ def call_bundle(call: Block, outcome: Outcome | None) -> dict[str, str]:
         ]
         for image in outcome.images:
             source = image["source"]
+            assert source["type"] == "base64"  # result_outcome makes only inline images
             body.append(
                 f'<img src="data:{html.escape(source["media_type"])};base64,{html.escape(str(source["data"]))}" '
                 'style="max-height:160px;margin:0.2em 0.4em 0 0" alt="image returned by the tool">'
@@ -208,9 +216,9 @@ def call_bundle(call: Block, outcome: Outcome | None) -> dict[str, str]:
 
 def tool_lines(answer: Answer) -> list[str]:
     """Markdown lines for ``%qwen history``: each call of a tool round and what it returned."""
-    results = {b["tool_use_id"]: b.get("content", "") for b in answer.tool_results if b.get("type") == "tool_result"}
+    results = {b["tool_use_id"]: b.get("content", "") for b in from_answer(answer.tool_results) if b["type"] == "tool_result"}
     lines = []
-    for call in answer.tool_calls:
+    for call in calls_of(answer.tool_calls):
         result = results.get(call["id"], "")
         result = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
         signature = _one_line(f"{call['name']}({_arguments_text(call.get('input'))})", 200)
@@ -235,17 +243,18 @@ def sendable(text: str) -> str:
 INVALID_NAME = "invalid_tool_name"  # stands in history for a called name the service would refuse
 
 
-def make_acceptable(call: Block, broken: dict[str, str]) -> None:
+def make_acceptable(call: ToolUseBlockParam, broken: dict[str, str]) -> None:
     """Rewrite a ``tool_use`` block (in place) so that resending it in history is accepted.
 
     The service refuses a history whose tool call has a name outside ``^[A-Za-z0-9_-]{1,64}$``
     or an input that is not a JSON object. The call was already answered with an error
     result naming what was wrong, so the model still reads what happened.
     """
-    name = call.get("name")
+    name: object = call.get("name")  # as the model wrote it: not necessarily a string
+    arguments: object = call.get("input")
     if not (isinstance(name, str) and TOOL_NAME.match(name)):
         call["name"] = INVALID_NAME
-    if call.get("id") in broken or not isinstance(call.get("input"), dict):
+    if call.get("id") in broken or not isinstance(arguments, dict):
         call["input"] = {}
 
 
@@ -274,7 +283,7 @@ class CheckedClient:
     so the loop answers the call with an error. Everything else streams through unchanged.
     """
 
-    def __init__(self, client: Any, broken: dict[str, str]) -> None:
+    def __init__(self, client: anthropic.Anthropic, broken: dict[str, str]) -> None:
         self._client = client
         self.messages = _CheckedMessages(client.messages, broken)
 

@@ -15,7 +15,7 @@ import base64
 import html
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import _text
 from ._context import (
@@ -30,6 +30,11 @@ from ._context import (
     _middle,
     size,
 )
+
+if TYPE_CHECKING:
+    from anthropic.types import TextBlockParam
+
+    from ._blocks import MediaBlockParam
 
 # -- building a turn's context -----------------------------------------------------------
 
@@ -50,7 +55,7 @@ class Entry:
 class Context:
     """The context one turn sends: the blocks, and a manifest of what was included and cut."""
 
-    blocks: list[dict[str, Any]]
+    blocks: list[TextBlockParam | MediaBlockParam]
     entries: list[Entry]
     dropped: list[Cell]
     tokens: float
@@ -126,7 +131,7 @@ class Context:
         """What is sent, as text: the blocks in order, images as named placeholders."""
         parts = []
         for block in self.blocks:
-            if block.get("type") == "text":
+            if block["type"] == "text":
                 parts.append(block["text"])
             else:
                 from ._media import describe
@@ -203,7 +208,7 @@ def build(
     intro = INTRO
     if dropped:
         intro += f"\n[Left out for the context budget: {_span(dropped)} ({_plural(len(dropped), 'older cell')}).]"
-    blocks: list[dict[str, Any]] = []
+    blocks: list[TextBlockParam | MediaBlockParam] = []
     for index, entry in enumerate(entries):
         text = f"{intro}\n\n{entry.text}" if index == 0 else entry.text
         blocks.append({"type": "text", "text": text})
@@ -215,7 +220,7 @@ def build(
     return Context(blocks, entries, dropped, text_chars / chars_per_token, upto)
 
 
-def _image(cell: Cell, number: int, media_type: str, data: str) -> dict[str, Any]:
+def _image(cell: Cell, number: int, media_type: str, data: str) -> MediaBlockParam:
     from ._media import inline_block
 
     return inline_block("image", base64.b64decode(data), media_type, f"{cell.label} figure {number}")

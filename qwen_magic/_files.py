@@ -40,8 +40,6 @@ def safe_text(exc: BaseException, limit: int = 200) -> str:
         text = str(exc)
     except Exception:
         return f"(a {type(exc).__name__} that cannot be printed)"
-    if not isinstance(text, str):  # pragma: no cover - str() always returns a str
-        return type(exc).__name__
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -141,7 +141,7 @@ def human_size(size: int) -> str:
     return f"{size} bytes"
 
 
-def sniff_image(data: bytes) -> str | None:
+def sniff_image(data: bytes) -> ImageMediaType | Literal["image/bmp"] | None:
     """The image media type the first bytes announce (PNG, JPEG, GIF, WebP, BMP), if any."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "image/png"
@@ -227,7 +227,7 @@ def _bmp_to_png(data: bytes, label: str) -> bytes:
 # -- Python objects --------------------------------------------------------------------------
 
 
-def image_bytes(value: Any) -> tuple[bytes, str] | None:
+def image_bytes(value: Any) -> tuple[bytes, ImageMediaType] | None:
     """Encoded bytes and media type for an image-like object, or None when it is not one.
 
     PIL images, matplotlib figures and axes, and PNG/JPEG/GIF/WebP bytes. The libraries
@@ -236,7 +236,7 @@ def image_bytes(value: Any) -> tuple[bytes, str] | None:
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
         media_type = sniff_image(data)
-        return (data, media_type) if media_type in INLINE_IMAGE_TYPES else None
+        return None if media_type is None or media_type == "image/bmp" else (data, media_type)  # INLINE_IMAGE_TYPES
     pil = sys.modules.get("PIL.Image")
     if pil is not None and isinstance(value, pil.Image):
         return _encode_pil(value)
@@ -249,7 +249,7 @@ def image_bytes(value: Any) -> tuple[bytes, str] | None:
     return None
 
 
-def _encode_pil(image: Any) -> tuple[bytes, str]:
+def _encode_pil(image: Any) -> tuple[bytes, ImageMediaType]:
     """PNG, or JPEG for an image that was read from a JPEG (photos stay small)."""
     if image.format == "JPEG":
         if image.mode not in ("RGB", "L"):
@@ -264,7 +264,7 @@ def _encode_pil(image: Any) -> tuple[bytes, str]:
     return buffer.getvalue(), "image/png"
 
 
-def _encode_figure(figure: Any) -> tuple[bytes, str]:
+def _encode_figure(figure: Any) -> tuple[bytes, ImageMediaType]:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")
     return buffer.getvalue(), "image/png"

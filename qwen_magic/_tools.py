@@ -18,12 +18,19 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from IPython.core.error import UsageError
 
-Block = dict[str, Any]
+if TYPE_CHECKING:
+    import pydantic
+    from anthropic.lib.tools import BetaFunctionTool
+    from anthropic.types import ToolParam
+
+    from ._blocks import Message
+
 F = TypeVar("F", bound=Callable[..., Any])
+JsonSchema = dict[str, Any]  # JSON from pydantic: its values are any JSON
 
 _MARK = "__qwen_magic_tool__"
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what the Messages API accepts as a tool name
@@ -74,21 +81,26 @@ class Tool:
 
     name: str
     func: Callable[..., Any]
-    sdk: Any = field(repr=False)  # anthropic's BetaFunctionTool: schema and validation
+    sdk: BetaFunctionTool[Any] | None = field(repr=False)  # schema and validation (None: a tool of its own)
 
-    def definition(self) -> dict[str, Any]:
+    def definition(self) -> ToolParam:
         """The entry for the request's ``tools``."""
+        assert self.sdk is not None
         spec = self.sdk.to_dict()
-        definition: dict[str, Any] = {"name": self.name}
+        schema = tidy_schema(dict(spec["input_schema"]))
         if spec.get("description"):
-            definition["description"] = spec["description"]
-        definition["input_schema"] = tidy_schema(spec["input_schema"])
-        return definition
+            return {"name": self.name, "description": spec["description"], "input_schema": schema}
+        return {"name": self.name, "input_schema": schema}
+
+    def schema(self) -> JsonSchema:
+        """The JSON schema of the tool's arguments."""
+        return dict(self.definition()["input_schema"])
 
     def call(self, arguments: dict[str, Any]) -> Any:
         """Validate ``arguments`` against the schema, then call; a mismatch raises ``ArgumentMismatch``."""
         import pydantic
 
+        assert self.sdk is not None
         try:
             return self.sdk.call(arguments)
         except ValueError as exc:
@@ -118,7 +130,7 @@ def _raised_inside(error: BaseException, func: Callable[..., Any]) -> bool:
     return False
 
 
-def _validation_text(error: Any) -> str:
+def _validation_text(error: pydantic.ValidationError) -> str:
     """pydantic's errors as ``where: what`` lines, without its URLs."""
     lines = []
     for item in error.errors(include_url=False):
@@ -130,7 +142,7 @@ def _validation_text(error: Any) -> str:
 class Toolbox(dict[str, Tool]):
     """The tools one cell offers, by name."""
 
-    def definitions(self) -> list[dict[str, Any]]:
+    def definitions(self) -> list[ToolParam]:
         return [t.definition() for t in self.values()]
 
 
@@ -193,14 +205,13 @@ def _make(name: str, value: Any) -> Tool:
             f"--tools: {tool_name!r} cannot be a tool name (1 to 64 letters, digits, '_' or '-'); "
             'give it one with @qwen_magic.tool(name="...").'
         )
-    import anthropic  # first: importing anthropic.lib.tools on its own is a circular import
-
-    BetaFunctionTool = anthropic.lib.tools.BetaFunctionTool
+    import anthropic  # noqa: F401  (first: importing anthropic.lib.tools on its own is a circular import)
+    from anthropic.lib.tools import BetaFunctionTool
 
     try:
         sdk = BetaFunctionTool(func, name=tool_name, description=mark.description)
         made = Tool(tool_name, func, sdk)
-        schema = made.definition()["input_schema"]
+        schema = made.schema()
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"--tools: {name!r} cannot be described as a tool: {reason}") from None
@@ -217,7 +228,7 @@ def _make(name: str, value: Any) -> Tool:
 _LITERAL_KEYS = ("default", "enum", "const", "examples")  # values, not schemas: never rewritten
 
 
-def tidy_schema(schema: dict[str, Any]) -> dict[str, Any]:
+def tidy_schema(schema: JsonSchema) -> JsonSchema:
     """``schema`` without pydantic's titles and with ``$defs`` inlined (recursive ones stay).
 
     Not every backend resolves ``$ref``; an inlined schema reads the same to any of them.
@@ -252,13 +263,13 @@ def tidy_schema(schema: dict[str, Any]) -> dict[str, Any]:
                 tidy[key] = walk(value, inside)
         return tidy
 
-    result = walk(schema, frozenset())
+    result: JsonSchema = walk(schema, frozenset())
     if kept:
         result["$defs"] = kept
     return result
 
 
-def _type_text(schema: dict[str, Any]) -> str:
+def _type_text(schema: JsonSchema) -> str:
     """A short readable type: ``string``, ``integer | null``, ``"a" | "b"``, ``array of number``."""
     if "enum" in schema:
         return " | ".join(json.dumps(v, ensure_ascii=False) for v in schema["enum"])
@@ -274,7 +285,7 @@ def _type_text(schema: dict[str, Any]) -> str:
     if kind == "object" and schema.get("properties"):
         return "object {" + ", ".join(schema["properties"]) + "}"
     if "$ref" in schema:
-        return schema["$ref"].rsplit("/", 1)[-1]
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
     return str(kind) if kind else "any"
 
 
@@ -283,7 +294,7 @@ def describe(toolbox: Toolbox) -> str:
     lines = [f"### Tools offered: {len(toolbox)}"]
     for made in toolbox.values():
         definition = made.definition()
-        schema = definition["input_schema"]
+        schema = made.schema()
         description = definition.get("description") or "*(no description: add a docstring)*"
         lines += ["", f"#### `{made.name}`", "", description, ""]
         properties = schema.get("properties", {})
@@ -304,15 +315,16 @@ def describe(toolbox: Toolbox) -> str:
 # -- what history needs offered ---------------------------------------------------------------
 
 
-def history_calls(messages: list[dict[str, Any]]) -> list[str]:
+def history_calls(messages: list[Message]) -> list[str]:
     """The names of the tools called anywhere in ``messages``."""
     names = []
     for message in messages:
         if message["role"] == "assistant" and isinstance(message["content"], list):
-            names += [b["name"] for b in message["content"] if b.get("type") == "tool_use"]
+            names += [b["name"] for b in message["content"] if b["type"] == "tool_use"]
     return list(dict.fromkeys(names))
 
 
-def placeholder_tools(names: list[str]) -> list[dict[str, Any]]:
+def placeholder_tools(names: list[str]) -> list[ToolParam]:
+    """Stand-ins for tools the history called but this cell does not offer (the API wants them defined)."""
     description = "Offered in an earlier cell; not offered now."
     return [{"name": name, "description": description, "input_schema": {"type": "object"}} for name in names]

@@ -21,11 +21,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from IPython.display import display
 
 from ._answer import Answer, Usage
+from ._blocks import calls_of, from_answer, sdk_arguments, to_answer
 from ._calls import CheckedClient, Outcome, call_bundle, call_tool, make_acceptable, result_content, sendable
 from ._conversation import Conversation, Options, Turn
 from ._errors import Interrupted
@@ -36,8 +37,10 @@ from ._view import View
 
 if TYPE_CHECKING:
     import anthropic
+    from anthropic.types import ToolUseBlockParam
 
-    from ._prompt import Block
+    from ._blocks import Block, Request
+    from ._context_build import Context
 
 
 def view_for(shell: Any) -> View:
@@ -63,7 +66,7 @@ class Loop(Protocol):
     """How a turn's rounds run: ``converse``, or a loop around it (``_structured.ValueLoop``)."""
 
     def __call__(
-        self, client: anthropic.Anthropic, request: dict[str, Any], answer: Answer, tools: Toolbox | None, **rounds: Any
+        self, client: anthropic.Anthropic, request: Request, answer: Answer, tools: Toolbox | None, **rounds: Any
     ) -> None: ...
 
 
@@ -79,7 +82,7 @@ def take_turn(
     max_rounds: int,
     stream: bool = True,
     loop: Loop | None = None,
-    context: Any = None,
+    context: Context | None = None,
     cell_id: str | None = None,
     source: str | None = None,
     upto: int = 0,
@@ -100,7 +103,7 @@ def take_turn(
     show_preview(own)  # what the model is shown, above its answer
     answer = Answer(model=options.model, cassette=cassette, replayed=replayed)
 
-    def count(sent: dict[str, Any], reply: Answer) -> None:
+    def count(sent: Request, reply: Answer) -> None:
         tally.requests += 1
         chat.requests += 1
         if reply.usage is not None:
@@ -131,15 +134,15 @@ def take_turn(
 
 def converse(
     client: anthropic.Anthropic,
-    request: dict[str, Any],
+    request: Request,
     answer: Answer,
     tools: Toolbox | None,
     *,
     views: Callable[[], View],
     max_rounds: int,
     stream: bool = True,
-    on_reply: Callable[[dict[str, Any], Answer], None] | None = None,
-    remark: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    on_reply: Callable[[Request, Answer], None] | None = None,
+    remark: Callable[[Request], Request] | None = None,
     called: list[str] | None = None,
     until: Callable[[], bool] | None = None,
 ) -> None:
@@ -162,16 +165,17 @@ def converse(
         request = {**request, "tools": placeholder_tools(names), "tool_choice": {"type": "none"}}
     broken: dict[str, str] = {}  # tool_use id → its argument text, when that was not a JSON object
     if "tools" in request:
-        client = CheckedClient(client, broken)  # type: ignore[assignment]
+        # Duck-typed: it has all ``_stream.run`` uses of a client (``messages``, ``base_url``).
+        client = cast("anthropic.Anthropic", CheckedClient(client, broken))
     rounds = 0
     while True:
         view = views()
         try:
-            run(client, request, view, answer, stream=stream)
+            run(client, sdk_arguments(request), view, answer, stream=stream)
         finally:
             if on_reply is not None:
                 on_reply(request, answer)
-        calls = answer.tool_calls
+        calls = calls_of(answer.tool_calls)
         if not calls:
             return
         refusal = final_reason = None  # why the calls are not run, and the turn's stop reason then
@@ -190,7 +194,7 @@ def converse(
             # and history holds only names and arguments the service accepts.
             for call in calls:
                 make_acceptable(call, broken)
-            answer.next_round(result_content(calls, outcomes))
+            answer.next_round(to_answer(result_content(calls, outcomes)))
         rounds += 1
         if interrupted is not None or refusal is not None or (until is not None and until()):
             answer.finished_at = time.monotonic()
@@ -215,8 +219,8 @@ def converse(
             **request,
             "messages": [
                 *request["messages"],
-                {"role": "assistant", "content": done.history_content()},
-                {"role": "user", "content": done.tool_results},
+                {"role": "assistant", "content": from_answer(done.history_content())},
+                {"role": "user", "content": from_answer(done.tool_results)},
             ],
         }
         if remark is not None:
@@ -224,7 +228,7 @@ def converse(
 
 
 def _run_calls(
-    calls: list[Block],
+    calls: list[ToolUseBlockParam],
     tools: Toolbox | None,
     view: View,
     refusal: str | None,

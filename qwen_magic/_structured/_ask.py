@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._answer import Answer
+from .._blocks import from_answer
 from .._errors import InvalidValue, ServiceError
 from .._tools import ArgumentMismatch, Tool, Toolbox
 from .._turn import converse
@@ -18,11 +19,11 @@ from ._target import Target
 
 if TYPE_CHECKING:
     import anthropic
+    from anthropic.types import TextBlockParam, ToolChoiceParam, ToolParam
 
+    from .._blocks import Message, Request
     from .._view import View
 
-
-Block = dict[str, Any]
 
 TOOL_NAME = "answer"
 SHOWN_ERRORS = 3  # validation errors quoted when the cell fails
@@ -32,7 +33,7 @@ SENT_ERRORS = 10  # validation errors sent back to the model in a repair
 # -- asking -------------------------------------------------------------------------------
 
 
-def instruction(target: Target, tool_name: str, with_tools: bool) -> Block:
+def instruction(target: Target, tool_name: str, with_tools: bool) -> TextBlockParam:
     """The line appended to the prompt that says how to answer."""
     what = "any JSON value" if target.spelling == "JSON" else f"a value of type {target.spelling}"
     wrap = ' as {"value": …}' if target.wrapped else ""
@@ -72,7 +73,7 @@ class AnswerTool(Tool):
     def _no_function() -> None:  # a Tool has a function; this one is never called
         return None
 
-    def definition(self) -> dict[str, Any]:
+    def definition(self) -> ToolParam:
         what = "any JSON value" if self.target.spelling == "JSON" else f"a {self.target.spelling}"
         return {
             "name": self.name,
@@ -192,7 +193,7 @@ def obtain(
     target: Target,
     output: str,
     client: anthropic.Anthropic,
-    request: dict[str, Any],
+    request: Request,
     answer: Answer,
     tools: Toolbox | None,
     *,
@@ -200,7 +201,7 @@ def obtain(
     max_repairs: int,
     views: Callable[[], View],
     max_rounds: int,
-    remark: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    remark: Callable[[Request], Request] | None = None,
     **loop: Any,
 ) -> Any:
     """Ask until a valid value comes (or the repairs run out): the tool loop with the answer tool.
@@ -213,12 +214,12 @@ def obtain(
     name = tool_name_for(tools)
     tool = AnswerTool(target, name, output, max_repairs)
     toolbox = Toolbox({**(tools or {}), name: tool})
-    thinks = (request.get("thinking") or {}).get("type") == "enabled"
+    thinks = request["thinking"]["type"] == "enabled"
     key = (request["model"], thinks)
     forced = key not in forcing.refused
     base = request["messages"]
 
-    def choice() -> dict[str, Any]:
+    def choice() -> ToolChoiceParam:
         if not forced:
             return {"type": "auto"}
         return {"type": "any"} if tools else {"type": "tool", "name": name}
@@ -300,11 +301,11 @@ def obtain(
         else:  # an empty first answer: nothing to answer, so the same request goes again
             answer.__dict__.update(fresh.__dict__)
             continue
-        messages = list(base)
+        messages: list[Message] = list(base)
         for done in answer.rounds:
             messages += [
-                {"role": "assistant", "content": done.history_content()},
-                {"role": "user", "content": done.tool_results},
+                {"role": "assistant", "content": from_answer(done.history_content())},
+                {"role": "user", "content": from_answer(done.tool_results)},
             ]
         request = {**request, "messages": messages, "tool_choice": choice()}
         if remark is not None:
@@ -322,7 +323,7 @@ class ValueLoop:
     value: Any = None
 
     def __call__(
-        self, client: anthropic.Anthropic, request: dict[str, Any], answer: Answer, tools: Toolbox | None, **loop: Any
+        self, client: anthropic.Anthropic, request: Request, answer: Answer, tools: Toolbox | None, **loop: Any
     ) -> None:
         self.value = obtain(
             self.target,

@@ -184,7 +184,8 @@ def _records(target: Target, value: Any) -> list[dict[str, Any]] | None:
         return None
     if any(isinstance(v, (dict, list)) for row in rows for v in row.values()):
         return None
-    return rows
+    records: list[dict[str, Any]] = rows  # checked above: dicts of JSON scalars
+    return records
 
 
 def _table_html(rows: list[dict[str, Any]]) -> str:
@@ -203,7 +204,7 @@ def _frame_html(frame: Any) -> str:
     shown = frame.head(TABLE_ROWS)
     more = len(frame) - len(shown)
     tail = f'<div style="color:#888">… {more:,} more rows</div>' if more > 0 else ""
-    return shown.to_html(escape=True, classes="qwen-value", border=0) + tail
+    return str(shown.to_html(escape=True, classes="qwen-value", border=0)) + tail
 
 
 def _cell(value: Any) -> str:

@@ -70,6 +70,7 @@ def parse_target(spec: str | None, as_json: bool, output: str | None, namespace:
         raise UsageError(f"{flag} needs -o NAME, the variable that gets the value: e.g. {example}")
     if as_json:
         return _target("JSON", Any)
+    assert spec is not None  # neither --json nor a missing spec got here
     spelling = spec.strip()
     if len(spelling) >= 2 and spelling[0] == spelling[-1] and spelling[0] in "'\"":
         spelling = spelling[1:-1].strip()  # IPython keeps the quotes of "dict[str, float]"
