@@ -8,13 +8,41 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anthropic
 from IPython.core.error import UsageError
 
 from .._errors import QwenError
 from .._files import open_regular, safe_text
+
+if TYPE_CHECKING:
+    from typing_extensions import Required, TypedDict
+
+    class Piece(TypedDict, total=False):
+        """A piece of a recorded body (one of ``data``, ``sse``, ``json``, ``base64``, ``text``) and when it came."""
+
+        t: float
+        event: str
+        data: Any  # an SSE event's data: the service's JSON, any shape (checked before it is served)
+        sse: str
+        tail: bool  # the stream ended in this SSE text, without the blank line after it
+        json: Any  # a whole JSON body, any shape
+        base64: str
+        text: str
+
+    class Exchange(TypedDict, total=False):
+        """One line of a cassette after the header: a request and its answer (module docstring)."""
+
+        method: Required[str]
+        path: Required[str]
+        status: int | None
+        end: str
+        at: float | None
+        headers: dict[str, str]
+        request: Any  # the normalised request body: JSON, any shape (``_match``)
+        body: list[Piece]
+        error: dict[str, str]
 
 FORMAT = "qwen-magic"
 VERSION = 1
@@ -86,14 +114,14 @@ def _lines(path: Path, name: str) -> Iterator[tuple[int, str]]:
                 raise UsageError(f"{name}, line {number}: not UTF-8 text, so not a cassette line. Record it again.") from None
 
 
-def read(path: Path, name: str) -> list[dict[str, Any]]:
+def read(path: Path, name: str) -> list[Exchange]:
     """The exchanges of a cassette file; a ``UsageError`` saying what is wrong if it will not do."""
     return [exchange for _, exchange in read_numbered(path, name)]
 
 
-def read_numbered(path: Path, name: str) -> list[tuple[int, dict[str, Any]]]:
+def read_numbered(path: Path, name: str) -> list[tuple[int, Exchange]]:
     """``read``, each exchange with its line number."""
-    exchanges: list[tuple[int, dict[str, Any]]] = []
+    exchanges: list[tuple[int, Exchange]] = []
     for number, line in _lines(path, name):
         if number > 1 and not line.strip():
             continue
@@ -116,7 +144,7 @@ def read_numbered(path: Path, name: str) -> list[tuple[int, dict[str, Any]]]:
         problem = _exchange_problem(item)
         if problem is not None:
             raise UsageError(f"{name}, line {number}: not a recorded exchange ({problem}). Record the cassette again.")
-        exchanges.append((number, item))
+        exchanges.append((number, cast("Exchange", item)))  # its shape was checked just now
     return exchanges
 
 

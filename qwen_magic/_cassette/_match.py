@@ -6,11 +6,17 @@ import difflib
 import hashlib
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 
 from ._file import FIRST_FIELDS, IGNORED_FIELDS
+
+if TYPE_CHECKING:
+    from ._file import Exchange
+
+# Request bodies here are JSON as a client sent it or a cassette file holds it: any shape,
+# so ``Any``; every function checks the types it relies on (``isinstance``) before using them.
 
 # -- normalising requests ------------------------------------------------------------------
 
@@ -159,7 +165,8 @@ def _block_text(block: Any) -> str:
     kind = block.get("type")
     if kind == "text":
         return str(block.get("text", ""))
-    source = block.get("source") if isinstance(block.get("source"), dict) else {}
+    given = block.get("source")
+    source = given if isinstance(given, dict) else {}
     if kind in ("image", "video") and source.get("type") == "url":
         return f"[{kind} {source.get('url')}]"
     if kind in ("image", "video"):
@@ -264,7 +271,7 @@ def _last_user_text(request: Any) -> str:
     return ""
 
 
-def miss_message(name: str, exchanges: list[dict[str, Any]], now: tuple[str, str, Any]) -> str:
+def miss_message(name: str, exchanges: list[Exchange], now: tuple[str, str, Any]) -> str:
     """The error for a request ``name`` does not hold: the closest recorded one and what differs."""
     if not exchanges:
         return f"replay: {name} holds no recorded requests yet. Record some with `%qwen record {name}` (online)."

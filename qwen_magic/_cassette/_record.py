@@ -12,7 +12,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anthropic
 import httpx2
@@ -23,6 +23,9 @@ from .._files import check_target, resolve, safe_text, write_failed
 from .._text import masked
 from ._file import KEPT_HEADERS, CassetteError, exchange_count, header, is_blank, read
 from ._match import describe_request
+
+if TYPE_CHECKING:
+    from ._file import Exchange, Piece
 
 # -- recording -----------------------------------------------------------------------------
 
@@ -56,7 +59,7 @@ def _mask_deltas(pieces: Any, secrets: set[str]) -> None:
     The deltas of one content block are joined, each occurrence found, and the masked form
     put in the delta where the secret begins; the rest of the secret's characters go.
     """
-    streams: dict[tuple[Any, str], list[dict[str, Any]]] = {}
+    streams: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for piece in pieces if isinstance(pieces, list) else []:
         data = piece.get("data") if isinstance(piece, dict) else None
         if not isinstance(data, dict) or data.get("type") != "content_block_delta":
@@ -116,7 +119,7 @@ class _Body:
         self._text: list[str] = []
         self._buffer = ""
         self._last = 0.0
-        self.pieces: list[dict[str, Any]] = []
+        self.pieces: list[Piece] = []
 
     def feed(self, chunk: bytes, t: float) -> None:
         self._raw.append((t, chunk))
@@ -137,7 +140,7 @@ class _Body:
             block, self._buffer = self._buffer.split("\n\n", 1)
             self.pieces.append(_sse_piece(block, t))
 
-    def finish(self) -> list[dict[str, Any]]:
+    def finish(self) -> list[Piece]:
         if self.binary:
             return [{"t": t, "base64": base64.b64encode(c).decode("ascii")} for t, c in self._raw if c]
         if self.sse:
@@ -151,7 +154,7 @@ class _Body:
             return [{"t": self._last, "text": text}]
 
 
-def _sse_piece(block: str, t: float) -> dict[str, Any]:
+def _sse_piece(block: str, t: float) -> Piece:
     """One SSE event: its name and parsed JSON data, or verbatim when it is anything else."""
     event, data, other = None, [], False
     for line in block.split("\n"):
@@ -169,7 +172,11 @@ def _sse_piece(block: str, t: float) -> dict[str, Any]:
         except ValueError:
             pass
         else:
-            return {"t": t, **({"event": event} if event is not None else {}), "data": parsed}
+            piece: Piece = {"t": t}
+            if event is not None:
+                piece["event"] = event
+            piece["data"] = parsed
+            return piece
     return {"t": t, "sse": block}
 
 
@@ -237,13 +244,15 @@ class Recorder(httpx2.BaseTransport):
         started = time.monotonic()
         secrets = _secrets(request)
         method, path, body = describe_request(request)
-        exchange: dict[str, Any] = {"method": method, "path": path}
+        exchange: Exchange = {"method": method, "path": path}
         # An identity body can be recorded as it arrives (and served as it was).
         request.headers["accept-encoding"] = "identity"
         try:
             response = self._transport(request.url).handle_request(request)
         except Exception as exc:
-            exchange.update(status=None, end="error", at=_since(started), error=_error_of(exc), request=body, body=[])
+            exchange.update(
+                {"status": None, "end": "error", "at": _since(started), "error": _error_of(exc), "request": body, "body": []}
+            )
             self.write(exchange, secrets)
             raise
         kept = {name: response.headers[name] for name in KEPT_HEADERS if name in response.headers}
@@ -253,7 +262,7 @@ class Recorder(httpx2.BaseTransport):
             response.status_code, headers=response.headers, stream=tape, extensions=response.extensions
         )
 
-    def write(self, exchange: dict[str, Any], secrets: set[str]) -> None:
+    def write(self, exchange: Exchange, secrets: set[str]) -> None:
         """Append one exchange with the key masked; refuse (and write nothing) if a line still held it."""
         secrets = secrets | {s for s in [os.environ.get(KEY_VARIABLE, "").strip()] if len(s) >= 8}
         exchange = _redact(exchange, secrets)
@@ -285,10 +294,11 @@ class _Tee(httpx2.SyncByteStream):
     """The real response stream, passed on chunk by chunk while each chunk is recorded."""
 
     def __init__(
-        self, recorder: Recorder, response: httpx2.Response, exchange: dict[str, Any], started: float, secrets: set[str]
+        self, recorder: Recorder, response: httpx2.Response, exchange: Exchange, started: float, secrets: set[str]
     ) -> None:
-        self._recorder, self._inner, self._exchange = recorder, response.stream, exchange
-        self._started, self._secrets = started, secrets
+        # A sync transport's response: its stream is a sync one.
+        self._recorder, self._inner, self._exchange = recorder, cast("httpx2.SyncByteStream", response.stream), exchange
+        self._started, self._secrets, self._status = started, secrets, response.status_code
         self._body = _Body(response.headers)
         if self._body.binary and "content-encoding" in response.headers:
             exchange["headers"]["content-encoding"] = response.headers["content-encoding"]
@@ -309,7 +319,7 @@ class _Tee(httpx2.SyncByteStream):
 
     def close(self) -> None:
         try:
-            if not self._done and not self._broken and self._exchange["status"] >= 400:
+            if not self._done and not self._broken and self._status >= 400:
                 # The SDK closes a response it will retry without reading it; an error body
                 # is short and already on its way, so keep it for a faithful replay.
                 try:

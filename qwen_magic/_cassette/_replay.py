@@ -9,13 +9,20 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 
 from .._files import resolve
 from ._file import KEPT_HEADERS, MAX_TIME, CassetteError, exchange_count, read_numbered, speed_text
 from ._match import describe_request, miss_message, request_key, shorten
+
+if TYPE_CHECKING:
+    from typing import TypeGuard
+
+    import pydantic
+
+    from ._file import Exchange, Piece
 
 # -- replaying -------------------------------------------------------------------------------
 
@@ -32,7 +39,7 @@ class Player(httpx2.BaseTransport):
         numbered = read_numbered(self.path, self.name)
         self.exchanges = [exchange for _, exchange in numbered]
         self._lines = {id(exchange): number for number, exchange in numbered}
-        self._queues: dict[str, list[dict[str, Any]]] = {}
+        self._queues: dict[str, list[Exchange]] = {}
         for exchange in self.exchanges:
             key = request_key(exchange["method"], exchange["path"], exchange.get("request"))
             self._queues.setdefault(key, []).append(exchange)
@@ -88,7 +95,9 @@ class Player(httpx2.BaseTransport):
             for name, value in (exchange.get("headers") or {}).items()
             if name.lower() in (*KEPT_HEADERS, "content-encoding")
         }
-        return httpx2.Response(exchange["status"], headers=headers, stream=_Replay(self, exchange, started, request))
+        status = exchange["status"]
+        assert status is not None  # a connection failure was raised above
+        return httpx2.Response(status, headers=headers, stream=_Replay(self, exchange, started, request))
 
 
 _DELTA_TEXT = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json",
@@ -96,7 +105,7 @@ _DELTA_TEXT = {"text_delta": "text", "thinking_delta": "thinking", "input_json_d
 _BLOCK_TEXT = {"text": "text", "thinking": "thinking"}
 
 
-def _integer(value: Any) -> bool:
+def _integer(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -113,14 +122,15 @@ def _typed_problem(kind: str, data: Any) -> str | None:
     import pydantic
     from anthropic import types
 
-    model = {
+    models: dict[str, type[pydantic.BaseModel]] = {
         "message": types.Message,
         "message_start": types.RawMessageStartEvent,
         "message_delta": types.RawMessageDeltaEvent,
         "content_block_start": types.RawContentBlockStartEvent,
         "content_block_delta": types.RawContentBlockDeltaEvent,
         "content_block_stop": types.RawContentBlockStopEvent,
-    }.get(kind)
+    }
+    model = models.get(kind)
     if model is None:
         return None
     try:
@@ -220,7 +230,7 @@ def _block_problem(block: Any) -> str | None:
     return None
 
 
-def _stream_problem(exchange: dict[str, Any]) -> str | None:
+def _stream_problem(exchange: Exchange) -> str | None:
     """What in a recorded answer (status 200) the SDK or the cell could not take, said in words; or None."""
     request, pieces = exchange.get("request"), exchange.get("body") or []
     streamed = isinstance(request, dict) and request.get("stream") is True
@@ -252,7 +262,7 @@ def _stream_problem(exchange: dict[str, Any]) -> str | None:
     return None
 
 
-def _replayed_error(exchange: dict[str, Any], request: httpx2.Request) -> Exception:
+def _replayed_error(exchange: Exchange, request: httpx2.Request) -> Exception:
     """The transport error recorded for this exchange, raised again."""
     error = exchange.get("error") or {}
     kind = getattr(httpx2, str(error.get("type")), None)
@@ -261,7 +271,7 @@ def _replayed_error(exchange: dict[str, Any], request: httpx2.Request) -> Except
     return kind(str(error.get("message") or "recorded connection failure"), request=request)
 
 
-def _piece_bytes(piece: dict[str, Any]) -> bytes:
+def _piece_bytes(piece: Piece) -> bytes:
     def dump(data: Any) -> str:
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
@@ -280,7 +290,7 @@ def _piece_bytes(piece: dict[str, Any]) -> bytes:
 class _Replay(httpx2.SyncByteStream):
     """A recorded body, piece by piece, at the player's pace."""
 
-    def __init__(self, player: Player, exchange: dict[str, Any], started: float, request: httpx2.Request) -> None:
+    def __init__(self, player: Player, exchange: Exchange, started: float, request: httpx2.Request) -> None:
         self._player, self._exchange, self._started, self._request = player, exchange, started, request
 
     def __iter__(self) -> Iterator[bytes]:
