@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from IPython.core.error import UsageError
 
@@ -17,6 +17,7 @@ from ._errors import ConnectionFailed, QwenError, ServiceError
 
 if TYPE_CHECKING:
     import anthropic
+    import httpx2
 
 ENDPOINTS = {
     "cn": "https://dashscope.aliyuncs.com/apps/anthropic",
@@ -64,12 +65,12 @@ def api_key() -> str:
     return key
 
 
-_clients: dict[tuple[str, Endpoint, Any], anthropic.Anthropic] = {}
+_clients: dict[tuple[str, Endpoint, httpx2.BaseTransport | None], anthropic.Anthropic] = {}
 _lock = threading.Lock()
 REPLAY_KEY = "sk-replay-placeholder"  # a replay sends nothing anywhere; the SDK just wants a key
 
 
-def client_for(endpoint: Endpoint, transport: Any = None) -> anthropic.Anthropic:
+def client_for(endpoint: Endpoint, transport: httpx2.BaseTransport | None = None) -> anthropic.Anthropic:
     """A cached SDK client; the key and URL are always passed, never read from ANTHROPIC_*.
 
     ``transport`` (a cassette's ``Recorder`` or ``Player``, an ``httpx2`` transport) takes
@@ -111,7 +112,7 @@ def warm_up() -> None:
     threading.Thread(target=_import, name="qwen-magic-warm-up", daemon=True).start()
 
 
-def _service_message(exc: Any) -> str:
+def _service_message(exc: anthropic.APIStatusError) -> str:
     """The service's own error message, if the body carries one."""
     body = getattr(exc, "body", None)
     if isinstance(body, dict):

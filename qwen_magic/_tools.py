@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from IPython.core.error import UsageError
 
@@ -56,7 +56,15 @@ class _Mark:
     description: str | None
 
 
-def tool(func: F | None = None, /, *, name: str | None = None, description: str | None = None) -> Any:
+@overload
+def tool(func: F, /) -> F: ...
+
+
+@overload
+def tool(*, name: str | None = None, description: str | None = None) -> Callable[[F], F]: ...
+
+
+def tool(func: F | None = None, /, *, name: str | None = None, description: str | None = None) -> F | Callable[[F], F]:
     """Mark a function to be offered to Qwen by ``%%qwen --tools`` (with no names).
 
     ``@qwen_magic.tool`` or ``@qwen_magic.tool(name="weather", description="…")``. The

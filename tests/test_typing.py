@@ -12,11 +12,10 @@ import re
 import textwrap
 from pathlib import Path
 
+import mypy.api as mypy_api  # a test dependency: a missing mypy fails here, it is not skipped
 import pytest
 
 import qwen_magic
-
-mypy_api = pytest.importorskip("mypy.api")
 
 ROOT = Path(qwen_magic.__file__).parent.parent
 CONFIG = ROOT / "pyproject.toml"
