@@ -7,8 +7,9 @@ SDK does not know, ``video`` (an image's sources, any video media type): typed h
 
 The names are for the type checker only: importing ``anthropic`` costs about a second
 (``_client`` imports it lazily), so at run time a ``Block`` is just a ``dict``. The few
-functions below are the places where a value crosses between the typed blocks and the
-untyped dicts ``Answer`` keeps or the JSON a cassette holds.
+functions below are the only places where a value crosses, unchecked, between the typed
+blocks and the plain dicts ``Answer`` keeps (built from the stream's events), or from a
+``Request`` to the SDK's keyword arguments.
 """
 
 from __future__ import annotations

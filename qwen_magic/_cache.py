@@ -147,10 +147,12 @@ def _last_markable(blocks: list[Block], before: int | None = None) -> int | None
 
 def mark(blocks: list[Block]) -> list[Block]:
     """``blocks`` with an explicit marker on the last one that can carry it (``--cache``)."""
-    blocks = copy.deepcopy(blocks)
+    blocks = copy.deepcopy(blocks)  # a deep copy keeps a ``MediaBlock``'s label
     index = _last_markable(blocks)
     if index is not None:
-        blocks[index] = with_marker(blocks[index])
+        block = blocks[index]
+        if block["type"] != "thinking" and block["type"] != "redacted_thinking":  # always (for mypy: those have no marker)
+            block["cache_control"] = MARKER.copy()
     return blocks
 
 

@@ -1,9 +1,9 @@
 """Images and videos as content blocks: from URLs, files and Python objects; their previews.
 
 Every block is a plain dict the SDK sends as is (typed as ``_blocks.MediaBlockParam``);
-``MediaBlock`` only adds a ``label``
-attribute (the file name, URL or ``{name}`` it came from) for previews, ``%qwen history``
-and the placeholders that replace old inline media in later turns.
+``MediaBlock`` only adds a ``label`` attribute (the file name, URL or ``{name}`` it came
+from) for previews, ``%qwen history`` and the placeholders that replace old inline media
+in later turns.
 
 DashScope takes an inline (base64) item of at most 10 MB, measured here on the encoded
 text (4/3 of the file): the size is checked before anything is read or sent. Images go
@@ -236,7 +236,8 @@ def image_bytes(value: Any) -> tuple[bytes, ImageMediaType] | None:
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
         media_type = sniff_image(data)
-        return None if media_type is None or media_type == "image/bmp" else (data, media_type)  # INLINE_IMAGE_TYPES
+        # Only the INLINE_IMAGE_TYPES: bytes of a BMP are not an image the service takes.
+        return None if media_type is None or media_type == "image/bmp" else (data, media_type)
     pil = sys.modules.get("PIL.Image")
     if pil is not None and isinstance(value, pil.Image):
         return _encode_pil(value)

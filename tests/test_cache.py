@@ -88,6 +88,16 @@ def test_markers_skip_thinking_and_empty_blocks():
     assert marked(place_markers(body, "auto", TokenEstimator())) == [(0, 0)]
 
 
+def test_an_explicit_mark_keeps_the_media_label_and_leaves_the_prompt_alone():
+    from qwen_magic._media import describe, url_block
+
+    prompt = [text("look"), url_block("image", "https://example.com/cat.png")]
+    marked_prompt = mark(prompt)
+    assert marked_prompt[-1]["cache_control"] == {"type": "ephemeral"} and "cache_control" not in prompt[-1]
+    assert describe(marked_prompt[-1]) == describe(prompt[-1]) == "[image: https://example.com/cat.png]"
+    assert getattr(marked_prompt[-1], "label", "") == "https://example.com/cat.png"
+
+
 def test_calibration_moves_toward_the_reported_count():
     estimator = TokenEstimator(chars_per_token=3.5)
     for _ in range(10):
