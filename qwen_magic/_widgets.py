@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from IPython.display import display, update_display
+from ._ipython import display, update_display
 
 if TYPE_CHECKING:
     from ._answer import Usage
@@ -40,7 +40,10 @@ class Session(Protocol):
     context: str
     requests: int
     totals: Usage
-    chats: Mapping[str, Spending]
+
+    @property
+    def chats(self) -> Mapping[str, Spending]:
+        """The conversations by name (read here, never replaced)."""
 
     def new_conversation(self) -> None:
         """Start the default conversation afresh."""
