@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from ._context import Cell
     from ._context_build import Context
     from ._media import Block
-    from ._session import Opened
     from ._structured import Forcing, Target, ValueLoop
     from ._widgets import Panel
 
@@ -279,7 +278,7 @@ class QwenMagics(Magics):
             from ._structured import instruction, tool_name_for
 
             prompt = [*prompt, instruction(target, tool_name_for(tools), bool(tools))]
-        transport = self.cassette_transport()
+        transport = self.cassettes.transport()  # recording or replaying: the cassette, opened on first use
         client = client_for(self.endpoint(), transport)  # a missing key stops here, before anything is sent
         if chat.is_rerun(cell_id, source):
             chat.turns.pop()
@@ -330,10 +329,6 @@ class QwenMagics(Magics):
         cassettes = getattr(self, "cassettes", None)  # settings from config arrive before __init__ made it
         if cassettes is not None:
             cassettes.drop()
-
-    def cassette_transport(self) -> Opened | None:
-        """The cassette's transport while recording or replaying (opened on first use), else None."""
-        return self.cassettes.transport()
 
     def endpoint(self) -> Endpoint:
         """Where the next request goes."""
