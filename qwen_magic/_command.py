@@ -145,7 +145,7 @@ def parse_assignments(words: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def coerce(trait: TraitType[Any, Any], value: str) -> Any:
+def coerce(trait: TraitType[Any, Any], value: str) -> object:
     """Convert a typed string to the trait's type, with friendly booleans."""
     lowered = value.lower()
     if type(trait).__name__ in ("Bool", "CBool") and lowered in ("on", "off", "yes", "no"):

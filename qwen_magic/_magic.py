@@ -396,7 +396,7 @@ class QwenMagics(Magics):
         chat = self.chats[args.chat or DEFAULT_CHAT]
         _command.show_context(self.notebook_context(chat, True), chat.name, on=self.context == "auto")
 
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, object]:
         """The configurable settings and their current values."""
         return {name: getattr(self, name) for name in self.class_trait_names(config=True)}
 
