@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,9 +18,9 @@ class Usage:
     cache_write: int = 0
 
     @classmethod
-    def from_sdk(cls, usage: Any) -> Usage:
+    def from_sdk(cls, usage: object) -> Usage:
         """Read the SDK's ``Usage``, or its JSON as a dict (missing cache fields count as zero)."""
-        get = usage.get if isinstance(usage, dict) else lambda name: getattr(usage, name, 0)
+        get: Callable[[str], Any] = usage.get if isinstance(usage, dict) else lambda name: getattr(usage, name, 0)
         return cls(
             input_tokens=get("input_tokens") or 0,
             output_tokens=get("output_tokens") or 0,

@@ -1,4 +1,9 @@
-"""Parsing and checking what the user typed: ``%qwen`` subcommands, ``key=value`` settings, flag and setting types."""
+"""What the user typed, checked and carried out: ``%qwen`` subcommands, ``key=value`` settings,
+flag and setting types, and the cell flags' work around a turn (``--code``, ``-o``, ``%qwen explain``).
+
+The magic parses and calls these; the turn itself is ``_turn``'s. What they show goes
+through ``_tables``.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,25 @@ import keyword
 import math
 import re
 import shlex
+import sys
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from IPython.core.error import UsageError
-from IPython.core.magic_arguments import MagicArgumentParser
-from traitlets import Float, TraitError
+from traitlets import Float, HasTraits, TraitError, TraitType
+
+from ._conversation import Options
+from ._ipython import MagicArgumentParser
+from ._tables import masked_note, note, preformatted
+from ._text import mask_key
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from ._cache import TokenEstimator
+    from ._context import Capture, Cell
+    from ._context_build import Context
+    from ._media import Block
 
 LINE_HELP = """\
 %qwen                      show the control panel (text settings outside a notebook)
@@ -35,7 +53,7 @@ LINE_HELP = """\
 """
 
 
-def _parser() -> MagicArgumentParser:
+def _parser() -> argparse.ArgumentParser:
     parser = MagicArgumentParser(prog="%qwen", add_help=False)
     commands = parser.add_subparsers(dest="command", parser_class=MagicArgumentParser)
     for name in ("help", "panel", "usage"):
@@ -127,7 +145,7 @@ def parse_assignments(words: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def coerce(trait: Any, value: str) -> Any:
+def coerce(trait: TraitType[Any, Any], value: str) -> object:
     """Convert a typed string to the trait's type, with friendly booleans."""
     lowered = value.lower()
     if type(trait).__name__ in ("Bool", "CBool") and lowered in ("on", "off", "yes", "no"):
@@ -137,14 +155,14 @@ def coerce(trait: Any, value: str) -> Any:
     return trait.from_string(value)
 
 
-class FiniteFloat(Float):  # type: ignore[type-arg]
+class FiniteFloat(Float[float, float]):
     """A float setting that refuses NaN and infinities; ``inf_means`` names what +inf means where it is allowed."""
 
     def __init__(self, *args: Any, inf_means: str | None = None, **kwargs: Any) -> None:
         self.inf_means = inf_means
         super().__init__(*args, **kwargs)
 
-    def validate(self, obj: Any, value: Any) -> float:
+    def validate(self, obj: HasTraits | None, value: object) -> float:
         if isinstance(value, float) and (math.isnan(value) or (math.isinf(value) and not (self.inf_means and value > 0))):
             allowed = f"a number, or inf for {self.inf_means}" if self.inf_means else "a finite number"
             raise TraitError(f"{self.name} must be {allowed}, not {value!r}")
@@ -175,3 +193,126 @@ def same_cell_text(source: str | None) -> str | None:
     if source is None:
         return None
     return "\n".join(line.rstrip() for line in source.splitlines()).strip("\n")
+
+
+class CellSettings(Protocol):
+    """The settings a cell's flags override (``QwenMagics`` traits)."""
+
+    model: str
+    max_tokens: int
+    thinking: bool
+    thinking_budget: int
+    cache: str
+    keep_media_turns: int
+    estimator: TokenEstimator
+
+
+def options(args: argparse.Namespace, settings: CellSettings) -> Options:
+    """A turn's options: the cell's flags where given, the settings elsewhere (``--budget`` implies thinking)."""
+    thinking = settings.thinking if args.thinking is None else args.thinking
+    if args.budget is not None and args.thinking is None:
+        thinking = True
+    return Options(
+        model=args.model or settings.model,
+        max_tokens=args.max_tokens or settings.max_tokens,
+        thinking=thinking,
+        thinking_budget=args.budget or settings.thinking_budget,
+        temperature=args.temperature,
+        cache=settings.cache,
+        estimator=settings.estimator,
+        keep_media_turns=settings.keep_media_turns,
+    )
+
+
+def configure(settings: HasTraits, assignments: list[str]) -> None:
+    """``%qwen config key=value …``: set each setting through its trait; a ``UsageError`` says what is wrong."""
+    known = settings.class_trait_names(config=True)
+    for key, value in parse_assignments(assignments):
+        if key not in known:
+            raise UsageError(f"%qwen config: unknown setting {key!r}; known: {', '.join(sorted(known))}.")
+        trait = settings.traits()[key]
+        try:
+            setattr(settings, key, coerce(trait, value))
+        except (TraitError, ValueError) as exc:
+            raise UsageError(f"%qwen config: {key}={value!r} is not valid: {exc}") from None
+
+
+def system_text(blocks: list[Block]) -> str | None:
+    """``%%qwen --system``: the cell's blocks as the system prompt's text (None when empty); text only."""
+    texts = [block["text"] for block in blocks if block["type"] == "text"]
+    if len(texts) != len(blocks):
+        raise UsageError("A system prompt holds text only: put images and video in an ordinary %%qwen cell.")
+    return "\n".join(texts) or None
+
+
+def deliver(text: str, shell: InteractiveShell, *, code: bool, output: str | None) -> None:
+    """``--code`` and ``--output``: hand the answer's text (or its main code block) back to the notebook."""
+    if code:
+        from ._analysis import main_code_block
+
+        block = main_code_block(text)
+        if block is None:
+            note("The answer has no code block, so no cell was added.")
+        else:
+            text = block
+            if mask_key(block) != block:  # a new cell is saved with the notebook: the key stays out of it
+                block = mask_key(block)
+                note("The answer's code held the API key; it is masked in the new cell: "
+                     "read the key from os.environ['DASHSCOPE_API_KEY'] instead.")
+            # A new cell below in a notebook, the next prompt prefilled in a terminal; never run.
+            shell.set_next_input(block, replace=False)
+            note(f"The answer's code ({len(block.splitlines())} lines) was put in a new cell below; "
+                 "review it, then run it.")
+    if output:
+        shell.user_ns[output] = text
+        note(f"Stored the answer's {'code' if code else 'text'} in `{output}`.")
+
+
+def explain_question(shell: InteractiveShell, capture: Capture) -> tuple[list[Block], Cell | None] | None:
+    """``%qwen explain``: the question about the last exception and the captured cell that raised it.
+
+    None, after a note saying why, when there is nothing to explain or the error was %qwen's own.
+    """
+    from ._analysis import explain_prompt, last_error
+    from ._errors import QwenError
+
+    error = last_error(shell)
+    etype = getattr(sys, "last_type", None)
+    if error is None:
+        note("Nothing to explain yet: no cell has raised an exception in this session.")
+        return None
+    if etype is not None and issubclass(etype, (UsageError, QwenError)):
+        note("The last error came from %qwen itself (its message says what to do). Run the failing "
+             "cell again, then %qwen explain.")
+        return None
+    # The captured cell (its source, what it printed, its traceback) when the error came from one.
+    cell = capture.failed(getattr(sys, "last_value", None))
+    if cell is not None:
+        from ._context_build import explain_parts
+
+        traceback_text, source, printed = explain_parts(cell)
+    else:
+        (traceback_text, source), printed = error, ""
+    note(f"Explaining {etype.__name__ if etype else 'the last error'}…")
+    question = explain_prompt(traceback_text, source, printed)
+    sent = mask_key(question).encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates: escaped
+    question = question.encode("utf-8", "backslashreplace").decode("utf-8")
+    if sent != question:
+        masked_note(["the traceback or the cell"])
+    return [{"type": "text", "text": sent}], cell
+
+
+def forget_captured(capture: Capture) -> None:
+    """``%qwen context clear``: forget the cells captured so far."""
+    count = len(capture.cells)
+    capture.clear()
+    note(f"Forgot {count} captured cell(s): the next %%qwen cell sends only cells run from now on.")
+
+
+def show_context(context: Context | None, chat: str, *, on: bool) -> None:
+    """``%qwen context``: what the next cell of conversation ``chat`` would send (``on``: the context setting)."""
+    state = "" if on else " (context is off: only %%qwen --context would send it)"
+    if context is None:
+        note(f"No notebook context to send: no cell has run since conversation `{chat}`'s last turn{state}.")
+        return
+    preformatted(f"{context.summary()}{state}\n\n{context.preview()}")

@@ -23,8 +23,22 @@ import re
 import sys
 import threading
 import traceback
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
+
+OnFlush = Callable[[dict[str, Any], str], None]  # what a tapped stream tells: the batch's parent header, its text
+
+
+class OutStream(Protocol):
+    """What is read of ipykernel's ``OutStream`` (ipykernel is not a dependency of the package)."""
+
+    parent_header: dict[str, Any]
+
+    def flush(self) -> None: ...
 
 HEAD_CHARS = 6000  # kept from the start of each stream of a cell
 TAIL_CHARS = 6000  # and from its end
@@ -114,7 +128,7 @@ class Bounded:
         return f"{head}\n[… {size(cut)} cut from the middle …]\n{tail}"
 
 
-def _tap(stream: Any, on_flush: Any) -> str | None:
+def _tap(stream: Any, on_flush: OnFlush) -> str | None:  # Any: its private flush methods are replaced
     """Wrap an ipykernel ``OutStream``'s flush so ``on_flush(parent, text)`` sees each batch.
 
     Returns the name of the wrapped method, or None for a stream that has neither.
@@ -125,7 +139,7 @@ def _tap(stream: Any, on_flush: Any) -> str | None:
     batches = getattr(stream, "_flush_buffers", None)
     if callable(batches) and "_flush_buffers" not in owned:
 
-        def flushed() -> Any:
+        def flushed() -> Iterator[tuple[dict[str, Any], str]]:
             for parent, data in batches():
                 _tell(on_flush, parent, data)
                 yield parent, data
@@ -135,7 +149,7 @@ def _tap(stream: Any, on_flush: Any) -> str | None:
     single = getattr(stream, "_flush_buffer", None)
     if callable(single) and "_flush_buffer" not in owned and batches is None:
 
-        def flushed_one() -> Any:
+        def flushed_one() -> object:
             data = single()
             _tell(on_flush, getattr(stream, "parent_header", {}), data)
             return data
@@ -145,7 +159,7 @@ def _tap(stream: Any, on_flush: Any) -> str | None:
     return None
 
 
-def _tell(on_flush: Any, parent: Any, data: Any) -> None:
+def _tell(on_flush: OnFlush, parent: dict[str, Any], data: object) -> None:
     try:
         if data and isinstance(data, str):
             on_flush(parent, data)
@@ -156,14 +170,14 @@ def _tell(on_flush: Any, parent: Any, data: Any) -> None:
 class _Tee:
     """A cell's ``sys.stdout``/``sys.stderr``: the real stream gets every write first, a bounded copy is kept."""
 
-    def __init__(self, stream: Any, sink: Bounded) -> None:
+    def __init__(self, stream: TextIO, sink: Bounded) -> None:
         self._stream = stream
         self._write = stream.write
         self._sink = sink
         self._parts = sink.parts
 
     def write(self, text: str) -> int:
-        written = self._write(text)
+        written: int = self._write(text)
         # The fast path is one append; a long write or many pending ones fold (memory stays bounded).
         if len(text) > 512 or len(self._parts) > 1000:
             self._sink.add(text)
@@ -171,11 +185,11 @@ class _Tee:
             self._parts.append(text)
         return written
 
-    def writelines(self, lines: Any) -> None:
+    def writelines(self, lines: Iterable[str]) -> None:
         for line in lines:
             self.write(line)
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # the rest of the stream's interface, whatever it is
         return getattr(self._stream, name)
 
 
@@ -194,7 +208,7 @@ class Cell:
     images_seen: int = 0
     error_name: str | None = None
     error: str | None = None  # "Type: message" and the traceback, no ANSI
-    exception: Any = None  # the exception object, to match ``sys.last_value``
+    exception: BaseException | None = None  # the exception object, to match ``sys.last_value``
 
     @property
     def label(self) -> str:
@@ -204,15 +218,16 @@ class Cell:
 class Capture:
     """Records every cell the kernel runs (but ``%%qwen`` and skipped ones) while the extension is loaded."""
 
-    def __init__(self, shell: Any) -> None:
-        self.shell = shell
+    def __init__(self, shell: InteractiveShell | None) -> None:
+        # Any: install() wraps the shell's display paths in place, which its declared types do not allow.
+        self.shell: Any = shell
         self.cells: list[Cell] = []
         self.current: Cell | None = None
-        self._saved: tuple[Any, Any] | None = None
-        self._publish: Any = None
-        self._write_format_data: Any = None
-        self._tapped: dict[str, tuple[Any, str]] = {}  # "stdout"/"stderr" → (the OutStream read, its wrapped method)
-        self._parent: Any = None  # the running cell's parent header, as the OutStream keys its text
+        self._saved: tuple[TextIO, TextIO] | None = None
+        self._publish: Callable[..., object] | None = None
+        self._write_format_data: Callable[..., object] | None = None
+        self._tapped: dict[str, tuple[OutStream, str]] = {}  # "stdout"/"stderr" → (the OutStream read, its wrapped method)
+        self._parent: frozenset[tuple[str, Any]] | None = None  # the running cell's parent header, as the OutStream keys its text
         self._lock = threading.Lock()
         self._hushed: _Tee | None = None
 
@@ -233,12 +248,21 @@ class Capture:
         if hook is not None and hasattr(hook, "start_displayhook") and hasattr(hook, "finish_displayhook"):
             # A terminal's display hook prints ``Out[1]: 42`` to stdout: kept as the result, not as printed text.
             start, finish = hook.start_displayhook, hook.finish_displayhook
-            hook.start_displayhook = lambda *a, **k: (self._hush(), start(*a, **k))[1]
-            hook.finish_displayhook = lambda *a, **k: (finish(*a, **k), self._unhush())[0]
+
+            def start_displayhook(*args: object, **kwargs: object) -> object:
+                self._hush()
+                return start(*args, **kwargs)
+
+            def finish_displayhook(*args: object, **kwargs: object) -> object:
+                done = finish(*args, **kwargs)
+                self._unhush()
+                return done
+
+            hook.start_displayhook, hook.finish_displayhook = start_displayhook, finish_displayhook
         show = getattr(self.shell, "_showtraceback", None)
         if show is not None:
             # A terminal prints the coloured traceback to stdout: the error is kept from the exception instead.
-            def showtraceback(*args: Any, **kwargs: Any) -> Any:
+            def showtraceback(*args: object, **kwargs: object) -> object:
                 self._hush()
                 try:
                     return show(*args, **kwargs)
@@ -277,7 +301,7 @@ class Capture:
 
     # -- events --------------------------------------------------------------------------
 
-    def pre_run_cell(self, info: Any) -> None:
+    def pre_run_cell(self, info: ExecutionInfo) -> None:
         source = getattr(info, "raw_cell", "") or ""
         self._restore_streams()
         if skipped(source) or not source.strip():
@@ -288,13 +312,14 @@ class Capture:
         self._saved = (sys.stdout, sys.stderr)
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
-            if self._tapped.get(name, (None,))[0] is stream:
+            tapped = self._tapped.get(name)
+            if tapped is not None and tapped[0] is stream:
                 self._parent = frozenset(stream.parent_header.items())
             else:
                 setattr(sys, name, _Tee(stream, getattr(cell, name)))
         self.current = cell
 
-    def post_run_cell(self, result: Any) -> None:
+    def post_run_cell(self, result: ExecutionResult) -> None:
         cell = self.current
         for name, (stream, _method) in self._tapped.items():
             if getattr(sys, name) is stream:
@@ -312,8 +337,8 @@ class Capture:
             cell.error_name = type(exc).__name__
             cell.error = self._traceback(exc)
             cell.exception = exc
-        for stream in (cell.stdout, cell.stderr, cell.shown):
-            stream.fold()
+        for kept_text in (cell.stdout, cell.stderr, cell.shown):
+            kept_text.fold()
         cell.number = _tick()
         self.cells.append(cell)
         del self.cells[:-MAX_CELLS]
@@ -323,7 +348,7 @@ class Capture:
             if kept > MAX_IMAGES:
                 older.images = older.images[kept - MAX_IMAGES :] if kept - len(older.images) < MAX_IMAGES else []
 
-    def _flushed_to(self, name: str) -> Any:
+    def _flushed_to(self, name: str) -> OnFlush:
         def on_flush(parent: dict[str, Any], text: str) -> None:
             with self._lock:
                 cell = self.current
@@ -353,16 +378,17 @@ class Capture:
         if isinstance(sys.stderr, _Tee):
             sys.stderr = err
 
-    def _published(self, data: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+    def _published(self, data: object, *args: object, **kwargs: object) -> object:
         try:
             cell = self.current
             if cell is not None and not kwargs.get("update") and isinstance(data, dict):
                 self._keep(cell, data)
         except Exception:  # capture must never break a display
             pass
+        assert self._publish is not None  # install() kept it before wrapping
         return self._publish(data, *args, **kwargs)
 
-    def _result(self, format_dict: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+    def _result(self, format_dict: object, *args: object, **kwargs: object) -> object:
         try:
             cell = self.current
             if cell is not None and isinstance(format_dict, dict):
@@ -372,9 +398,10 @@ class Capture:
                 self._keep_images(cell, format_dict)
         except Exception:
             pass
+        assert self._write_format_data is not None  # install() kept it before wrapping
         return self._write_format_data(format_dict, *args, **kwargs)
 
-    def _keep(self, cell: Cell, data: dict[str, Any]) -> None:
+    def _keep(self, cell: Cell, data: dict[str, object]) -> None:
         if any(key.startswith("application/vnd.jupyter.widget") for key in data):
             return  # a widget's text/plain is its class name: nothing the model can use
         text = data.get("text/plain")
@@ -384,7 +411,7 @@ class Capture:
         elif has_image:
             cell.shown.add("<image>\n")
 
-    def _keep_images(self, cell: Cell, data: dict[str, Any]) -> bool:
+    def _keep_images(self, cell: Cell, data: dict[str, object]) -> bool:
         for media_type in ("image/png", "image/jpeg"):
             value = data.get(media_type)
             if isinstance(value, bytes):
@@ -414,7 +441,7 @@ class Capture:
         """The cells captured after ``mark``, oldest first."""
         return [c for c in self.cells if c.number > mark and c is not exclude]
 
-    def failed(self, exception: Any) -> Cell | None:
+    def failed(self, exception: BaseException | None) -> Cell | None:
         """The captured cell that raised ``exception``."""
         if exception is None:
             return None

@@ -31,7 +31,7 @@ class QwenError(Exception):
 
 def _colour() -> bool:
     """Red like IPython's own error names: under a kernel (frontends render ANSI) or on a terminal, never into a pipe."""
-    from IPython import get_ipython
+    from ._ipython import get_ipython
 
     shell = get_ipython()
     if shell is not None and getattr(shell, "kernel", None) is not None:

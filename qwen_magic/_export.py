@@ -6,8 +6,9 @@ import base64
 import datetime
 import html
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from IPython.core.error import UsageError
 
@@ -17,13 +18,23 @@ from ._markdown import export_html
 from ._text import mask_key
 from ._view import footer_text
 
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
+    NewCell = Callable[[str], NotebookNode]
+
 TOOL_PREVIEW = 300  # characters of a tool's input or result shown in the summary
 
 
 def export(chat: Conversation, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``chat`` to ``path`` as a valid notebook; refuse to replace a file unless told to."""
     import nbformat
+    from nbformat import v4
 
+    # nbformat leaves these unannotated: what they are, for the type checker.
+    new_notebook = cast("Callable[[], NotebookNode]", v4.new_notebook)
+    new_markdown_cell = cast("NewCell", v4.new_markdown_cell)
+    write = cast("Callable[[NotebookNode, str], None]", nbformat.write)
     target = resolve(path)
     if target.suffix != ".ipynb":
         raise UsageError(f"%qwen export writes a notebook: give a file name ending in .ipynb, not {str(path)!r}.")
@@ -37,14 +48,14 @@ def export(chat: Conversation, path: str | Path, *, overwrite: bool = False) -> 
     header = [f"# Conversation `{chat.name}`", "", f"{len(chat.turns)} turn(s) with {', '.join(models)}, exported {when}."]
     if chat.system:
         header += ["", "**System prompt:**", "", _quote(chat.system)]
-    nb = nbformat.v4.new_notebook()
+    nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells.append(nbformat.v4.new_markdown_cell(mask_key(export_html("\n".join(header)))))
+    nb.cells.append(new_markdown_cell(mask_key(export_html("\n".join(header)))))
     for number, turn in enumerate(chat.turns, 1):
-        nb.cells.append(_turn_cell(nbformat, turn, number))
+        nb.cells.append(_turn_cell(new_markdown_cell, turn, number))
     nbformat.validate(nb)
     try:
-        nbformat.write(nb, str(target))
+        write(nb, str(target))
     except OSError as exc:
         raise write_failed(str(path), target, exc) from None
     return target
@@ -54,7 +65,7 @@ def _quote(text: str) -> str:
     return "\n".join("> " + line if line else ">" for line in text.splitlines())
 
 
-def _turn_cell(nbformat: Any, turn: Turn, number: int) -> Any:
+def _turn_cell(new_markdown_cell: NewCell, turn: Turn, number: int) -> NotebookNode:
     attachments: dict[str, dict[str, str]] = {}
     fragments: list[str] = []
 
@@ -68,7 +79,8 @@ def _turn_cell(nbformat: Any, turn: Turn, number: int) -> Any:
         summary, sent = _escape(turn.context.summary()), _escape(turn.context.preview())
         parts += [own(f'<details class="qwen-context"><summary>{summary}</summary><pre style="white-space:pre-wrap">'
                       f"{sent}</pre></details>"), ""]
-    for block in turn.own_prompt:
+    for sent_block in turn.own_prompt:
+        block: Mapping[str, Any] = sent_block  # any kind of block, read by its keys
         kind = block.get("type")
         if kind == "text":
             parts += [_quote(block["text"]), ""]
@@ -89,15 +101,15 @@ def _turn_cell(nbformat: Any, turn: Turn, number: int) -> Any:
     for index, markup in enumerate(fragments):
         placeholder = f"QWENMAGICFRAGMENT{index}END"
         source = source.replace(f"<p>{placeholder}</p>", markup, 1).replace(placeholder, markup, 1)
-    cell = nbformat.v4.new_markdown_cell(mask_key(source))  # the key never goes into a file
+    cell = new_markdown_cell(mask_key(source))  # the key never goes into a file
     if attachments:
         cell["attachments"] = attachments
     return cell
 
 
-def _media(block: dict[str, Any], attachments: dict[str, dict[str, str]], number: int) -> str:
-    source = block.get("source", {})
+def _media(block: Mapping[str, Any], attachments: dict[str, dict[str, str]], number: int) -> str:
     """What the user sent, as markup of our own: their images are shown, as in the live preview."""
+    source = block.get("source", {})
     if source.get("type") == "url":
         url = _escape(source["url"])
         if block["type"] == "image":

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import html
-import os
+import argparse
 import shlex
-import sys
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import display
+from IPython.core.magic import magics_class
 from traitlets import Bool, Enum, Int, TraitError, Unicode, observe, validate
 
 from . import _command
@@ -20,14 +15,24 @@ from ._answer import Answer, Usage
 from ._cache import MODES, TokenEstimator, mark
 from ._client import KNOWN_MODELS, Endpoint, client_for, resolve_base_url
 from ._context import Capture, clock
-from ._conversation import DEFAULT_CHAT, Chats, Options
-from ._errors import QwenError
+from ._conversation import DEFAULT_CHAT, Chats, Conversation
+from ._ipython import Magics, argument, events, line_cell_magic, magic_arguments, parse_argstring
 from ._prompt import build_prompt
-from ._session import REPLAY_VARIABLE, CassetteSession
-from ._tables import settings_table, usage_table
-from ._text import current_key, mask_key, masked, visible_controls
+from ._session import CassetteSession
+from ._tables import markdown_out, masked_note, note, settings_table, usage_table
+from ._text import mask_key
 from ._tools import Toolbox, describe, offered
 from ._turn import Tally, take_turn
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import ExecutionInfo, InteractiveShell
+    from traitlets.utils.bunch import Bunch
+
+    from ._context import Cell
+    from ._context_build import Context
+    from ._media import Block
+    from ._structured import Forcing, Target, ValueLoop
+    from ._widgets import Panel
 
 
 @magics_class
@@ -93,36 +98,43 @@ class QwenMagics(Magics):
     )
 
     @validate("timeout")
-    def _positive_timeout(self, proposal: dict[str, Any]) -> float:
-        if proposal["value"] <= 0:
+    def _positive_timeout(self, proposal: Bunch) -> float:
+        value: float = proposal["value"]
+        if value <= 0:
             raise TraitError("timeout must be a positive number of seconds")
-        return proposal["value"]
+        return value
 
     @validate("base_url")
-    def _http_base_url(self, proposal: dict[str, Any]) -> str:
-        url = proposal["value"].strip()
+    def _http_base_url(self, proposal: Bunch) -> str:
+        url: str = proposal["value"].strip()
         if url and not url.startswith(("http://", "https://")):
             raise TraitError("base_url must start with http:// or https://")
         return url
 
-    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+    def __init__(self, shell: InteractiveShell | None = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.chats = Chats()
         self.tally = Tally()  # the session's requests and usage, counted by each turn
         self.estimator = TokenEstimator()
-        self._panels: list[Any] = []
+        self._panels: list[Panel] = []
         self._cell: tuple[str | None, str | None] = (None, None)
         self._asked_in_cell = False
         self.cassettes = CassetteSession(self)
-        self._forcing: Any = None  # --schema: models that refused a forced tool_choice (_structured.Forcing)
-        replay = os.environ.get(REPLAY_VARIABLE, "").strip()
-        if replay:  # the whole session answers from the cassette, whatever the notebook records
-            self.cassette, self.cassette_mode, self.cassettes.forced = replay, "replay", True
-            _note(f"{REPLAY_VARIABLE}: answers come from the cassette {replay}; no network, no key needed.")
+        self._forcing: Forcing | None = None  # --schema: models that refused a forced tool_choice
+        forced = self.cassettes.replay_from_environment()
+        if forced is not None:
+            note(forced)
         self.capture = Capture(shell)
         if shell is not None:
-            shell.events.register("pre_run_cell", self._remember_cell)
+            events(shell).register("pre_run_cell", self._remember_cell)
             self.capture.install()
+
+    @property
+    def _shell(self) -> InteractiveShell:
+        """The shell the magics serve (``%load_ext`` always gives one)."""
+        if self.shell is None:
+            raise UsageError("QwenMagics has no IPython shell: load it with %load_ext qwen_magic.")
+        return self.shell
 
     @property
     def totals(self) -> Usage:
@@ -146,7 +158,7 @@ class QwenMagics(Magics):
         """Start the default conversation afresh (the panel's button)."""
         self.chats[DEFAULT_CHAT].reset()
 
-    def _remember_cell(self, info: Any) -> None:
+    def _remember_cell(self, info: ExecutionInfo) -> None:
         self._cell = (getattr(info, "cell_id", None), getattr(info, "raw_cell", None))
         self._asked_in_cell = False
 
@@ -184,7 +196,8 @@ class QwenMagics(Magics):
         In line form, ``%qwen help`` lists the subcommands (config, history, reset, …).
         """
         if cell is None:
-            return self._line(line)
+            self._line(line)
+            return
         args = parse_argstring(self.qwen, line)
         chat = self.chats[args.chat]
         if args.new:
@@ -193,11 +206,12 @@ class QwenMagics(Magics):
             chat.started = unseen  # the fresh conversation still sees the cells this one had not been sent
         held_key: list[str] = []  # the {name}s whose values held the API key (masked before sending)
         if args.system:
-            return self._set_system(chat, cell, bool(args.cache))
+            self._set_system(chat, cell, bool(args.cache))
+            return
         _command.check_output_name(args.output)
         target = self._target(args)
-        prompt = build_prompt(cell, self.shell.user_ns, held_key)
-        _masked_note(held_key)
+        prompt = build_prompt(cell, self._shell.user_ns, held_key)
+        masked_note(held_key)
         if args.cache:
             prompt = mark(prompt)
         cell_id, source = self._cell if self._cell[1] is not None else (None, f"%%qwen {line}\n{cell}")
@@ -207,23 +221,20 @@ class QwenMagics(Magics):
         self._asked_in_cell = True
         answer = self._ask(chat, prompt, args, cell_id, source, target)
         self._deliver(answer, args, target)
-        return None
 
-    def _set_system(self, chat: Any, cell: str, cache: bool) -> None:
+    def _set_system(self, chat: Conversation, cell: str, cache: bool) -> None:
         """``%%qwen --system``: the cell becomes the conversation's system prompt; nothing is sent."""
         held_key: list[str] = []
-        blocks = build_prompt(cell, self.shell.user_ns, held_key) if cell.strip() else []
-        _masked_note(held_key)
-        if any(block["type"] != "text" for block in blocks):
-            raise UsageError("A system prompt holds text only: put images and video in an ordinary %%qwen cell.")
-        chat.system = "\n".join(block["text"] for block in blocks) or None
+        blocks = build_prompt(cell, self._shell.user_ns, held_key) if cell.strip() else []
+        masked_note(held_key)
+        chat.system = _command.system_text(blocks)
         chat.system_cache = bool(cache and chat.system)
-        _note(
+        note(
             f"System prompt of conversation `{chat.name}` set ({len(chat.system or ''):,} characters); "
             "nothing was sent. It applies from the next %%qwen cell."
         )
 
-    def _target(self, args: Any) -> Any:
+    def _target(self, args: argparse.Namespace) -> Target | None:
         """``--schema TYPE`` / ``--json``: what ``-o NAME`` gets, checked before anything is sent."""
         if args.schema is None and not args.json:
             return None
@@ -231,11 +242,13 @@ class QwenMagics(Magics):
             raise UsageError("--code and --schema/--json cannot go together: one stores code, the other a value.")
         from ._structured import parse_target
 
-        return parse_target(args.schema, args.json, args.output, self.shell.user_ns)
+        return parse_target(args.schema, args.json, args.output, self._shell.user_ns)
 
-    def notebook_context(self, chat: Any, args: Any = None, *, exclude: Any = None) -> Any:
-        """The cells ``chat`` has not seen yet, as a turn's context within the budget (None: nothing to send)."""
-        wanted = getattr(args, "context", None)
+    def notebook_context(self, chat: Conversation, wanted: bool | None = None, *, exclude: Cell | None = None) -> Context | None:
+        """The cells ``chat`` has not seen yet, as a turn's context within the budget (None: nothing to send).
+
+        ``wanted`` is the cell's ``--context``/``--no-context``; None follows the ``context`` setting.
+        """
         if not (self.context == "auto" if wanted is None else wanted):
             return None
         from ._context_build import build
@@ -250,22 +263,22 @@ class QwenMagics(Magics):
 
     def _ask(
         self,
-        chat: Any,
-        prompt: list[Any],
-        args: Any,
+        chat: Conversation,
+        prompt: list[Block],
+        args: argparse.Namespace,
         cell_id: str | None,
         source: str | None,
-        target: Any = None,
-        exclude: Any = None,
+        target: Target | None = None,
+        exclude: Cell | None = None,
     ) -> Answer:
         """Send ``prompt`` as the next turn of ``chat`` and stream the answer into the output."""
-        options = self._options(args)
-        tools = offered(args.tools, self.shell.user_ns)
+        options = _command.options(args, self)
+        tools = offered(args.tools, self._shell.user_ns)
         if target is not None:
             from ._structured import instruction, tool_name_for
 
             prompt = [*prompt, instruction(target, tool_name_for(tools), bool(tools))]
-        transport = self.cassette_transport()
+        transport = self.cassettes.transport()  # recording or replaying: the cassette, opened on first use
         client = client_for(self.endpoint(), transport)  # a missing key stops here, before anything is sent
         if chat.is_rerun(cell_id, source):
             chat.turns.pop()
@@ -275,7 +288,7 @@ class QwenMagics(Magics):
             answer = take_turn(
                 chat, prompt, options, client=client, tools=tools, shell=self.shell, tally=self.tally,
                 max_rounds=self.max_tool_rounds, stream=args.stream, loop=loop,
-                context=self.notebook_context(chat, args, exclude=exclude), upto=upto,
+                context=self.notebook_context(chat, args.context, exclude=exclude), upto=upto,
                 cell_id=cell_id, source=source, answer_images=self.answer_images,
                 cassette=transport.footer if transport is not None else None,
                 replayed=bool(getattr(transport, "replaying", False)),
@@ -284,101 +297,38 @@ class QwenMagics(Magics):
             for panel in self._panels:
                 panel.refresh()
         if loop is not None:
-            loop.deliver(self.shell.user_ns)
+            loop.deliver(self._shell.user_ns)
         return answer
 
-    def _value_loop(self, target: Any, output: str) -> Any:
+    def _value_loop(self, target: Target, output: str) -> ValueLoop:
         """The tool loop that asks for a value of ``target`` (``--schema``/``--json``), then stores it."""
         from ._structured import Forcing, ValueLoop
 
         self._forcing = self._forcing or Forcing()
         return ValueLoop(target, output, self._forcing, self.max_repairs)
 
-    def _deliver(self, answer: Answer, args: Any, target: Any = None) -> None:
-        """``--code`` and ``--output``: hand the answer back to the notebook."""
-        if target is not None:  # --schema/--json: the value was stored by _ask
-            return
-        text = answer.text
-        if args.code:
-            from ._analysis import main_code_block
-
-            code = main_code_block(answer.text)
-            if code is None:
-                _note("The answer has no code block, so no cell was added.")
-            else:
-                text = code
-                if mask_key(code) != code:  # a new cell is saved with the notebook: the key stays out of it
-                    code = mask_key(code)
-                    _note("The answer's code held the API key; it is masked in the new cell: "
-                          "read the key from os.environ['DASHSCOPE_API_KEY'] instead.")
-                # A new cell below in a notebook, the next prompt prefilled in a terminal; never run.
-                self.shell.set_next_input(code, replace=False)
-                _note(f"The answer's code ({len(code.splitlines())} lines) was put in a new cell below; "
-                      "review it, then run it.")
-        if args.output:
-            self.shell.user_ns[args.output] = text
-            _note(f"Stored the answer's {'code' if args.code else 'text'} in `{args.output}`.")
+    def _deliver(self, answer: Answer, args: argparse.Namespace, target: Target | None = None) -> None:
+        """``--code`` and ``--output``: hand the answer back to the notebook (``--schema``/``--json``: ``_ask`` did)."""
+        if target is None:
+            _command.deliver(answer.text, self._shell, code=args.code, output=args.output)
 
     def _explain(self, line: str) -> None:
-        from ._analysis import explain_prompt, last_error
-
         args = parse_argstring(self.qwen, line)
         _command.check_output_name(args.output)
         target = self._target(args)
-        error = last_error(self.shell)
-        etype = getattr(sys, "last_type", None)
-        if error is None:
-            _note("Nothing to explain yet: no cell has raised an exception in this session.")
-            return
-        if etype is not None and issubclass(etype, (UsageError, QwenError)):
-            _note("The last error came from %qwen itself (its message says what to do). Run the failing "
-                  "cell again, then %qwen explain.")
-            return
-        # The captured cell (its source, what it printed, its traceback) when the error came from one.
-        cell = self.capture.failed(getattr(sys, "last_value", None))
-        if cell is not None:
-            from ._context_build import explain_parts
-
-            traceback_text, source, printed = explain_parts(cell)
-        else:
-            (traceback_text, source), printed = error, ""
-        _note(f"Explaining {etype.__name__ if etype else 'the last error'}…")
-        chat = self.chats[args.chat]
-        question = explain_prompt(traceback_text, source, printed)
-        sent = mask_key(question).encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates: escaped
-        question = question.encode("utf-8", "backslashreplace").decode("utf-8")
-        if sent != question:
-            _masked_note(["the traceback or the cell"])
-        prompt = [{"type": "text", "text": sent}]
-        answer = self._ask(chat, prompt, args, None, None, target, exclude=cell)
-        self._deliver(answer, args, target)
-
-    def _options(self, args: Any) -> Options:
-        thinking = self.thinking if args.thinking is None else args.thinking
-        if args.budget is not None and args.thinking is None:
-            thinking = True
-        return Options(
-            model=args.model or self.model,
-            max_tokens=args.max_tokens or self.max_tokens,
-            thinking=thinking,
-            thinking_budget=args.budget or self.thinking_budget,
-            temperature=args.temperature,
-            cache=self.cache,
-            estimator=self.estimator,
-            keep_media_turns=self.keep_media_turns,
-        )
+        question = _command.explain_question(self._shell, self.capture)
+        if question is not None:
+            prompt, cell = question
+            answer = self._ask(self.chats[args.chat], prompt, args, None, None, target, exclude=cell)
+            self._deliver(answer, args, target)
 
     # -- cassettes ------------------------------------------------------------------------
 
     @observe("cassette", "cassette_mode")
-    def _cassette_changed(self, _change: Any) -> None:
+    def _cassette_changed(self, _change: Bunch) -> None:
         cassettes = getattr(self, "cassettes", None)  # settings from config arrive before __init__ made it
         if cassettes is not None:
             cassettes.drop()
-
-    def cassette_transport(self) -> Any:
-        """The cassette's transport while recording or replaying (opened on first use), else None."""
-        return self.cassettes.transport()
 
     def endpoint(self) -> Endpoint:
         """Where the next request goes."""
@@ -390,90 +340,65 @@ class QwenMagics(Magics):
         args = _command.parse_line(line)
         getattr(self, _LINE_COMMANDS[args.command])(args)
 
-    def _help_command(self, args: Any) -> None:
+    def _help_command(self, args: argparse.Namespace) -> None:
         print(_command.LINE_HELP + "\n" + (self.qwen.__doc__ or ""))
 
-    def _config_command(self, args: Any) -> None:
-        self._config(args.assignments)
+    def _config_command(self, args: argparse.Namespace) -> None:
+        _command.configure(self, args.assignments)
+        settings = self.settings()
+        helps = {name: self.traits()[name].help for name in settings}
+        markdown_out(settings_table(settings, helps, self.endpoint().base_url))
 
-    def _history_command(self, args: Any) -> None:
-        _markdown_out(mask_key(self.chats[args.chat or DEFAULT_CHAT].transcript()))
+    def _history_command(self, args: argparse.Namespace) -> None:
+        markdown_out(mask_key(self.chats[args.chat or DEFAULT_CHAT].transcript()))
 
-    def _reset_command(self, args: Any) -> None:
+    def _reset_command(self, args: argparse.Namespace) -> None:
         if args.all:
             self.chats.clear()
-            _note("All conversations were forgotten.")
+            note("All conversations were forgotten.")
         else:
             name = args.chat or DEFAULT_CHAT
             self.chats[name].reset()
-            _note(f"Conversation `{name}` was forgotten; the next %%qwen cell starts afresh.")
+            note(f"Conversation `{name}` was forgotten; the next %%qwen cell starts afresh.")
 
-    def _usage_command(self, args: Any) -> None:
+    def _usage_command(self, args: argparse.Namespace) -> None:
         chats = [(name, chat.requests, chat.spent) for name, chat in self.chats.items()]
-        _markdown_out(usage_table(chats, self.requests, self.totals))
+        markdown_out(usage_table(chats, self.requests, self.totals))
 
-    def _export_command(self, args: Any) -> None:
+    def _export_command(self, args: argparse.Namespace) -> None:
         from ._export import export
 
         name = args.chat or DEFAULT_CHAT
         path = export(self.chats[name], args.file, overwrite=args.force)
-        _note(f"Conversation `{name}` was written to {path} ({len(self.chats[name].turns)} turns).")
+        note(f"Conversation `{name}` was written to {path} ({len(self.chats[name].turns)} turns).")
 
-    def _explain_command(self, args: Any) -> None:
+    def _explain_command(self, args: argparse.Namespace) -> None:
         self._explain(shlex.join(args.rest))
 
-    def _tools_command(self, args: Any) -> None:
-        _markdown_out(describe(offered(",".join(args.names), self.shell.user_ns) or Toolbox()))
+    def _tools_command(self, args: argparse.Namespace) -> None:
+        markdown_out(describe(offered(",".join(args.names), self._shell.user_ns) or Toolbox()))
 
-    def _cassette_command(self, args: Any) -> None:
-        _note(self.cassettes.command(args))
+    def _cassette_command(self, args: argparse.Namespace) -> None:
+        note(self.cassettes.command(args))
 
-    def _panel_command(self, args: Any) -> None:
+    def _panel_command(self, args: argparse.Namespace) -> None:
         from ._widgets import show_panel
 
         panel = show_panel(self, getattr(self.shell, "kernel", None) is not None, KNOWN_MODELS)
         if panel is not None:
             self._panels.append(panel)  # kept alive while the kernel lives; refreshed after each turn
 
-    def _context_command(self, args: Any) -> None:
+    def _context_command(self, args: argparse.Namespace) -> None:
         """``%qwen context [--chat NAME]``: what the next cell would send; ``%qwen context clear``: forget the capture."""
         if args.action == "clear":
-            count = len(self.capture.cells)
-            self.capture.clear()
-            _note(f"Forgot {count} captured cell(s): the next %%qwen cell sends only cells run from now on.")
+            _command.forget_captured(self.capture)
             return
         chat = self.chats[args.chat or DEFAULT_CHAT]
-        context = self.notebook_context(chat, SimpleNamespace(context=True))
-        state = "" if self.context == "auto" else " (context is off: only %%qwen --context would send it)"
-        if context is None:
-            _note(f"No notebook context to send: no cell has run since conversation `{chat.name}`'s last turn{state}.")
-            return
-        text = f"{context.summary()}{state}\n\n{context.preview()}"
-        display(
-            {
-                "text/html": '<pre class="qwen-context-preview" style="white-space:pre-wrap;font-size:0.85em">'
-                f"{html.escape(text)}</pre>",
-                "text/plain": text,
-            },
-            raw=True,
-        )
+        _command.show_context(self.notebook_context(chat, True), chat.name, on=self.context == "auto")
 
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, object]:
         """The configurable settings and their current values."""
         return {name: getattr(self, name) for name in self.class_trait_names(config=True)}
-
-    def _config(self, assignments: list[str]) -> None:
-        for key, value in _command.parse_assignments(assignments):
-            if key not in self.class_trait_names(config=True):
-                raise UsageError(f"%qwen config: unknown setting {key!r}; known: {', '.join(sorted(self.settings()))}.")
-            trait = self.traits()[key]
-            try:
-                setattr(self, key, _command.coerce(trait, value))
-            except (TraitError, ValueError) as exc:
-                raise UsageError(f"%qwen config: {key}={value!r} is not valid: {exc}") from None
-        settings = self.settings()
-        helps = {name: self.traits()[name].help for name in settings}
-        _markdown_out(settings_table(settings, helps, self.endpoint().base_url))
 
 
 # ``%qwen SUBCOMMAND``: the method of ``QwenMagics`` that runs it (``_command.parse_line`` parses it).
@@ -491,28 +416,3 @@ _LINE_COMMANDS = {
     "context": "_context_command",
     "panel": "_panel_command",
 }
-
-def _masked_note(where: list[str]) -> None:
-    """Say that the API key was found in what is about to be sent, and masked there."""
-    if where:
-        _note(f"The API key was masked in what was sent ({', '.join(where)} held it): the service sees only "
-              f"{masked(current_key() or '')}.")
-
-
-def _note(text: str) -> None:
-    """A short informational line under the cell."""
-    display(
-        {
-            "text/html": f'<div class="qwen-note" style="color:#888;font-size:0.9em">{html.escape(text)}</div>',
-            "text/plain": visible_controls(text),
-        },
-        raw=True,
-    )
-
-
-def _markdown_out(text: str) -> None:
-    """Markdown (possibly holding model text) as sanitized HTML, plain text for terminals."""
-    from ._markdown import markdown_bundle
-
-    # text/plain is what a terminal prints: its control characters are shown, not obeyed.
-    display({**markdown_bundle(text), "text/plain": visible_controls(text)}, raw=True)

@@ -7,10 +7,18 @@ it on first use and closes it when they change. Commands return the line to show
 
 from __future__ import annotations
 
+import argparse
 import os
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from IPython.core.error import UsageError
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from ._cassette import Player, Recorder
+
+    Opened: TypeAlias = Recorder | Player  # what an open cassette is: a transport that records or replays
 
 REPLAY_VARIABLE = "QWEN_MAGIC_REPLAY"  # a cassette: the whole session replays it
 
@@ -28,7 +36,7 @@ class CassetteSession:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.opened: Any = None
+        self.opened: Opened | None = None
         self._id: tuple[str, str] | None = None
         self.forced = False  # QWEN_MAGIC_REPLAY: the session replays, whatever the notebook records
 
@@ -36,28 +44,36 @@ class CassetteSession:
         s = self.settings
         return s.cassette_mode, os.path.abspath(os.path.expanduser(s.cassette)) if s.cassette else ""
 
+    def replay_from_environment(self) -> str | None:
+        """With ``QWEN_MAGIC_REPLAY`` set, the whole session replays that cassette: the note saying so, else None."""
+        replay = os.environ.get(REPLAY_VARIABLE, "").strip()
+        if not replay:
+            return None
+        self.settings.cassette, self.settings.cassette_mode, self.forced = replay, "replay", True
+        return f"{REPLAY_VARIABLE}: answers come from the cassette {replay}; no network, no key needed."
+
     def drop(self) -> None:
         """Close the open cassette, if any."""
         if self.opened is not None:
             self.opened.close()
         self.opened, self._id = None, None
 
-    def transport(self) -> Any:
+    def transport(self) -> Opened | None:
         """The cassette's transport while recording or replaying (opened on first use), else None."""
         s = self.settings
         if s.cassette_mode == "off":
             return None
-        if self.opened is None or self._id != self._key():
-            from ._cassette import open_cassette
+        from ._cassette import Player, open_cassette
 
+        if self.opened is None or self._id != self._key():
             self.drop()
             self.opened = open_cassette(s.cassette_mode, s.cassette, speed=s.replay_speed)
             self._id = self._key()
-        if self.opened.replaying:
+        if isinstance(self.opened, Player):
             self.opened.speed = s.replay_speed
         return self.opened
 
-    def command(self, args: Any) -> str:
+    def command(self, args: argparse.Namespace) -> str:
         """``%qwen record …`` and ``%qwen replay …``: start, stop, pace, status; the line to show."""
         if args.stop:
             return self._stop(args.command)
@@ -75,7 +91,8 @@ class CassetteSession:
         s = self.settings
         if s.cassette_mode == mode:
             try:
-                done = self.transport().describe()
+                opened = self.transport()
+                done = opened.describe() if opened is not None else f"{doing} {s.cassette}"
             except UsageError:  # a cassette that never opened
                 done = f"{doing} {s.cassette}"
             s.cassette_mode = "off"
@@ -92,7 +109,7 @@ class CassetteSession:
                 f"{REPLAY_VARIABLE} is set, so this session replays {s.cassette} and {file} is not "
                 "recorded. To record, run `%qwen replay --stop` first."
             )
-        from ._cassette import exchange_count, open_cassette, speed_text
+        from ._cassette import Recorder, exchange_count, open_cassette, speed_text
 
         if mode == "record":
             from ._client import api_key
@@ -102,7 +119,7 @@ class CassetteSession:
         self.drop()
         s.cassette, s.cassette_mode = file, mode
         self.opened, self._id = opened, self._key()
-        if mode == "record":
+        if isinstance(opened, Recorder):
             already = f"{exchange_count(opened.count)} already in it" if opened.count else "a new cassette"
             return (
                 f"Recording to {file} ({already}): every request and its answer are added as they stream; "

@@ -1,15 +1,60 @@
-"""The tables ``%qwen config`` and ``%qwen usage`` show, as markdown."""
+"""What the magic shows under a cell besides the answer: short notes, markdown (the
+``%qwen config`` and ``%qwen usage`` tables, history, tool schemas) and the context preview.
+
+Notes and markdown carry ``text/plain`` with control characters shown, not obeyed: that is
+what a terminal prints, and the text may hold model output or what a tool returned.
+"""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from ._answer import Usage
 from ._cache import equivalents, saving_text
+from ._ipython import display
+from ._text import current_key, masked, visible_controls
 
 
-def settings_table(settings: Mapping[str, Any], helps: Mapping[str, str], base_url: str) -> str:
+def note(text: str) -> None:
+    """A short informational line under the cell."""
+    display(
+        {
+            "text/html": f'<div class="qwen-note" style="color:#888;font-size:0.9em">{html.escape(text)}</div>',
+            "text/plain": visible_controls(text),
+        },
+        raw=True,
+    )
+
+
+def masked_note(where: list[str]) -> None:
+    """Say that the API key was found in what is about to be sent, and masked there."""
+    if where:
+        note(f"The API key was masked in what was sent ({', '.join(where)} held it): the service sees only "
+             f"{masked(current_key() or '')}.")
+
+
+def markdown_out(text: str) -> None:
+    """Markdown (possibly holding model text) as sanitized HTML, plain text for terminals."""
+    from ._markdown import markdown_bundle
+
+    # text/plain is what a terminal prints: its control characters are shown, not obeyed.
+    display({**markdown_bundle(text), "text/plain": visible_controls(text)}, raw=True)
+
+
+def preformatted(text: str) -> None:
+    """Text shown as it is laid out (``%qwen context``'s preview), wrapped in a notebook."""
+    display(
+        {
+            "text/html": '<pre class="qwen-context-preview" style="white-space:pre-wrap;font-size:0.85em">'
+            f"{html.escape(text)}</pre>",
+            "text/plain": text,
+        },
+        raw=True,
+    )
+
+
+def settings_table(settings: Mapping[str, object], helps: Mapping[str, str], base_url: str) -> str:
     """Every setting with its value and meaning, and where requests go now."""
     rows = ["| setting | value | meaning |", "|---|---|---|"]
     for name in sorted(settings):

@@ -28,10 +28,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ._answer import Answer
 from ._text import visible_controls
+
+if TYPE_CHECKING:  # rich is the optional ``rich`` extra: imported where a terminal view uses it
+    from rich.console import Console, ConsoleOptions, RenderResult
+    from rich.live import Live
+    from rich.segment import Segment
+
+    Line = list[Segment]  # one rendered line
 
 Bundle = dict[str, str]
 
@@ -209,7 +216,7 @@ class RichTerminalView(TerminalView):
         )
         self._parts: list[str] = []  # the safe text of what is live: the thinking, then the answer
         self._thought = ""
-        self._live: Any = None
+        self._live: Live | None = None
         self._region = _Tail(self)
 
     def thinking(self, delta: str) -> None:
@@ -300,10 +307,10 @@ class _Tail:
     def __init__(self, view: RichTerminalView) -> None:
         self._view = view
         self._marks = [0]  # block boundaries in the answer, ascending
-        self._pieces: dict[tuple[int, int, int], list[Any]] = {}  # (start, end, width) -> rendered lines
-        self._cache: tuple[tuple[Any, ...], list[Any]] | None = None
+        self._pieces: dict[tuple[int, int, int], list[Line]] = {}  # (start, end, width) -> rendered lines
+        self._cache: tuple[tuple[str, int, int, int], list[Line]] | None = None
 
-    def __rich_console__(self, console: Any, options: Any) -> Any:
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         from rich.segment import Segment
 
         height = max(2, console.size.height - 1)  # the cursor's line stays free
@@ -313,7 +320,7 @@ class _Tail:
             if index < len(lines) - 1:
                 yield Segment.line()
 
-    def lines(self, console: Any, options: Any, height: int) -> list[Any]:
+    def lines(self, console: Console, options: ConsoleOptions, height: int) -> list[Line]:
         """The last ``height`` rendered lines of what streams now."""
         from rich.text import Text
 
@@ -343,7 +350,7 @@ class _Tail:
         self._cache = (key, lines)
         return lines
 
-    def _piece(self, console: Any, options: Any, text: str, start: int, end: int) -> list[Any]:
+    def _piece(self, console: Console, options: ConsoleOptions, text: str, start: int, end: int) -> list[Line]:
         """``text[start:end]`` rendered as markdown; finished pieces (all but the open one) are kept."""
         from rich.markdown import Markdown
 
@@ -375,7 +382,7 @@ class _Tail:
         self._pieces = {k: v for k, v in self._pieces.items() if k[0] >= start}
 
 
-def _blank(line: list[Any]) -> bool:
+def _blank(line: Line) -> bool:
     return not any(segment.text.strip() or (segment.style and segment.style.bgcolor) for segment in line)
 
 

@@ -16,10 +16,18 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from IPython.display import display, update_display
+from ._ipython import display, update_display
 
 if TYPE_CHECKING:
+    from traitlets.utils.bunch import Bunch
+
     from ._answer import Usage
+
+
+class Widget(Protocol):
+    """An ipywidgets widget, as a display bundle names it (ipywidgets ships no types)."""
+
+    model_id: str
 
 
 class Spending(Protocol):
@@ -40,7 +48,10 @@ class Session(Protocol):
     context: str
     requests: int
     totals: Usage
-    chats: Mapping[str, Spending]
+
+    @property
+    def chats(self) -> Mapping[str, Spending]:
+        """The conversations by name (read here, never replaced)."""
 
     def new_conversation(self) -> None:
         """Start the default conversation afresh."""
@@ -48,7 +59,7 @@ class Session(Protocol):
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
-def widget_bundle(widget: Any, html_text: str, plain: str) -> dict[str, Any]:
+def widget_bundle(widget: Widget, html_text: str, plain: str) -> dict[str, Any]:
     """A display bundle: the live widget where a widget manager exists, static text elsewhere."""
     return {
         WIDGET_VIEW: {"version_major": 2, "version_minor": 0, "model_id": widget.model_id},
@@ -173,10 +184,10 @@ class Panel:
             ]
         )
 
-    def _on_thinking(self, change: dict[str, Any]) -> None:
+    def _on_thinking(self, change: Bunch) -> None:
         self.budget.disabled = not change["new"]
 
-    def _on_new(self, _button: Any) -> None:
+    def _on_new(self, _button: object) -> None:
         self.magics.new_conversation()
         self.status.value = '<span style="color:#888">New conversation: the next cell starts afresh.</span>'
 
