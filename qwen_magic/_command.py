@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ._cache import TokenEstimator
     from ._context import Capture, Cell
     from ._context_build import Context
-    from ._media import Block
+    from ._blocks import Block
 
 LINE_HELP = """\
 %qwen                      show the control panel (text settings outside a notebook)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from ._context import Cell
     from ._context_build import Context
-    from ._media import Block
+    from ._blocks import Block
     from ._structured import Forcing, Target, ValueLoop
     from ._widgets import Panel
 
