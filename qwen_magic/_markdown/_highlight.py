@@ -12,7 +12,11 @@ from __future__ import annotations
 import functools
 import html
 import re
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pygments.lexer import Lexer
+    from pygments.token import _TokenType
 
 # Pygments' classes written as bare text: plain names, whitespace, punctuation, errors.
 _PLAIN_TOKENS = frozenset({"", "n", "w", "p", "nx", "err"})
@@ -28,7 +32,7 @@ def _highlight(code: str, lang: str, attrs: str) -> str:
     if lexer is None:
         return ""
     out: list[str] = []
-    css, run = "", []
+    css, run = "", list[str]()
     for kind, value in lexer.get_tokens(code):
         this = _css_class(kind)
         if this != css and run:
@@ -60,7 +64,7 @@ def _span(css: str, text: str) -> str:
 
 
 @functools.cache
-def _css_class(kind: Any) -> str:
+def _css_class(kind: _TokenType) -> str:
     from pygments.token import STANDARD_TYPES
 
     while kind not in STANDARD_TYPES and kind.parent is not None:
@@ -70,7 +74,7 @@ def _css_class(kind: Any) -> str:
 
 
 @functools.cache
-def _lexer(lang: str) -> Any:
+def _lexer(lang: str) -> Lexer | None:
     try:
         from pygments.lexers import get_lexer_by_name
         from pygments.util import ClassNotFound

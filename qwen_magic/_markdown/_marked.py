@@ -18,10 +18,13 @@ backslashes as character references.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ._parse import _line_starts, _parser
 from ._render import MARKDOWN_CLASS, Bundle, markdown_bundle, render_html
+
+if TYPE_CHECKING:
+    from markdown_it.token import Token
 
 
 def answer_bundles(md: str) -> list[Bundle]:
@@ -42,7 +45,7 @@ def answer_bundles(md: str) -> list[Bundle]:
     return bundles
 
 
-def _code_parts(md: str) -> list[tuple[str, Any]]:
+def _code_parts(md: str) -> list[tuple[str, Token | None]]:
     """``md`` cut around each top-level fenced code block: ``(text, fence token or None)`` in order.
 
     Blank lines stay with the part before them; the parts' texts join to ``md``.
@@ -50,7 +53,7 @@ def _code_parts(md: str) -> list[tuple[str, Any]]:
     if "```" not in md and "~~~" not in md:
         return [(md, None)]
     starts = [*_line_starts(md), len(md)]
-    parts: list[tuple[str, Any]] = []
+    parts: list[tuple[str, Token | None]] = []
     done = 0
     for token in _parser("blocks").parse(md):
         if token.type != "fence" or token.level != 0 or token.map is None:

@@ -29,14 +29,20 @@ import bisect
 import functools
 import html
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ._highlight import _highlight
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
+    from markdown_it.parser_inline import RuleFuncInlineType
+    from markdown_it.renderer import RendererHTML
     from markdown_it.rules_block import StateBlock
+    from markdown_it.rules_core import StateCore
     from markdown_it.rules_inline import StateInline
+    from markdown_it.token import Token
+    from markdown_it.utils import EnvType, OptionsDict
 
 
 # Deep enough for any real answer; deeper content is dropped by markdown-it (never shown raw).
@@ -58,14 +64,12 @@ def _parser(kind: str = "render") -> MarkdownIt:
     if kind == "blocks":
         md.disable("inline")  # block boundaries need no inline parsing
         return md
-    try:  # bare URLs become links, as GFM (and so JupyterLab's marked) makes them
-        import linkify_it  # noqa: F401
-
+    # Bare URLs become links, as GFM (and so JupyterLab's marked) makes them; markdown-it
+    # has a linkifier when its `linkify` extra is installed, else bare URLs stay text.
+    if md.linkify is not None:
         md.options["linkify"] = True
         md.enable("linkify")
         md.core.ruler.after("linkify", "gfm_autolinks", _gfm_autolinks_only)
-    except ImportError:  # the `linkify` extra of markdown-it-py is missing: bare URLs stay text
-        pass
     # Every link and image becomes a token, so that nh3 judges its URL and a refused one
     # keeps its text (markdown-it's own check would leave `[x](javascript:…)` as text).
     md.validateLink = lambda url: True  # type: ignore[method-assign]
@@ -86,13 +90,13 @@ def _parser(kind: str = "render") -> MarkdownIt:
 _GFM_AUTOLINK = re.compile(r"(?:https?://|www\.)|[^\s@/:]+@", re.I)
 
 
-def _gfm_autolinks_only(state: Any) -> None:
+def _gfm_autolinks_only(state: StateCore) -> None:
     """Undo linkify's links that GFM would not make (``example.com`` without a scheme or ``www.``)."""
     for block in state.tokens:
         children = block.children
         if block.type != "inline" or not children or not any(t.markup == "linkify" for t in children):
             continue
-        kept: list[Any] = []
+        kept: list[Token] = []
         i = 0
         while i < len(children):
             token = children[i]
@@ -154,7 +158,7 @@ def _math_inline(state: StateInline, silent: bool) -> bool:
 _EMPHASIS_MARKS = 4000  # most `*`, `_` and `~` in one inline run (a paragraph, a cell) taken as emphasis
 
 
-def _when_emphasis_sane(rule: Any, state: StateInline, silent: bool) -> bool:
+def _when_emphasis_sane(rule: RuleFuncInlineType, state: StateInline, silent: bool) -> bool:
     """markdown-it's emphasis or strikethrough rule, skipped in delimiter soup.
 
     Each ``*``/``_``/``~`` becomes a token that the pairing pass then walks: a paragraph of
@@ -169,7 +173,7 @@ def _when_emphasis_sane(rule: Any, state: StateInline, silent: bool) -> bool:
     return False if soup else rule(state, silent)
 
 
-def _when_links_possible(rule: Any, state: StateInline, silent: bool) -> bool:
+def _when_links_possible(rule: RuleFuncInlineType, state: StateInline, silent: bool) -> bool:
     """markdown-it's link or image rule, skipped where no link can start.
 
     Each ``[`` makes markdown-it scan the text after it for the label's end, trying every
@@ -320,11 +324,11 @@ def _math_block(state: StateBlock, start_line: int, end_line: int, silent: bool)
     return True
 
 
-def _render_math(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+def _render_math(self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
     return f'<span class="{_MATH_CLASS}">{html.escape(tokens[idx].content, quote=False)}</span>'
 
 
-def _render_math_block(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+def _render_math_block(self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
     return f'<p><span class="{_MATH_CLASS}">{html.escape(tokens[idx].content, quote=False)}</span></p>\n'
 
 

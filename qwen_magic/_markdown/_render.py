@@ -27,21 +27,27 @@ import functools
 import html
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from ._highlight import _lexer, _plain_code
 from ._parse import _container_change, _parser
 from ._safe import _cleaner, _finish
+
+if TYPE_CHECKING:
+    from markdown_it.token import Token
+    from markdown_it.utils import EnvType, OptionsDict, OptionsType
 
 Bundle = dict[str, str]
 MARKDOWN_CLASS = "qwen-markdown"  # the element holding rendered model markdown in an output
 
 
 @functools.cache
-def _plain_options() -> Any:
+def _plain_options() -> OptionsDict:
     from markdown_it.utils import OptionsDict
 
-    return OptionsDict({**_parser().options, "highlight": _plain_code})
+    options = OptionsDict(cast("OptionsType", dict(_parser().options)))  # a copy of every option
+    options["highlight"] = _plain_code
+    return options
 
 
 def warm_up() -> None:
@@ -61,8 +67,9 @@ def render_html(md: str, *, colour: bool = True) -> str:
     ``colour=False`` leaves code uncoloured (in the same ``<pre class="highlight">``):
     live windows are repainted five times a second, and Pygments' spans triple their size.
     """
+    env: EnvType = {}
     try:
-        parser, env = _parser(), {}
+        parser = _parser()
         tokens = parser.parse(md, env)
         clean = _cleaner().clean
         options = parser.options if colour else _plain_options()
@@ -71,9 +78,9 @@ def render_html(md: str, *, colour: bool = True) -> str:
         return _finish('<div style="white-space:pre-wrap">' + html.escape(md, quote=False) + "</div>")
 
 
-def _groups(tokens: list[Any]) -> Iterator[list[Any]]:
+def _groups(tokens: list[Token]) -> Iterator[list[Token]]:
     """The tokens of each top-level block, blocks inside an open HTML container joined."""
-    group: list[Any] = []
+    group: list[Token] = []
     depth = 0
     for token in tokens:
         if token.level == 0 and token.nesting >= 0 and group and not depth:

@@ -30,11 +30,14 @@ import functools
 import html
 import re
 import urllib.parse
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from ._highlight import _TOKEN_CLASS
 from ._parse import _MATH_CLASS
+
+if TYPE_CHECKING:
+    import nh3
 
 # --- What the HTML may hold (nh3) -----------------------------------------------------
 
@@ -86,7 +89,7 @@ def _attribute_filter(tag: str, attribute: str, value: str) -> str | None:
 
 
 @functools.cache
-def _cleaner() -> Any:
+def _cleaner() -> nh3.Cleaner:
     import nh3
 
     return nh3.Cleaner(
@@ -109,7 +112,7 @@ _IMAGE_HOSTS: contextvars.ContextVar[frozenset[str] | None] = contextvars.Contex
 _URL = re.compile(r"https?://[^\s<>()\[\]\"'`]+", re.I)
 
 
-def hosts_in(blocks: Iterable[Any]) -> frozenset[str]:
+def hosts_in(blocks: Iterable[str | Mapping[str, object]]) -> frozenset[str]:
     """The hosts of every http(s) URL in a prompt's content blocks (text and media sources)."""
     found: set[str] = set()
     for block in blocks:
@@ -129,7 +132,7 @@ def hosts_in(blocks: Iterable[Any]) -> frozenset[str]:
 
 
 @contextlib.contextmanager
-def image_policy(policy: str, prompt: Iterable[Any] = ()) -> Iterator[None]:
+def image_policy(policy: str, prompt: Iterable[str | Mapping[str, object]] = ()) -> Iterator[None]:
     """While a cell answers: ``"show"`` loads every image, ``"link"`` only those from the prompt's hosts."""
     token = _IMAGE_HOSTS.set(None if policy == "show" else hosts_in(prompt))
     try:
