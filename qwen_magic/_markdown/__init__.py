@@ -19,13 +19,11 @@ Callers import from here; the modules' docstrings say which renderer each one mo
 from __future__ import annotations
 
 from ._marked import answer_bundles, export_html
-from ._render import MARKDOWN_CLASS, Bundle, compact, markdown_bundle, render_html, warm_up
+from ._render import compact, markdown_bundle, render_html, warm_up
 from ._safe import hosts_in, image_policy, text_html
 from ._stable import stable_prefix
 
 __all__ = [
-    "MARKDOWN_CLASS",
-    "Bundle",
     "answer_bundles",
     "compact",
     "export_html",

@@ -43,6 +43,7 @@ MARKDOWN_CLASS = "qwen-markdown"  # the element holding rendered model markdown 
 
 @functools.cache
 def _plain_options() -> OptionsDict:
+    """The render parser's options, with code left uncoloured (for live windows)."""
     from markdown_it.utils import OptionsDict
 
     options = OptionsDict(cast("OptionsType", dict(_parser().options)))  # a copy of every option
