@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from qwen_magic import _markdown
+from qwen_magic._markdown import _safe
 
 # --- What counts as dangerous in the HTML the browser gets ------------------------------
 
-OK_TAGS = set(_markdown._ALLOWED_TAGS)
+OK_TAGS = set(_safe._ALLOWED_TAGS)
 OK_ATTRS = {"href", "src", "alt", "title", "class", "style", "start", "colspan", "rowspan", "open", "rel", "target"}
 
 

@@ -104,6 +104,29 @@ def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
     assert find_cycle(import_graph(pkg)) is None
 
 
+def test_the_graph_resolves_relative_imports_inside_a_subpackage(tmp_path: Path) -> None:
+    pkg = tmp_path / NAME
+    (pkg / "_sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "_a.py").write_text("from ._sub import f\n")
+    (pkg / "_sub" / "__init__.py").write_text("from ._x import f\nfrom . import _y\n")
+    (pkg / "_sub" / "_x.py").write_text("from .._b import g\n\ndef f():\n    from ._y import h\n")
+    (pkg / "_sub" / "_y.py").write_text("from .. import _b\n")
+    (pkg / "_b.py").write_text("")
+    sub = f"{NAME}._sub"
+    assert import_graph(pkg) == {
+        NAME: set(),
+        f"{NAME}._a": {sub},
+        f"{NAME}._b": set(),
+        sub: {f"{sub}._x", f"{sub}._y"},
+        f"{sub}._x": {f"{NAME}._b", f"{sub}._y"},
+        f"{sub}._y": {f"{NAME}._b"},
+    }
+    # A module of the subpackage importing from the subpackage itself closes a circle.
+    (pkg / "_sub" / "_y.py").write_text("from . import f\n")
+    assert find_cycle(import_graph(pkg)) == [sub, f"{sub}._x", f"{sub}._y", sub]
+
+
 def test_the_package_has_no_import_circle() -> None:
     graph = import_graph()
     assert len(graph) > 10

@@ -1,0 +1,37 @@
+"""Model markdown as safe HTML, rendered in the kernel; and where streamed text can be cut.
+
+No frontend markdown parser sees model text: JupyterLab renders a running session's
+outputs as trusted, so the kernel parses the answer, cleans the HTML and publishes
+``text/html`` (with the markdown itself as ``text/plain``). One module per step:
+
+- ``_parse``: markdown-it-py as the one parser, math found while parsing (pandoc's rules,
+  MathJax's ends), guards against its slow paths.
+- ``_highlight``: code coloured with Pygments' short classes.
+- ``_safe``: nh3's allow-list, every lone ``$``/``\\`` kept from MathJax, the image policy.
+- ``_render``: the display bundles of an answer, finished or live, in few bytes.
+- ``_marked``: the only markdown JupyterLab's own renderer reads (finished code blocks,
+  exported cells), written so that it can only be read as intended.
+- ``_stable``: where streamed text can be cut, so that finished blocks are sent once.
+
+Callers import from here; the modules' docstrings say which renderer each one models.
+"""
+
+from __future__ import annotations
+
+from ._marked import answer_bundles, export_html
+from ._render import compact, markdown_bundle, render_html, warm_up
+from ._safe import hosts_in, image_policy, text_html
+from ._stable import stable_prefix
+
+__all__ = [
+    "answer_bundles",
+    "compact",
+    "export_html",
+    "hosts_in",
+    "image_policy",
+    "markdown_bundle",
+    "render_html",
+    "stable_prefix",
+    "text_html",
+    "warm_up",
+]
