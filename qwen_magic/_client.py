@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from dataclasses import dataclass
@@ -96,6 +97,9 @@ def client_for(endpoint: Endpoint, transport: httpx2.BaseTransport | None = None
         return client
 
 
+_WARM_UP_EXIT_WAIT = 10.0  # seconds an exiting interpreter waits for the warm-up thread
+
+
 def warm_up() -> None:
     """Import the SDK (and the markdown stack) in the background so the first cell is quick."""
 
@@ -109,7 +113,12 @@ def warm_up() -> None:
         except Exception:  # a broken install is reported when a cell really needs it
             pass
 
-    threading.Thread(target=_import, name="qwen-magic-warm-up", daemon=True).start()
+    thread = threading.Thread(target=_import, name="qwen-magic-warm-up", daemon=True)
+    thread.start()
+    # A daemon thread still inside native code (nh3, pydantic-core) when the interpreter
+    # finalizes is unwound through it, which aborts the process ("FATAL: exception not
+    # rethrown"); exit waits for the warm-up instead, which is done within a second.
+    atexit.register(thread.join, _WARM_UP_EXIT_WAIT)
 
 
 def _service_message(exc: anthropic.APIStatusError) -> str:

@@ -27,10 +27,10 @@ from ._text import mask_key
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
+    from ._blocks import Block
     from ._cache import TokenEstimator
     from ._context import Capture, Cell
     from ._context_build import Context
-    from ._blocks import Block
 
 LINE_HELP = """\
 %qwen                      show the control panel (text settings outside a notebook)

@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     from IPython.core.interactiveshell import ExecutionInfo, InteractiveShell
     from traitlets.utils.bunch import Bunch
 
+    from ._blocks import Block
     from ._context import Cell
     from ._context_build import Context
-    from ._blocks import Block
     from ._structured import Forcing, Target, ValueLoop
     from ._widgets import Panel
 
