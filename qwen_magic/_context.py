@@ -54,7 +54,7 @@ MAX_IMAGE_BASE64 = 10 * 1024 * 1024  # DashScope's inline limit
 INTRO = "[Notebook context: the cells I ran since my last message, oldest first.]"
 NOTE_RESERVE = 100  # characters kept for the note naming the cells left out
 
-_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 _SKIP = re.compile(r"#\s*qwen\s*:\s*skip\b", re.IGNORECASE)
 _OWN = re.compile(r"%%?qwen\b")
 _clock = 0  # the number of the latest captured cell, process-wide
@@ -448,7 +448,7 @@ class Capture:
         return next((c for c in reversed(self.cells) if c.exception is exception), None)
 
 
-def _middle(text: str, limit: int) -> str:
+def middle(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     keep = max(limit - 40, 2)
@@ -457,7 +457,7 @@ def _middle(text: str, limit: int) -> str:
 
 
 def _bounded(text: str, limit: int) -> str:
-    return _middle(text, limit)
+    return middle(text, limit)
 
 
 def size(chars: int) -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from . import _text
 from ._context import (
-    _ANSI,
+    ANSI,
     INTRO,
     MAX_IMAGE_BASE64,
     MIN_OUTPUT_CHARS,
@@ -27,7 +27,7 @@ from ._context import (
     OUTPUT_SHARE,
     SOURCE_CHARS,
     Cell,
-    _middle,
+    middle,
     size,
 )
 
@@ -237,11 +237,11 @@ def _whole(cell: Cell, limit: int) -> Entry:
                 label = "output" if name == "stdout" else name  # what a cell printed is its output
                 cuts.append(f"{label} {size(stream.total)} → {size(len(texts[name]))}")
     if cell.result is not None:
-        texts["Out"] = _middle(cell.result, limit)
+        texts["Out"] = middle(cell.result, limit)
         if len(texts["Out"]) < len(cell.result):
             cuts.append(f"Out {size(len(cell.result))} → {size(len(texts['Out']))}")
     if cell.error is not None:
-        texts["error"] = _middle(cell.error, limit)
+        texts["error"] = middle(cell.error, limit)
         if len(texts["error"]) < len(cell.error):
             cuts.append(f"traceback {size(len(cell.error))} → {size(len(texts['error']))}")
     return Entry(cell, _render(cell, texts, source_only=False), [], "cut" if cuts else "whole", cuts)
@@ -249,7 +249,7 @@ def _whole(cell: Cell, limit: int) -> Entry:
 
 def _render(cell: Cell, texts: dict[str, str], *, source_only: bool) -> str:
     """A cell as the model reads it: its label, source, then each output in a fence."""
-    lines = [f"{cell.label}:", _fence(_middle(cell.source.rstrip(), SOURCE_CHARS), "python")]
+    lines = [f"{cell.label}:", _fence(middle(cell.source.rstrip(), SOURCE_CHARS), "python")]
     if source_only:
         if _outputs(cell):
             names = ", ".join(name for name, _ in _outputs(cell))
@@ -271,7 +271,7 @@ def _render(cell: Cell, texts: dict[str, str], *, source_only: bool) -> str:
 def _plain(text: str) -> str:
     """Text as a terminal would leave it: colours and cursor moves out, a line redrawn after ``\\r`` (a progress bar) only as it ended."""
     if "\x1b" in text:
-        text = _ANSI.sub("", text)
+        text = ANSI.sub("", text)
     if "\r" in text:
         text = "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
     return text
