@@ -65,6 +65,8 @@ import urllib.parse
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import _table_markdown
+
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
     from markdown_it.rules_block import StateBlock
@@ -618,7 +620,9 @@ def answer_bundles(md: str) -> list[Bundle]:
     """
     bundles = []
     for part, fence in _code_parts(md):
-        if fence is None or _MATH_MARKERS.search(fence.content):
+        if fence is None:
+            bundles += _table_markdown.table_bundles(part, markdown_bundle)  # long tables as markdown written there
+        elif _MATH_MARKERS.search(fence.content):
             bundles.append(markdown_bundle(part))
         else:
             bundles.append({"text/markdown": _code_markdown(fence.content, fence.info), "text/plain": part})

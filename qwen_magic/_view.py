@@ -55,6 +55,8 @@ from IPython.display import display, update_display
 from ._answer import Answer
 from ._cache import cost_text
 from ._markdown import text_html
+from ._merged import merged
+from ._table_markdown import table_markdown
 from ._text import mask_key
 
 Bundle = dict[str, str]
@@ -94,20 +96,24 @@ def _publish(display_id: str, bundle: Bundle, *, new: bool = False, metadata: di
 
 
 def _bundle(md: str) -> Bundle:
-    """The bundle of a live window: HTML with code uncoloured, and no plain text."""
+    """The bundle of a live window: a table as markdown written here, else HTML with code uncoloured; no plain text."""
     from ._markdown import markdown_bundle
 
+    note = _NOTE.match(md)
+    if "|" in md and (table := table_markdown(md[note.end() :] if note else md, note.group() if note else "")):
+        return {"text/markdown": table}
     return markdown_bundle(md, live=True)
 
 
 def _finished(md: str) -> list[Bundle]:
-    """The bundles of finished markdown, each with its text as ``text/plain``: one per code block and
-    one per run of text between (``_markdown.answer_bundles``)."""
+    """The bundles of finished markdown, with its text as ``text/plain``: one, or one per code block,
+    table and run of text between (``_markdown.answer_bundles``) when none is markdown (``_merged``)."""
     from ._markdown import answer_bundles
 
-    return answer_bundles(md)
+    return merged(answer_bundles(md))
 
 
+_NOTE = re.compile(r"\*⋯ [\d,]+ characters above ⋯\*\n\n")  # what ``_window`` writes above a window
 # The opening line of a fence, and a table's header and delimiter rows, at the start of open text.
 _FENCE_OPEN = re.compile(r"(?:[ \t]*\n)*(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)\n")
 _TABLE_HEAD = re.compile(r"(?:[ \t]*\n)*[^\n]*\|[^\n]*\n[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*\n")
