@@ -65,8 +65,6 @@ import urllib.parse
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _table_markdown
-
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
     from markdown_it.rules_block import StateBlock
@@ -621,7 +619,9 @@ def answer_bundles(md: str) -> list[Bundle]:
     bundles = []
     for part, fence in _code_parts(md):
         if fence is None:
-            bundles += _table_markdown.table_bundles(part, markdown_bundle)  # long tables as markdown written there
+            from ._table_markdown import table_bundles
+
+            bundles += table_bundles(part, markdown_bundle)  # tables as markdown written there
         elif _MATH_MARKERS.search(fence.content):
             bundles.append(markdown_bundle(part))
         else:

@@ -44,7 +44,6 @@ _ESCAPED = re.compile(r"[\\`*_\[\]<>!&|~]")
 _ALIGN = {"text-align:left": ":--", "text-align:right": "--:", "text-align:center": ":-:"}
 _MARKS = {"strong_open": "**", "strong_close": "**", "em_open": "*", "em_close": "*", "s_open": "~~", "s_close": "~~"}
 _MARK_SET = frozenset(_MARKS.values())
-MIN_ROWS = 1  # the rows a table needs to be written here (every table is)
 
 
 def table_markdown(md: str, note: str = "") -> str | None:
@@ -100,6 +99,8 @@ def _inline(children: list[Any]) -> str | None:
     kinds: list[str] = []
     for child in children:
         kind = child.type
+        if kind in ("text", "code_inline") and _REFUSED.search(child.content):  # a reference such as `&#36;`
+            return None
         if kind == "text":
             out.append(_ESCAPED.sub(r"\\\g<0>", child.content))
         elif kind == "code_inline":
@@ -147,14 +148,14 @@ def _ends(piece: str) -> str:
 
 
 def table_parts(md: str) -> Iterator[tuple[str, bool]]:
-    """``md`` cut around its top-level tables of ``MIN_ROWS`` rows or more: ``(text, is_table)`` in order.
+    """``md`` cut around its top-level tables (outside HTML containers): ``(text, is_table)`` in order.
 
     Blank lines stay with the part before them; the parts' texts join to ``md``.
     """
     if "|" not in md:
         yield md, False
         return
-    from ._markdown import _line_starts, _parser
+    from ._markdown import _container_change, _line_starts, _parser
 
     env: dict[str, Any] = {}
     tokens = _parser("blocks").parse(md, env)
@@ -162,14 +163,14 @@ def table_parts(md: str) -> Iterator[tuple[str, bool]]:
         yield md, False
         return
     starts = [*_line_starts(md), len(md)]
-    done = 0
+    done = depth = 0
     for token in tokens:
-        if token.type != "table_open" or token.level != 0 or token.map is None:
-            continue
-        if token.map[1] - token.map[0] < MIN_ROWS + 2:
+        if token.type == "html_block" and token.level == 0:  # inside an open <details> or <div>, a table stays
+            depth = max(0, depth + _container_change(token.content))
+        if token.type != "table_open" or token.level != 0 or token.map is None or depth:
             continue
         begin, end = starts[min(token.map[0], len(starts) - 1)], starts[min(token.map[1], len(starts) - 1)]
-        if md[done:begin].strip():
+        if begin > done:
             yield md[done:begin], False
         yield md[begin:end], True
         done = end
@@ -188,6 +189,8 @@ def table_bundles(md: str, render: Callable[[str], Bundle]) -> list[Bundle]:
             continue
         if pending.strip():
             bundles.append(render(pending))
+        elif pending and bundles:  # blank lines stay with the part before them
+            bundles[-1]["text/plain"] += pending
         elif pending:
             part = pending + part
         pending = ""
