@@ -621,7 +621,7 @@ def answer_bundles(md: str) -> list[Bundle]:
         if fence is None:
             from ._table_markdown import table_bundles
 
-            bundles += table_bundles(part, markdown_bundle)  # tables as markdown written there
+            bundles += table_bundles(part, markdown_bundle, _parser, _container_change)  # tables: markdown written there
         elif _MATH_MARKERS.search(fence.content):
             bundles.append(markdown_bundle(part))
         else:

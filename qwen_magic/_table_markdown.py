@@ -40,23 +40,22 @@ MARKDOWN_CLASS = "qwen-markdown"
 
 # Anything that could make math, a placeholder, an autolink or a line break: not written as markdown.
 _REFUSED = re.compile(r"[$\\@\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029]|://|www\.", re.I)
+_LINE_END = re.compile(r"\r\n?|\n")  # where markdown-it ends a line
 _ESCAPED = re.compile(r"[\\`*_\[\]<>!&|~]")
 _ALIGN = {"text-align:left": ":--", "text-align:right": "--:", "text-align:center": ":-:"}
 _MARKS = {"strong_open": "**", "strong_close": "**", "em_open": "*", "em_close": "*", "s_open": "~~", "s_close": "~~"}
 _MARK_SET = frozenset(_MARKS.values())
 
 
-def table_markdown(md: str, note: str = "") -> str | None:
+def table_markdown(md: str, parser: Any, note: str = "") -> str | None:
     """``md``, which is one GFM table and blank lines, as markdown written here; None if it cannot be.
 
-    ``note``: a line of this package's own markdown above the table (a live window's).
+    ``parser``: ``_markdown``'s markdown-it for rendering; ``note``: a line of this package's
+    own markdown above the table (a live window's).
     """
     if _REFUSED.search(md):
         return None
-    from ._markdown import _parser
-
-    parser = _parser()
-    found = _cells(parser.parse(md))
+    found = _cells(parser.parse(md), parser)
     if found is None:
         return None
     aligns, rows = found
@@ -69,7 +68,7 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _cells(tokens: list[Any]) -> tuple[list[str], list[list[str]]] | None:
+def _cells(tokens: list[Any], parser: Any) -> tuple[list[str], list[list[str]]] | None:
     """The column alignments and every row's cells as markdown, when ``tokens`` are one table in the subset."""
     if not tokens or tokens[0].type != "table_open" or tokens[-1].type != "table_close":
         return None
@@ -81,7 +80,7 @@ def _cells(tokens: list[Any]) -> tuple[list[str], list[list[str]]] | None:
         elif token.type == "th_open":
             aligns.append(str(token.attrs.get("style", "")))
         elif token.type == "inline":
-            cell = _inline(token.children or [])
+            cell = _inline(token.children or [], parser)
             if cell is None or not rows:
                 return None
             rows[-1].append(cell)
@@ -93,7 +92,7 @@ def _cells(tokens: list[Any]) -> tuple[list[str], list[list[str]]] | None:
     return aligns, rows
 
 
-def _inline(children: list[Any]) -> str | None:
+def _inline(children: list[Any], parser: Any) -> str | None:
     """One cell's inline tokens as markdown, or None if one is outside the subset or would read otherwise."""
     out: list[str] = []
     kinds: list[str] = []
@@ -113,22 +112,22 @@ def _inline(children: list[Any]) -> str | None:
         else:
             return None
         kinds.append(kind)
-    if len(kinds) > 1 and not _pairs_alike(tuple(p if k in _MARKS else _ends(p) for p, k in zip(out, kinds)), tuple(kinds)):
-        return None
+    if any(kind in _MARKS for kind in kinds):
+        shape = tuple(piece if kind in _MARKS else _ends(piece) for piece, kind in zip(out, kinds, strict=True))
+        if not _pairs_alike(shape, tuple(kinds), parser):
+            return None
     return "".join(out)
 
 
 @functools.lru_cache(maxsize=4096)
-def _pairs_alike(pieces: tuple[str, ...], kinds: tuple[str, ...]) -> bool:
+def _pairs_alike(pieces: tuple[str, ...], kinds: tuple[str, ...], parser: Any) -> bool:
     """Whether ``pieces`` (a cell as written, its text cut by ``_ends``) parse as the tokens ``kinds`` again.
 
     Emphasis pairs by its delimiter runs and the characters just beside them, so each text
     or code piece may stand in as its first and last character: a table's cells then share
     a few shapes, and each shape is parsed once.
     """
-    from ._markdown import _parser
-
-    written = [t.type for t in _parser().parseInline("".join(pieces))[0].children or []]
+    written = [t.type for t in parser.parseInline("".join(pieces))[0].children or []]
     return _joined(written) == _joined(list(kinds))
 
 
@@ -147,7 +146,7 @@ def _ends(piece: str) -> str:
     return piece if len(piece) <= len(first) + len(last) + 1 else first + "x" + last
 
 
-def table_parts(md: str) -> Iterator[tuple[str, bool]]:
+def table_parts(md: str, blocks: Any, containers: Callable[[str], int]) -> Iterator[tuple[str, bool]]:
     """``md`` cut around its top-level tables (outside HTML containers): ``(text, is_table)`` in order.
 
     Blank lines stay with the part before them; the parts' texts join to ``md``.
@@ -155,18 +154,16 @@ def table_parts(md: str) -> Iterator[tuple[str, bool]]:
     if "|" not in md:
         yield md, False
         return
-    from ._markdown import _container_change, _line_starts, _parser
-
     env: dict[str, Any] = {}
-    tokens = _parser("blocks").parse(md, env)
+    tokens = blocks.parse(md, env)
     if env.get("references"):  # a cell's `[x]` may be a link to one: parsed alone, it would not be
         yield md, False
         return
-    starts = [*_line_starts(md), len(md)]
+    starts = [0, *(m.end() for m in _LINE_END.finditer(md)), len(md)]
     done = depth = 0
     for token in tokens:
         if token.type == "html_block" and token.level == 0:  # inside an open <details> or <div>, a table stays
-            depth = max(0, depth + _container_change(token.content))
+            depth = max(0, depth + containers(token.content))
         if token.type != "table_open" or token.level != 0 or token.map is None or depth:
             continue
         begin, end = starts[min(token.map[0], len(starts) - 1)], starts[min(token.map[1], len(starts) - 1)]
@@ -178,12 +175,17 @@ def table_parts(md: str) -> Iterator[tuple[str, bool]]:
         yield md[done:], False
 
 
-def table_bundles(md: str, render: Callable[[str], Bundle]) -> list[Bundle]:
+def table_bundles(
+    md: str, render: Callable[[str], Bundle], parsers: Callable[[str], Any], containers: Callable[[str], int]
+) -> list[Bundle]:
     """The bundles of finished text: each long table that can be as markdown written here, ``render`` for the rest."""
+    parser = parsers("render")
+    if md.lstrip(" \t\r\n").startswith("|") and (whole := table_markdown(md, parser)) is not None:
+        return [{"text/markdown": whole, "text/plain": md}]  # one table: parsed once
     bundles: list[Bundle] = []
     pending = ""
-    for part, is_table in table_parts(md):
-        written = table_markdown(part) if is_table else None
+    for part, is_table in table_parts(md, parsers("blocks"), containers):
+        written = table_markdown(part, parser) if is_table else None
         if written is None:
             pending += part
             continue

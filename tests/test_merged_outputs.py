@@ -15,7 +15,7 @@ from markdown_it import MarkdownIt
 from test_markdown import _FRAGMENTS, _MARKED_ORACLE_JS, RICH, _marked_dir
 from xss_corpus import base_vectors, vectors
 
-from qwen_magic._markdown import answer_bundles, render_html
+from qwen_magic._markdown import _parser, answer_bundles, render_html
 from qwen_magic._merged import merged
 from qwen_magic._table_markdown import table_markdown
 
@@ -43,7 +43,7 @@ def _table(rng: random.Random) -> str:
 class _Cells(HTMLParser):
     """A table's structure as a reader sees it: cells, their alignment, formatting and text."""
 
-    KEPT = {"table", "tr", "th", "td", "strong", "em", "code", "del", "s"}
+    KEPT = frozenset({"table", "tr", "th", "td", "strong", "em", "code", "del", "s"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -78,7 +78,9 @@ def _oracle(docs: list[str], tmp_path: Path, folder: str) -> list[dict[str, obje
     import subprocess
 
     script = tmp_path / "oracle.mjs"
-    script.write_text(_MARKED_ORACLE_JS % {"tags": json.dumps(sorted(OK_TAGS)), "attrs": json.dumps(sorted(OK_ATTRS | {"align"}))})
+    script.write_text(
+        _MARKED_ORACLE_JS % {"tags": json.dumps(sorted(OK_TAGS)), "attrs": json.dumps(sorted(OK_ATTRS | {"align"}))}
+    )
     proc = subprocess.run(["node", str(script)], input=json.dumps(docs), capture_output=True, text=True,
                           env={**os.environ, "MARKED_DIR": folder}, check=True)  # fmt: skip
     return json.loads(proc.stdout)
@@ -90,8 +92,11 @@ def test_tables_written_here_read_in_marked_as_the_model_wrote_them(tmp_path: Pa
     assert folder is not None
     rng = random.Random(15)
     docs = [_table(rng) for _ in range(4000)]
-    docs += ["| id | `sensor` | value |\n|--:|---|:-:|\n" + "".join(f"| {n} | `s_{n}` | **{n * 0.5}** ~~x~~ *y* |\n" for n in range(9))]
-    written = [(doc, w) for doc in docs if (w := table_markdown(doc)) is not None]
+    docs += [
+        "| id | `sensor` | value |\n|--:|---|:-:|\n"
+        + "".join(f"| {n} | `s_{n}` | **{n * 0.5}** ~~x~~ *y* |\n" for n in range(9))
+    ]
+    written = [(doc, w) for doc in docs if (w := table_markdown(doc, _parser())) is not None]
     assert len(written) > 300  # hostile pieces are common: most tables fall back, enough do not
     results = _oracle([w for _, w in written], tmp_path, folder)
     for (doc, w), result in zip(written, results, strict=True):
@@ -111,13 +116,19 @@ def test_joined_outputs_run_nothing_and_show_what_the_html_shows(tmp_path: Path)
     table = "| a | b |\n|---|--:|\n| `x` | **1** |\n| $5 | <b>no</b> |\n\n| c |\n|---|\n| ok *y* |\n\n"
     docs = [code + v + "\n\n" + table + v for v in vectors()]
     docs += [code + RICH + "\n\n" + table, code + "\n\n".join(base_vectors()) + "\n\n" + table]
-    docs += [code + "".join(rng.choice(_FRAGMENTS) for _ in range(rng.randint(1, 30))) + "\n\n" + table for _ in range(1500)]
-    joined = [(doc, out[0]["text/markdown"]) for doc in docs if len(out := merged(answer_bundles(doc))) == 1 and "text/markdown" in out[0]]
+    docs += [
+        code + "".join(rng.choice(_FRAGMENTS) for _ in range(rng.randint(1, 30))) + "\n\n" + table for _ in range(1500)
+    ]
+    joined = [
+        (doc, out[0]["text/markdown"])
+        for doc in docs
+        if len(out := merged(answer_bundles(doc))) == 1 and "text/markdown" in out[0]
+    ]
     assert len(joined) > 0.9 * len(docs)  # the rest is one part (a fence the soup left open swallows the rest)
     results = _oracle([md for _, md in joined], tmp_path, folder)
     for (doc, md), result in zip(joined, results, strict=True):
         html = str(result["html"])
-        assert result["bad"] == [], (doc, result["bad"])
+        assert result["bad"] == [], (doc, md, result["bad"])
         assert typeset(html) == our_math(html) == our_math(render_html(doc)), doc
         assert "".join(visible_text(html).split()) == "".join(visible_text(render_html(doc)).split()), doc
 
@@ -133,7 +144,7 @@ def test_a_table_is_written_here_only_as_markdown_that_means_the_same(rows: list
     rows = [[c.replace("\n", " ") for c in (row + [""] * width)[:width]] for row in rows]
     doc = "\n".join(["| " + " | ".join(rows[0]) + " |", "|" + "|".join([align] * width) + "|",
                      *("| " + " | ".join(row) + " |" for row in rows[1:])]) + "\n"  # fmt: skip
-    written = table_markdown(doc)
+    written = table_markdown(doc, _parser())
     if written is None:
         return
     assert not re.search(r"[$@\x00\u2028]|://|www\.|\\[^\\`*_\[\]<>!&|~]", written), written
