@@ -608,7 +608,7 @@ def markdown_bundle(md: str, *, live: bool = False) -> Bundle:
 
 
 def answer_bundles(md: str) -> list[Bundle]:
-    """The bundles of finished markdown: one for each fenced code block, one for the text between.
+    """The bundles of finished markdown: one for each fenced code block and table, one for the text between.
 
     A top-level fenced code block is published as ``text/markdown`` that this module
     writes itself (``_code_markdown``), not as HTML: JupyterLab highlights it as it

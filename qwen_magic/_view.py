@@ -9,33 +9,41 @@ paragraph is one markdown block, and data-analysis answers are often exactly tha
 - Finished markdown blocks (found by ``_markdown.stable_prefix``) are published whole,
   once, with their ``text/plain``, into the output that showed them live; a fresh live
   output takes what follows. Nothing of the live view stays beside them. A fenced code
-  block among them gets an output of its own, as markdown that ``_markdown`` writes so
-  that it can only be read as code (``answer_bundles``): JupyterLab colours it, at the
-  code's own size, where Pygments' spans in HTML cost three and a half times the code.
+  block or a table among them is markdown that the kernel writes so that it can only be
+  read as that code or table (``_markdown.answer_bundles``, ``_table_markdown``):
+  JupyterLab colours and styles it at its own size, where Pygments' spans cost three and
+  a half times the code and a table's HTML 2.7 times its markdown. The blocks finished at
+  one repaint then share one ``text/markdown`` output, the HTML of the text between
+  carried in it as HTML blocks (``_merged``): an output costs ~200 bytes of message,
+  wrapper and plain-text field, a third of an answer made of many short blocks.
 - The open block is shown while it streams as a *window*: when it is longer than
   ``WINDOW`` characters, a line saying how many characters are above it, the fence's
   opening line or the table's header (so it renders as the block it belongs to), and
-  its last ``WINDOW_LINES`` lines, at most ``WINDOW`` characters. It is published
-  whole when it closes, or when the answer ends. Thinking works the same way already:
-  its last ``THINKING_WINDOW`` characters while it streams, whole once when it ends.
+  its last ``WINDOW_LINES`` lines, at most ``WINDOW`` characters (a table's as markdown
+  written here, too). It is published whole when it closes, or when the answer ends.
+  Thinking works the same way already: its last ``THINKING_WINDOW`` characters while it
+  streams, whole once when it ends.
 
 Committing finished *pieces* of an open block instead would pay for the block twice
 (the pieces, then the whole once it can be rendered as one), which cannot stay within
-three times the answer's bytes. The window costs ``WINDOW`` × repaints a second: 300
-characters at five repaints a second is 1.5 KB/s, under half of what a fast stream
+three times the answer's bytes. The window costs ``WINDOW`` × repaints a second: 240
+characters at five repaints a second is 1.2 KB/s, under a third of what a fast stream
 brings (4,000 characters a second). Windows are rendered cheaply: code in them is not
 coloured (colour comes with the finished block), and all rendered HTML leaves out the
 line breaks and end tags a browser does not need (``_markdown.compact``). A whole answer
-then costs its HTML and plain text once (about 2.2× for prose and lists, 2× for code,
-3.7× for a table, whose HTML is 2.7 times its markdown) plus ~0.3–1.4× of windows.
-At slow paces the windows dominate, but their size is fixed, so bytes grow linearly
-with the answer's length, never with its square. Eight lines (300 characters, a few
-lines of prose) is what a reader follows at the bottom of a cell while it streams; the note above it says that the rest is there and will show
-whole. ``INTERVAL`` leaves room under the 0.3 s a reader notices as a stall.
+then costs its rendered form and its plain text once (about 2.2× for prose and lists,
+2× for code and tables) plus ~0.35–0.55× of windows. At slow paces the windows dominate,
+but their size is fixed, so bytes grow linearly with the answer's length, never with
+its square. Six lines (240 characters, three lines of prose) is what a reader follows
+at the bottom of a cell while it streams; the note above it says that the rest is there
+and will show whole. ``INTERVAL`` leaves room under the 0.3 s a reader notices as a
+stall; when the answer ends, its last text is painted in the window before a long block
+is rendered whole (a 50,000-character block takes about a tenth of a second).
 
 Finding block ends costs linear time too: an open fence is only searched for its
 closing line in new lines, and other long open text is parsed whole only when its last
-lines show a block boundary (``_find_stable``). Repaints are throttled to ``INTERVAL``.
+lines show a block boundary, and an open table not while only rows arrive (``_find_stable``).
+Repaints are throttled to ``INTERVAL``.
 """
 
 from __future__ import annotations
@@ -117,6 +125,7 @@ def _finished(md: str) -> list[Bundle]:
     return merged(answer_bundles(md))
 
 
+_ROWS = re.compile(r"(?: {0,3}\|[^\n\r]*(?:\r\n|\n|\r))*")  # lines no block but a table's row can be
 _NOTE = re.compile(r"\*⋯ [\d,]+ characters above ⋯\*\n\n")  # what ``_window`` writes above a window
 # The opening line of a fence, and a table's header and delimiter rows, at the start of open text.
 _FENCE_OPEN = re.compile(r"(?:[ \t]*\n)*(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)\n")
@@ -181,8 +190,8 @@ class NotebookView:
     INTERVAL = 0.2  # seconds between repaints: five visible updates a second
     COMMIT_AT = 1  # finished blocks move into an output of their own at the paint that finds them
     THINKING_WINDOW = 400  # characters of thinking shown while it streams
-    WINDOW = 300  # characters of the open block shown while it streams …
-    WINDOW_LINES = 8  # … and at most this many of its lines
+    WINDOW = 240  # characters of the open block shown while it streams …
+    WINDOW_LINES = 6  # … and at most this many of its lines
     REPARSE = 4096  # open text longer than this is re-parsed for block ends only as it grows by a quarter
 
     def __init__(self) -> None:
@@ -393,6 +402,8 @@ class NotebookView:
         context = ""
         if start and (head := _TABLE_HEAD.match(tail)) is not None and start >= head.end():
             context = head.group()
+        if context and _ROWS.fullmatch(tail, start, end):  # only rows since: the table is still open
+            return None
         found = stable_prefix(context + tail[start:end]) - len(context)
         if found <= 0:
             return None
