@@ -108,11 +108,19 @@ def _publish(display_id: str, bundle: Bundle, *, new: bool = False, metadata: di
 
 
 def _bundle(md: str) -> Bundle:
-    """The bundle of a live window: a table as markdown written here, else HTML with code uncoloured; no plain text."""
-    from ._markdown import _parser, markdown_bundle
+    """The bundle of a live window, without plain text: an open code block or a table as markdown
+    written here (as when finished), else HTML with code uncoloured."""
+    from ._markdown import _MATH_MARKERS, _code_markdown, _parser, markdown_bundle
 
     note = _NOTE.match(md)
-    if "|" in md and (table := table_markdown(md[note.end() :] if note else md, _parser(), note.group() if note else "")):
+    body, above = (md[note.end() :], note.group()) if note else (md, "")
+    opener = _FENCE_OPEN.match(body)
+    if opener is not None and not opener.group("indent") and not _MATH_MARKERS.search(body):
+        fence, info = opener.group("fence"), opener.group("info")
+        if not (fence[0] == "`" and "`" in info):  # an open fence: the rest is its code
+            code = body[opener.end() :].replace("\r\n", "\n").replace("\r", "\n")  # as markdown-it reads it
+            return {"text/markdown": _code_markdown(code, info).replace("\n\n", "\n\n" + above, 1)}
+    if "|" in body and (table := table_markdown(body, _parser(), above)):
         return {"text/markdown": table}
     return markdown_bundle(md, live=True)
 

@@ -36,7 +36,7 @@ def paragraph(words: int) -> str:
 
 
 SHAPES = {
-    "code": (code_block, 150, "language-python"),
+    "code": (code_block, 150, r"language-python|```python"),  # a code window is markdown written in the kernel
     "table": (table, 260, r"<th>name|\| name \|"),  # as markdown written in the kernel (_table_markdown)
     "list": (bullet_list, 150, "<li>item"),
     "paragraph": (paragraph, 1100, "word"),

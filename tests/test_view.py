@@ -47,10 +47,11 @@ def stream(text: str, size: int, commit_at: int = 600) -> None:
 @pytest.mark.parametrize("commit_at", [0, 600, 100_000])
 def test_every_published_output_is_safe_as_a_whole(published, doc, size, commit_at):
     stream(doc, size, commit_at)
-    for md in [bundle["text/markdown"] for _, bundle in published if "text/markdown" in bundle]:
+    written = [bundle["text/markdown"] for _, bundle in published if "text/markdown" in bundle]
+    for md in written:
         assert_safe_markdown(md)
     rendered = [bundle["text/html"] for _, bundle in published if "qwen-markdown" in bundle.get("text/html", "")]
-    assert rendered
+    assert rendered or written
     for html in rendered:
         assert dangers(html) == [], html
         assert typeset(html) == our_math(html), html
