@@ -456,7 +456,8 @@ class NotebookView:
             self._tail = [answer.text] if answer.text else []
         if self._state == "thinking":
             self._paint_thinking(live=False)
-        if self._tail and self._live is not None and time.monotonic() - self._last_paint > self.INTERVAL / 2:
+        since = time.monotonic() - self._last_paint
+        if self._tail and self._live is not None and (since > self.INTERVAL / 2 or sum(map(len, self._tail)) > 4 * self.WINDOW):
             # The last text first, in the window: rendering a long block whole may take a tenth of a second.
             self._paint()
         if self._tail or self._live is not None:
