@@ -117,7 +117,9 @@ def _bundle(md: str) -> Bundle:
     opener = _FENCE_OPEN.match(body)
     if opener is not None and not opener.group("indent") and not _MATH_MARKERS.search(body):
         fence, info = opener.group("fence"), opener.group("info")
-        if not (fence[0] == "`" and "`" in info):  # an open fence: the rest is its code
+        closing = re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \\t]*\\r?$", re.M)
+        if not (fence[0] == "`" and "`" in info) and not closing.search(body, opener.end()):
+            # A fence still open: the rest is its code.
             code = body[opener.end() :].replace("\r\n", "\n").replace("\r", "\n")  # as markdown-it reads it
             return {"text/markdown": _code_markdown(code, info).replace("\n\n", "\n\n" + above, 1)}
     if "|" in body and (table := table_markdown(body, _parser(), above)):
