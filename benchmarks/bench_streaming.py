@@ -80,10 +80,10 @@ def cases(quick: bool = False) -> list[Case]:
     chosen = [
         Case("mixed 20k", shapes.mixed(20_000), repeats=r),
         Case("code block 20k", shapes.code_block(20_000), repeats=r),
-        Case("table 50k", shapes.table(50_000), repeats=max(1, r - 1)),
-        Case("list 50k", shapes.bullet_list(50_000), repeats=max(1, r - 1)),
-        Case("paragraph 50k", shapes.paragraph(50_000), repeats=max(1, r - 1)),
-        Case("thinking 50k + answer 2k", shapes.mixed(2_000), thinking=shapes.thinking(50_000), repeats=max(1, r - 1)),
+        Case("table 50k", shapes.table(50_000), repeats=r),
+        Case("list 50k", shapes.bullet_list(50_000), repeats=r),
+        Case("paragraph 50k", shapes.paragraph(50_000), repeats=r),
+        Case("thinking 50k + answer 2k", shapes.mixed(2_000), thinking=shapes.thinking(50_000), repeats=r),
         Case("code block 4k", shapes.code_block(4_000), delay=SLOW, repeats=r),
         Case("code block 20k", shapes.code_block(20_000), delay=SLOW, repeats=1),
     ]

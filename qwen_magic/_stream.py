@@ -14,6 +14,7 @@ SDK raises it. An event that is not JSON or not of the expected shape is a
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -98,26 +99,75 @@ def _event_data(client: Any, events: Any) -> Iterator[Any]:
     """The JSON of each event of the response, as the SDK's own iterator filters them."""
     import anthropic
 
-    raw_events = getattr(anthropic.Stream, "raw_events", None)
-    if raw_events is None:  # an SDK without it: its parsed events, as dicts
+    if getattr(anthropic.Stream, "raw_events", None) is None:  # an SDK without it: its parsed events, as dicts
         for event in events:
             yield event.to_dict()
         return
-    for sse in raw_events(events.response):
-        if sse.event is None or sse.event == "ping":
+    for name, data in _server_sent_events(events.response.iter_bytes()):
+        if name is None or name == "ping":
             continue
-        if sse.event == "error":
+        if name == "error":
             try:
-                body: Any = json.loads(sse.data)
+                body: Any = json.loads(data)
                 message = f"{body}"
             except ValueError:
-                body, message = sse.data, sse.data or f"Error code: {events.response.status_code}"
+                body, message = data, data or f"Error code: {events.response.status_code}"
             make = getattr(client, "_make_status_error", None)
             if make is not None:
                 raise make(message, body=body, response=events.response)
             raise anthropic.APIStatusError(message, response=events.response, body=body)
-        if sse.data:
-            yield json.loads(sse.data)
+        if data:
+            yield json.loads(data)
+
+
+def _server_sent_events(chunks: Iterator[bytes]) -> Iterator[tuple[str | None, str]]:
+    """``(event, data)`` of each Server-Sent Event in the body, as the SDK's ``SSEDecoder`` reads them.
+
+    The SDK's decoder handles every line in Python (a method call and an object per line);
+    a service sends one event a network chunk, lines ended by ``\n``, so here each chunk is
+    cut at its blank lines and each event's lines read at once. A body with a ``\r`` in it
+    is handed, from there on, to the SDK's own decoder, which knows every line ending.
+    """
+    pending = b""
+    for chunk in chunks:
+        if b"\r" in chunk:
+            yield from _sdk_events(itertools.chain([pending, chunk], chunks))
+            return
+        pending += chunk
+        if b"\n\n" not in pending:
+            continue
+        *complete, pending = pending.split(b"\n\n")
+        for block in complete:
+            yield from _fields(block.decode("utf-8"))
+    # What follows the last blank line is no event (the SDK drops it too).
+
+
+def _fields(block: str) -> Iterator[tuple[str | None, str]]:
+    """The events of ``block``: lines ended by a blank line, which may hold more blank lines only at its start."""
+    event: str | None = None
+    data: list[str] = []
+    for line in block.split("\n"):
+        if not line:
+            if event is not None or data:
+                yield event or None, "\n".join(data)
+                event, data = None, []
+            continue
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+    if event is not None or data:
+        yield event or None, "\n".join(data)  # the SDK takes an empty name for none
+
+
+def _sdk_events(chunks: Iterator[bytes]) -> Iterator[tuple[str | None, str]]:
+    from anthropic._streaming import SSEDecoder
+
+    for sse in SSEDecoder().iter_bytes(chunks):
+        yield sse.event, sse.data
 
 
 def _tool_input(raw: str) -> Any:

@@ -9,39 +9,46 @@ paragraph is one markdown block, and data-analysis answers are often exactly tha
 - Finished markdown blocks (found by ``_markdown.stable_prefix``) are published whole,
   once, with their ``text/plain``, into the output that showed them live; a fresh live
   output takes what follows. Nothing of the live view stays beside them. A fenced code
-  block among them gets an output of its own, as markdown that ``_markdown`` writes so
-  that it can only be read as code (``answer_bundles``): JupyterLab colours it, at the
-  code's own size, where Pygments' spans in HTML cost three and a half times the code.
+  block or a table among them is markdown that the kernel writes so that it can only be
+  read as that code or table (``_markdown.answer_bundles``, ``_markdown._tables``):
+  JupyterLab colours and styles it at its own size, where Pygments' spans cost three and
+  a half times the code and a table's HTML 2.7 times its markdown. The blocks finished at
+  one repaint then share one ``text/markdown`` output, the HTML of the text between
+  carried in it as HTML blocks (``_merged``): an output costs ~200 bytes of message,
+  wrapper and plain-text field, a third of an answer made of many short blocks.
 - The open block is shown while it streams as a *window*: when it is longer than
   ``WINDOW`` characters, a line saying how many characters are above it, the fence's
   opening line or the table's header (so it renders as the block it belongs to), and
-  its last ``WINDOW_LINES`` lines, at most ``WINDOW`` characters. It is published
-  whole when it closes, or when the answer ends. Thinking works the same way already:
-  its last ``THINKING_WINDOW`` characters while it streams, whole once when it ends.
+  its last ``WINDOW_LINES`` lines, at most ``WINDOW`` characters (a table's as markdown
+  written here, too). It is published whole when it closes, or when the answer ends.
+  Thinking works the same way already: its last ``THINKING_WINDOW`` characters while it
+  streams, whole once when it ends.
 
 Committing finished *pieces* of an open block instead would pay for the block twice
 (the pieces, then the whole once it can be rendered as one), which cannot stay within
-three times the answer's bytes. The window costs ``WINDOW`` × repaints a second: 300
-characters at five repaints a second is 1.5 KB/s, under half of what a fast stream
+three times the answer's bytes. The window costs ``WINDOW`` × repaints a second: 240
+characters at five repaints a second is 1.2 KB/s, under a third of what a fast stream
 brings (4,000 characters a second). Windows are rendered cheaply: code in them is not
 coloured (colour comes with the finished block), and all rendered HTML leaves out the
 line breaks and end tags a browser does not need (``_markdown.compact``). A whole answer
-then costs its HTML and plain text once (about 2.2× for prose and lists, 2× for code,
-3.7× for a table, whose HTML is 2.7 times its markdown) plus ~0.3–1.4× of windows.
-At slow paces the windows dominate, but their size is fixed, so bytes grow linearly
-with the answer's length, never with its square. Eight lines (300 characters, a few
-lines of prose) is what a reader follows at the bottom of a cell while it streams; the note above it says that the rest is there and will show
-whole. ``INTERVAL`` leaves room under the 0.3 s a reader notices as a stall.
+then costs its rendered form and its plain text once (about 2.2× for prose and lists,
+2× for code and tables) plus ~0.35–0.55× of windows. At slow paces the windows dominate,
+but their size is fixed, so bytes grow linearly with the answer's length, never with
+its square. Six lines (240 characters, three lines of prose) is what a reader follows
+at the bottom of a cell while it streams; the note above it says that the rest is there
+and will show whole. ``INTERVAL`` leaves room under the 0.3 s a reader notices as a
+stall; when the answer ends, its last text is painted in the window before a long block
+is rendered whole (a 50,000-character block takes about a tenth of a second).
 
 Finding block ends costs linear time too: an open fence is only searched for its
 closing line in new lines, and other long open text is parsed whole only when its last
-lines show a block boundary (``_find_stable``). Repaints are throttled to ``INTERVAL``.
+lines show a block boundary, and an open table not while only rows arrive (``_find_stable``).
+Repaints are throttled to ``INTERVAL``.
 """
 
 from __future__ import annotations
 
 import contextvars
-import html
 import re
 import sys
 import threading
@@ -50,14 +57,20 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from IPython.display import display, update_display
+import IPython.display
 
 from ._answer import Answer
-from ._cache import cost_text
-from ._markdown import text_html
+from ._footer import footer_bundle as footer_bundle
+from ._footer import footer_text as footer_text
+from ._footer import provenance as provenance
+from ._footer import thinking_bundle as thinking_bundle
+from ._merged import merged
 from ._text import mask_key
 
 Bundle = dict[str, str]
+# IPython's display functions are untyped: typed here once, so that calls to them are checked.
+display: Callable[..., Any] = IPython.display.display
+update_display: Callable[..., Any] = IPython.display.update_display
 
 
 def _new_id() -> str:
@@ -94,20 +107,36 @@ def _publish(display_id: str, bundle: Bundle, *, new: bool = False, metadata: di
 
 
 def _bundle(md: str) -> Bundle:
-    """The bundle of a live window: HTML with code uncoloured, and no plain text."""
-    from ._markdown import markdown_bundle
+    """The bundle of a live window, without plain text: an open code block or a table as markdown
+    written here (as when finished), else HTML with code uncoloured."""
+    from ._markdown import markdown_bundle, open_code_markdown, table_markdown
 
+    note = _NOTE.match(md)
+    body, above = (md[note.end() :], note.group()) if note else (md, "")
+    opener = _FENCE_OPEN.match(body)
+    if opener is not None and not opener.group("indent"):
+        fence, info = opener.group("fence"), opener.group("info")
+        closing = re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \\t]*\\r?$", re.M)
+        if not (fence[0] == "`" and "`" in info) and not closing.search(body, opener.end()):
+            # A fence still open: the rest is its code.
+            code = body[opener.end() :].replace("\r\n", "\n").replace("\r", "\n")  # as markdown-it reads it
+            if (written := open_code_markdown(code, info, above)) is not None:
+                return {"text/markdown": written}
+    if "|" in body and (table := table_markdown(body, above)):
+        return {"text/markdown": table}
     return markdown_bundle(md, live=True)
 
 
 def _finished(md: str) -> list[Bundle]:
-    """The bundles of finished markdown, each with its text as ``text/plain``: one per code block and
-    one per run of text between (``_markdown.answer_bundles``)."""
+    """The bundles of finished markdown, with its text as ``text/plain``: one, or one per code block,
+    table and run of text between (``_markdown.answer_bundles``) when none is markdown (``_merged``)."""
     from ._markdown import answer_bundles
 
-    return answer_bundles(md)
+    return merged(answer_bundles(md))
 
 
+_ROWS = re.compile(r"(?: {0,3}\|[^\n\r]*(?:\r\n|\n|\r))*")  # lines no block but a table's row can be
+_NOTE = re.compile(r"\*⋯ [\d,]+ characters above ⋯\*\n\n")  # what ``_window`` writes above a window
 # The opening line of a fence, and a table's header and delimiter rows, at the start of open text.
 _FENCE_OPEN = re.compile(r"(?:[ \t]*\n)*(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)\n")
 _TABLE_HEAD = re.compile(r"(?:[ \t]*\n)*[^\n]*\|[^\n]*\n[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*\n")
@@ -121,8 +150,9 @@ def _direct_publisher() -> Any:
     The view flushes once when it starts instead, and nothing prints while it streams.
     With an output hook installed (an ``Output`` widget capturing), the normal path is kept.
     """
-    from IPython import get_ipython
+    from IPython.core import getipython
 
+    get_ipython: Callable[[], Any] = getipython.get_ipython  # untyped in IPython
     shell = get_ipython()
     publisher = getattr(shell, "display_pub", None)
     needed = ("session", "pub_socket", "topic", "parent_header")
@@ -156,92 +186,6 @@ class _Ticker:
             self._thread.join(timeout=2)
 
 
-def thinking_bundle(thinking: str, *, live: bool, seconds: float | None = None, window: int = 0) -> Bundle:
-    """Thinking in a ``<details>`` block: open with its latest lines while live, closed after."""
-    shown = thinking[-window:] if live and window and len(thinking) > window else thinking
-    prefix = "…" if len(shown) < len(thinking) else ""
-    if live:
-        summary = f"Thinking… ({len(thinking):,} characters)"
-    else:
-        took = f" for {seconds:.1f} s" if seconds is not None else ""
-        summary = f"Thought{took} ({len(thinking):,} characters) — click to read"
-    body = text_html(prefix + shown)
-    return {
-        "text/html": (
-            f'<details class="qwen-thinking"{" open" if live else ""}>'
-            f'<summary style="color:#888;cursor:pointer">{html.escape(summary)}</summary>'
-            '<div style="white-space:pre-wrap;color:#777;font-size:0.9em;'
-            f'border-left:3px solid #ddd;padding-left:0.8em;margin:0.3em 0">{body}</div></details>'
-        ),
-        "text/plain": f"[{summary}]",
-    }
-
-
-def footer_text(answer: Answer) -> str:
-    """One line of usage and timing under a finished answer, summed over its tool rounds."""
-    if answer.tool_calls and answer.complete:  # a round that called tools: the calls follow it
-        return f"🔧 {answer.model} calls " + ", ".join(call["name"] for call in answer.tool_calls)
-    parts = [answer.model]
-    if answer.cassette:
-        parts.append(answer.cassette)
-    if answer.rounds:
-        parts.append(f"{len(answer.rounds)} tool round{'s' if len(answer.rounds) != 1 else ''}")
-    if (u := answer.total_usage) is not None:
-        parts += [f"{u.input_tokens:,} in", f"{u.output_tokens:,} out"]
-        parts.append(f"cache {u.cache_read:,} read / {u.cache_write:,} written")
-        parts.append(cost_text(u.input_tokens, u.cache_write, u.cache_read))
-    if answer.time_to_first_token is not None:
-        parts.append(f"{answer.time_to_first_token:.2f} s to first token")
-    if answer.tokens_per_second:
-        parts.append(f"{answer.tokens_per_second:.0f} tok/s")
-    if answer.stop_reason == "max_tokens":
-        parts.append("⚠ cut at max_tokens: raise it with --max-tokens N or %qwen config max_tokens=N")
-    elif answer.stop_reason == "max_tool_rounds":
-        parts.append("⚠ stopped at max_tool_rounds, the last calls not run: raise it with %qwen config max_tool_rounds=N")
-    elif answer.stop_reason not in (None, "end_turn", "tool_use"):
-        parts.append(f"stopped: {answer.stop_reason}")
-    elif answer.interrupted and answer.rounds and not answer.text:
-        parts.append("interrupted")
-    elif answer.interrupted and answer.thinking and not answer.text:
-        parts.append(f"interrupted while thinking, {len(answer.thinking):,} characters of thinking kept")
-    elif answer.interrupted:
-        parts.append(f"interrupted after {len(answer.text):,} characters")
-    elif answer.error is not None:
-        parts.append(f"failed after {len(answer.text):,} characters" if answer.text else "no answer")
-    return " · ".join(parts)
-
-
-def provenance(answer: Answer) -> dict[str, Any]:
-    """Which model wrote the answer, and how: the metadata of its final output."""
-    from ._version import __version__
-
-    u = answer.total_usage
-    usage = (
-        {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-         "cache_read_input_tokens": u.cache_read, "cache_creation_input_tokens": u.cache_write}
-        if u is not None else {}
-    )  # fmt: skip
-    return {
-        "qwen_magic": {
-            "version": __version__,
-            "model": answer.model,
-            "request_id": answer.request_id,
-            "stop_reason": answer.stop_reason,
-            "usage": usage,
-            "replayed": answer.replayed,
-        }
-    }
-
-
-def footer_bundle(answer: Answer) -> Bundle:
-    """The usage line as static output that survives saving."""
-    text = footer_text(answer)
-    return {
-        "text/html": f'<div class="qwen-usage" style="color:#888;font-size:0.85em">{html.escape(text)}</div>',
-        "text/plain": text,
-    }
-
-
 class NotebookView:
     """Streams rendered markdown into the cell's outputs, each repaint a bounded size.
 
@@ -256,8 +200,8 @@ class NotebookView:
     INTERVAL = 0.2  # seconds between repaints: five visible updates a second
     COMMIT_AT = 1  # finished blocks move into an output of their own at the paint that finds them
     THINKING_WINDOW = 400  # characters of thinking shown while it streams
-    WINDOW = 300  # characters of the open block shown while it streams …
-    WINDOW_LINES = 8  # … and at most this many of its lines
+    WINDOW = 240  # characters of the open block shown while it streams …
+    WINDOW_LINES = 6  # … and at most this many of its lines
     REPARSE = 4096  # open text longer than this is re-parsed for block ends only as it grows by a quarter
 
     def __init__(self) -> None:
@@ -468,6 +412,8 @@ class NotebookView:
         context = ""
         if start and (head := _TABLE_HEAD.match(tail)) is not None and start >= head.end():
             context = head.group()
+        if context and _ROWS.fullmatch(tail, start, end):  # only rows since: the table is still open
+            return None
         found = stable_prefix(context + tail[start:end]) - len(context)
         if found <= 0:
             return None
@@ -512,6 +458,10 @@ class NotebookView:
             self._tail = [answer.text] if answer.text else []
         if self._state == "thinking":
             self._paint_thinking(live=False)
+        since = time.monotonic() - self._last_paint
+        if self._tail and self._live is not None and (since > self.INTERVAL / 2 or sum(map(len, self._tail)) > 4 * self.WINDOW):
+            # The last text first, in the window: rendering a long block whole may take a tenth of a second.
+            self._paint()
         if self._tail or self._live is not None:
             self._paint(final=True)
         _publish(_new_id(), footer_bundle(answer), new=True, metadata=provenance(answer))
@@ -524,4 +474,3 @@ class NotebookView:
         display_id = _new_id()
         _publish(display_id, bundle, new=True)
         return lambda repainted: _publish(display_id, repainted)
-

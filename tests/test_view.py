@@ -11,6 +11,7 @@ from kernel_harness import is_markdown, shown
 from qwen_magic import _view, _widgets
 from qwen_magic._answer import Answer
 from qwen_magic._markdown import answer_bundles
+from qwen_magic._merged import merged
 
 ADVERSARIAL = [
     # Safe apart, unsafe joined: the `$` of the heading pairs with the paragraph's first one.
@@ -46,16 +47,31 @@ def stream(text: str, size: int, commit_at: int = 600) -> None:
 @pytest.mark.parametrize("commit_at", [0, 600, 100_000])
 def test_every_published_output_is_safe_as_a_whole(published, doc, size, commit_at):
     stream(doc, size, commit_at)
-    for code in [bundle["text/markdown"] for _, bundle in published if "text/markdown" in bundle]:
-        assert_only_code(code)
+    written = [bundle["text/markdown"] for _, bundle in published if "text/markdown" in bundle]
+    for md in written:
+        assert_safe_markdown(md)
     rendered = [bundle["text/html"] for _, bundle in published if "qwen-markdown" in bundle.get("text/html", "")]
-    assert rendered
+    assert rendered or written
     for html in rendered:
         assert dangers(html) == [], html
         assert typeset(html) == our_math(html), html
 
 
 _CODE_MARKDOWN = re.compile(r'<div class="qwen-markdown">\n\n(`{3,})([A-Za-z0-9_+.-]*)\n(.*)\1\n\n</div>', re.S)
+
+
+def assert_safe_markdown(md: str) -> None:
+    """``md`` (a code block, a table, or parts joined by ``_merged``) runs nothing and typesets only our math.
+
+    markdown-it with raw HTML on stands in for marked here; ``test_merged_outputs.py`` runs the real one.
+    """
+    if _CODE_MARKDOWN.fullmatch(md) and md.count("<div") == 1:
+        assert_only_code(md)
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(md)
+    assert dangers(html) == [], md
+    assert typeset(html) == our_math(html), md
 
 
 def assert_only_code(md: str) -> None:
@@ -75,8 +91,15 @@ def test_code_blocks_are_published_as_markdown_only_code_can_be_read_from(publis
     final: dict[str, dict] = {}
     for display_id, bundle in published:
         final[display_id] = bundle
-    parts = [b for b in final.values() if is_markdown(b)]
-    assert "".join(b["text/plain"] for b in parts) == doc
+    outputs = [b for b in final.values() if is_markdown(b)]
+    assert "".join(b["text/plain"] for b in outputs) == doc
+    # Parts finished together share an output (_merged); each part is what answer_bundles makes of it.
+    parts = []
+    for output in outputs:
+        assert merged(answer_bundles(output["text/plain"])) == [output]
+        if "text/markdown" in output:
+            assert_safe_markdown(output["text/markdown"])
+        parts += answer_bundles(output["text/plain"])
     codes = [b["text/markdown"] for b in parts if "text/markdown" in b]
     assert len(codes) == 2
     for code in codes:
@@ -119,11 +142,11 @@ def test_live_windows_are_bounded_and_the_final_outputs_are_the_answer(published
         if "text/plain" not in bundle and is_markdown(bundle):  # a live repaint
             # Rendered HTML of a ~WINDOW-character window (code is coloured: many spans per line),
             # whatever the length of the document.
-            assert len(bundle["text/html"]) <= 25 * _view.NotebookView.WINDOW + 2000
+            assert len(shown(bundle)) <= 25 * _view.NotebookView.WINDOW + 2000
         final[display_id] = bundle
     parts = [b for b in final.values() if is_markdown(b)]
     assert "".join(b["text/plain"] for b in parts) == doc
-    assert all(answer_bundles(b["text/plain"]) == [b] for b in parts)
+    assert all(merged(answer_bundles(b["text/plain"])) == [b] for b in parts)
     assert not any("characters above" in shown(b) for b in parts)
 
 

@@ -9,8 +9,9 @@ outputs as trusted, so the kernel parses the answer, cleans the HTML and publish
 - ``_highlight``: code coloured with Pygments' short classes.
 - ``_safe``: nh3's allow-list, every lone ``$``/``\\`` kept from MathJax, the image policy.
 - ``_render``: the display bundles of an answer, finished or live, in few bytes.
-- ``_marked``: the only markdown JupyterLab's own renderer reads (finished code blocks,
-  exported cells), written so that it can only be read as intended.
+- ``_marked``: the only markdown JupyterLab's own renderer reads (code blocks, exported
+  cells), written so that it can only be read as intended; ``_tables``: tables likewise,
+  when every cell is in a subset proved to read as written.
 - ``_stable``: where streamed text can be cut, so that finished blocks are sent once.
 
 Callers import from here; the modules' docstrings say which renderer each one models.
@@ -18,10 +19,11 @@ Callers import from here; the modules' docstrings say which renderer each one mo
 
 from __future__ import annotations
 
-from ._marked import answer_bundles, export_html
+from ._marked import answer_bundles, export_html, open_code_markdown
 from ._render import compact, markdown_bundle, render_html, warm_up
 from ._safe import hosts_in, image_policy, text_html
 from ._stable import stable_prefix
+from ._tables import table_markdown
 
 __all__ = [
     "answer_bundles",
@@ -30,8 +32,10 @@ __all__ = [
     "hosts_in",
     "image_policy",
     "markdown_bundle",
+    "open_code_markdown",
     "render_html",
     "stable_prefix",
+    "table_markdown",
     "text_html",
     "warm_up",
 ]

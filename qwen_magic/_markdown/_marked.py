@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING
 
 from ._parse import _line_starts, _parser
 from ._render import MARKDOWN_CLASS, Bundle, markdown_bundle, render_html
+from ._tables import table_bundles
 
 if TYPE_CHECKING:
     from markdown_it.token import Token
 
 
 def answer_bundles(md: str) -> list[Bundle]:
-    """The bundles of finished markdown: one for each fenced code block, one for the text between.
+    """The bundles of finished markdown: one for each fenced code block and table, one for the text between.
 
     A top-level fenced code block is published as ``text/markdown`` that this module
     writes itself (``_code_markdown``), not as HTML: JupyterLab highlights it as it
@@ -38,7 +39,9 @@ def answer_bundles(md: str) -> list[Bundle]:
     """
     bundles = []
     for part, fence in _code_parts(md):
-        if fence is None or _MATH_MARKERS.search(fence.content):
+        if fence is None:
+            bundles += table_bundles(part)  # tables as markdown written in ``_tables``
+        elif _MATH_MARKERS.search(fence.content):
             bundles.append(markdown_bundle(part))
         else:
             bundles.append({"text/markdown": _code_markdown(fence.content, fence.info), "text/plain": part})
@@ -98,6 +101,18 @@ def _code_markdown(code: str, info: str) -> str:
     if code and not code.endswith("\n"):
         code += "\n"
     return f'<div class="{MARKDOWN_CLASS}">\n\n{fence}{language}\n{code}{fence}\n\n</div>'
+
+
+def open_code_markdown(code: str, info: str, note: str = "") -> str | None:
+    """A live window of a fenced code block still open, as ``_code_markdown`` writes it finished.
+
+    ``note`` is a line of this package's own markdown shown above the code (how much is
+    above the window). None when the code or its info string holds what JupyterLab's math
+    pass would cut out: the window is then rendered as HTML.
+    """
+    if _MATH_MARKERS.search(info) or _MATH_MARKERS.search(code):
+        return None
+    return _code_markdown(code, info).replace("\n\n", "\n\n" + note, 1)
 
 
 def export_html(md: str) -> str:
