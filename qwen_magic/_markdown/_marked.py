@@ -1,4 +1,4 @@
-"""The only markdown JupyterLab's own renderer sees: finished code blocks and exported cells.
+"""Code blocks (finished or still open) and exported cells as markdown JupyterLab's own renderer reads.
 
 Models JupyterLab 4.6's markdown step: its math pass (``removeMath``, which cuts ``$…$``,
 ``\\(…\\)``, ``\\begin{…}`` and the like out of the source and pastes them back after
