@@ -155,12 +155,25 @@ def _direct_publisher() -> Any:
     get_ipython: Callable[[], Any] = getipython.get_ipython  # untyped in IPython
     shell = get_ipython()
     publisher = getattr(shell, "display_pub", None)
-    needed = ("session", "pub_socket", "topic", "parent_header")
-    if publisher is None or not all(hasattr(publisher, name) for name in needed):
+    kind: type[object] = type(publisher)
+    if publisher is None or not _sends_messages(kind):
         return None
     if getattr(publisher, "_hooks", None):
         return None
     return publisher
+
+
+def _sends_messages(kind: type[object]) -> bool:
+    """Whether a display publisher's class has what a direct send needs (asked once per class:
+    reading these traits on an instance at every repaint costs more than the send)."""
+    known = _SENDS_MESSAGES.get(kind)
+    if known is None:
+        needed = ("session", "pub_socket", "topic", "parent_header")
+        known = _SENDS_MESSAGES[kind] = all(hasattr(kind, name) for name in needed)
+    return known
+
+
+_SENDS_MESSAGES: dict[type[object], bool] = {}
 
 
 class _Ticker:
