@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from ._answer import Answer
 from ._blocks import calls_of, from_answer
-from ._markdown import text_html
 from ._tools import TOOL_NAME, ArgumentMismatch, Toolbox
 
 if TYPE_CHECKING:
@@ -180,6 +179,7 @@ def _one_line(text: str, limit: int = SUMMARY_CHARS) -> str:
 
 def call_bundle(call: ToolUseBlockParam, outcome: Outcome | None) -> dict[str, str]:
     """One call as a closed ``<details>``: name, arguments and result on its summary line, all of it inside."""
+    from ._markdown import text_html  # markdown-it and nh3 load in the warm-up, not with %load_ext
     signature = f"{call.get('name', '?')}({_one_line(_arguments_text(call.get('input')))})"
     if outcome is None:
         state = "running…"

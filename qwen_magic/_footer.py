@@ -7,13 +7,13 @@ from typing import Any
 
 from ._answer import Answer
 from ._cache import cost_text
-from ._markdown import text_html
 
 Bundle = dict[str, str]
 
 
 def thinking_bundle(thinking: str, *, live: bool, seconds: float | None = None, window: int = 0) -> Bundle:
     """Thinking in a ``<details>`` block: open with its latest lines while live, closed after."""
+    from ._markdown import text_html  # markdown-it and nh3 load in the warm-up, not with %load_ext
     shown = thinking[-window:] if live and window and len(thinking) > window else thinking
     prefix = "…" if len(shown) < len(thinking) else ""
     if live:

@@ -30,7 +30,6 @@ from ._blocks import calls_of, from_answer, sdk_arguments, to_answer
 from ._calls import CheckedClient, Outcome, call_bundle, call_tool, make_acceptable, result_content, sendable
 from ._conversation import Conversation, Options, Turn
 from ._errors import Interrupted
-from ._markdown import image_policy
 from ._media import show_preview
 from ._tools import Toolbox, history_calls, placeholder_tools
 from ._view import View
@@ -112,6 +111,8 @@ def take_turn(
             chat.spent = chat.spent + u
             estimator = options.estimator
             estimator.calibrate(chat.estimate(sent, estimator), u.input_tokens + u.cache_read + u.cache_write)
+
+    from ._markdown import image_policy  # markdown-it and nh3 load in the warm-up, not with %load_ext
 
     try:
         with image_policy(answer_images, own):
