@@ -153,12 +153,17 @@ def _ends(piece: str) -> str:
     return piece if len(piece) <= len(first) + len(last) + 1 else first + "x" + last
 
 
+# A line markdown-it could take for a table's delimiter row (its own test is ``^[-:|][-:|\s]*$``
+# after the indent); ``\s`` may run on over line ends, which only lets more text through.
+_DELIMITER_ROW = re.compile(r"^[ \t]*[-:|][-:|\s]*$", re.M)
+
+
 def table_parts(md: str) -> Iterator[tuple[str, bool]]:
     """``md`` cut around its top-level tables (outside HTML containers): ``(text, is_table)`` in order.
 
     Blank lines stay with the part before them; the parts' texts join to ``md``.
     """
-    if "|" not in md:
+    if "|" not in md or not _DELIMITER_ROW.search(md):  # no table without both: no parse
         yield md, False
         return
     env: dict[str, Any] = {}
