@@ -14,9 +14,9 @@ from IPython.core.error import UsageError
 
 from ._conversation import Conversation, Turn
 from ._files import check_target, resolve, write_failed
+from ._footer import footer_text
 from ._markdown import export_html
 from ._text import mask_key
-from ._view import footer_text
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode

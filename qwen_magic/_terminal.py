@@ -165,7 +165,7 @@ class TerminalView:
 
     def _footer(self, answer: Answer) -> None:
         if answer.usage is not None or answer.complete:
-            from ._view import footer_text
+            from ._footer import footer_text
 
             self._write(self._style(DIM) + safe(footer_text(answer)) + self._style(RESET) + "\n")
 

@@ -209,7 +209,7 @@ def converse(
                 answer.error = str(error)
             else:
                 answer.stop_reason = final_reason
-            from ._view import footer_bundle
+            from ._footer import footer_bundle
 
             view.show(footer_bundle(answer))
             if error is not None:

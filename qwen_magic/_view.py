@@ -14,7 +14,7 @@ paragraph is one markdown block, and data-analysis answers are often exactly tha
   JupyterLab colours and styles it at its own size, where Pygments' spans cost three and
   a half times the code and a table's HTML 2.7 times its markdown. The blocks finished at
   one repaint then share one ``text/markdown`` output, the HTML of the text between
-  carried in it as HTML blocks (``_merged``): an output costs ~200 bytes of message,
+  carried in it as HTML blocks (``_markdown._merged``): an output costs ~200 bytes of message,
   wrapper and plain-text field, a third of an answer made of many short blocks.
 - The open block is shown while it streams as a *window*: when it is longer than
   ``WINDOW`` characters, a line saying how many characters are above it, the fence's
@@ -60,11 +60,7 @@ from typing import Any, Protocol
 import IPython.display
 
 from ._answer import Answer
-from ._footer import footer_bundle as footer_bundle
-from ._footer import footer_text as footer_text
-from ._footer import provenance as provenance
-from ._footer import thinking_bundle as thinking_bundle
-from ._merged import merged
+from ._footer import footer_bundle, provenance, thinking_bundle
 from ._text import mask_key
 
 Bundle = dict[str, str]
@@ -129,8 +125,8 @@ def _bundle(md: str) -> Bundle:
 
 def _finished(md: str) -> list[Bundle]:
     """The bundles of finished markdown, with its text as ``text/plain``: one, or one per code block,
-    table and run of text between (``_markdown.answer_bundles``) when none is markdown (``_merged``)."""
-    from ._markdown import answer_bundles
+    table and run of text between (``_markdown.answer_bundles``) when none is markdown (``_markdown._merged``)."""
+    from ._markdown import answer_bundles, merged
 
     return merged(answer_bundles(md))
 

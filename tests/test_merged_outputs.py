@@ -15,8 +15,7 @@ from markdown_it import MarkdownIt
 from test_markdown import _FRAGMENTS, _MARKED_ORACLE_JS, RICH, _marked_dir
 from xss_corpus import base_vectors, vectors
 
-from qwen_magic._markdown import answer_bundles, render_html, table_markdown
-from qwen_magic._merged import merged
+from qwen_magic._markdown import answer_bundles, merged, render_html, table_markdown
 
 # What a cell may hold: everything that is markup to marked, removeMath or MathJax somewhere.
 _CELL_PIECES = [

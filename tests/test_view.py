@@ -10,8 +10,7 @@ from kernel_harness import is_markdown, shown
 
 from qwen_magic import _view, _widgets
 from qwen_magic._answer import Answer
-from qwen_magic._markdown import answer_bundles
-from qwen_magic._merged import merged
+from qwen_magic._markdown import answer_bundles, merged
 
 ADVERSARIAL = [
     # Safe apart, unsafe joined: the `$` of the heading pairs with the paragraph's first one.

@@ -11,7 +11,8 @@ outputs as trusted, so the kernel parses the answer, cleans the HTML and publish
 - ``_render``: the display bundles of an answer, finished or live, in few bytes.
 - ``_marked``: the only markdown JupyterLab's own renderer reads (code blocks, exported
   cells), written so that it can only be read as intended; ``_tables``: tables likewise,
-  when every cell is in a subset proved to read as written.
+  when every cell is in a subset proved to read as written; ``_merged``: the parts
+  finished together joined into one markdown output.
 - ``_stable``: where streamed text can be cut, so that finished blocks are sent once.
 
 Callers import from here; the modules' docstrings say which renderer each one models.
@@ -20,6 +21,7 @@ Callers import from here; the modules' docstrings say which renderer each one mo
 from __future__ import annotations
 
 from ._marked import answer_bundles, export_html, open_code_markdown
+from ._merged import merged
 from ._render import compact, markdown_bundle, render_html, warm_up
 from ._safe import hosts_in, image_policy, text_html
 from ._stable import stable_prefix
@@ -32,6 +34,7 @@ __all__ = [
     "hosts_in",
     "image_policy",
     "markdown_bundle",
+    "merged",
     "open_code_markdown",
     "render_html",
     "stable_prefix",

@@ -123,9 +123,15 @@ def export_html(md: str) -> str:
     it. The HTML keeps its lines (readable in the saved file) but never a blank one, the
     only thing that ends an HTML block in marked.
     """
-    body = render_html(md).strip().translate(_HTML_LINE_ESCAPES)
-    body = _BLANK_LINES.sub(lambda m: m.group(0)[:-1].replace("\n", "&#10;") + "\n", body)
+    body = html_lines(render_html(md).strip())
     return f"<div>\n{body}\n</div>" if body else "<div></div>"
+
+
+def html_lines(html: str) -> str:
+    """``html`` as lines marked passes through untouched inside an HTML block: no blank line
+    (the only thing that ends one), and dollars and backslashes as character references, so
+    that JupyterLab's math pass, which reads the raw source first, finds nothing in it."""
+    return _BLANK_LINES.sub(lambda m: m.group(0)[:-1].replace("\n", "&#10;") + "\n", html.translate(_HTML_LINE_ESCAPES))
 
 
 _HTML_LINE_ESCAPES = str.maketrans({"\r": "&#13;", "$": "&#36;", "\\": "&#92;"})

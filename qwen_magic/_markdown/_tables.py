@@ -38,7 +38,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._parse import _container_change, _parser
+from ._parse import _container_change, _line_starts, _parser
 from ._render import MARKDOWN_CLASS, Bundle, markdown_bundle
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 # Anything that could make math, a placeholder, an autolink or a line break: not written as markdown.
 _REFUSED = re.compile(r"[$\\@\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029]|://|www\.", re.I)
-_LINE_END = re.compile(r"\r\n?|\n")  # where markdown-it ends a line
 _ESCAPED = re.compile(r"[\\`*_\[\]<>!&|~]")
 _ALIGN = {"text-align:left": ":--", "text-align:right": "--:", "text-align:center": ":-:"}
 _MARKS = {"strong_open": "**", "strong_close": "**", "em_open": "*", "em_close": "*", "s_open": "~~", "s_close": "~~"}
@@ -171,7 +170,7 @@ def table_parts(md: str) -> Iterator[tuple[str, bool]]:
     if env.get("references"):  # a cell's `[x]` may be a link to one: parsed alone, it would not be
         yield md, False
         return
-    starts = [0, *(m.end() for m in _LINE_END.finditer(md)), len(md)]
+    starts = [*_line_starts(md), len(md)]
     done = depth = 0
     for token in tokens:
         if token.type == "html_block" and token.level == 0:  # inside an open <details> or <div>, a table stays
@@ -189,7 +188,6 @@ def table_parts(md: str) -> Iterator[tuple[str, bool]]:
 
 def table_bundles(md: str) -> list[Bundle]:
     """The bundles of finished text: each table that can be as markdown written here, HTML for the rest."""
-    render = markdown_bundle
     if md.lstrip(" \t\r\n").startswith("|") and (whole := table_markdown(md)) is not None:
         return [{"text/markdown": whole, "text/plain": md}]  # one table: parsed once
     bundles: list[Bundle] = []
@@ -200,7 +198,7 @@ def table_bundles(md: str) -> list[Bundle]:
             pending += part
             continue
         if pending.strip():
-            bundles.append(render(pending))
+            bundles.append(markdown_bundle(pending))
         elif pending and bundles:  # blank lines stay with the part before them
             bundles[-1]["text/plain"] += pending
         elif pending:
@@ -208,7 +206,7 @@ def table_bundles(md: str) -> list[Bundle]:
         pending = ""
         bundles.append({"text/markdown": written, "text/plain": part})
     if pending.strip() or not bundles:
-        bundles.append(render(pending))
+        bundles.append(markdown_bundle(pending))
     elif pending:
         bundles[-1]["text/plain"] += pending
     return bundles

@@ -19,14 +19,10 @@ plain text is the answer's text, so the output still says exactly what the model
 
 from __future__ import annotations
 
-import re
-
-Bundle = dict[str, str]
-MARKDOWN_CLASS = "qwen-markdown"
+from ._marked import html_lines
+from ._render import MARKDOWN_CLASS, Bundle
 
 _OPEN = f'<div class="{MARKDOWN_CLASS}">'
-_ESCAPES = str.maketrans({"\r": "&#13;", "$": "&#36;", "\\": "&#92;"})
-_BLANK_LINES = re.compile(r"\n(?:[ \t]*\n)+")
 
 
 def merged(bundles: list[Bundle]) -> list[Bundle]:
@@ -51,5 +47,4 @@ def _block(bundle: Bundle) -> str:
         html = "<div>" + html[len(_OPEN) :]
     elif not html.startswith("<div>"):
         html = f"<div>{html}</div>"
-    html = _BLANK_LINES.sub(lambda m: m.group(0)[:-1].replace("\n", "&#10;") + "\n", html.translate(_ESCAPES))
-    return html.strip("\n")
+    return html_lines(html).strip("\n")
