@@ -69,7 +69,9 @@ class Events(Protocol):
 
 
 class _UpdateDisplay(Protocol):
-    def __call__(self, obj: object, *, display_id: str, raw: bool = ...) -> None: ...
+    def __call__(
+        self, obj: object, *, display_id: str, raw: bool = ..., metadata: Mapping[str, object] | None = ...
+    ) -> None: ...
 
 
 if TYPE_CHECKING:

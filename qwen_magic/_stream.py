@@ -54,6 +54,9 @@ def run(
     # A view that wants the other events (a tool's input as it streams) has ``event()``:
     # it gets each event's JSON as a dict.
     other = getattr(view, "event", None)
+    # A view that paints at intervals has ``pause()``: how long the network may be left
+    # unread before its next paint (see ``NotebookView.pause``).
+    pause = getattr(view, "pause", None)
     try:
         if stream:
             # Leaving the ``with`` block closes the response: an interrupt cancels the request.
@@ -69,6 +72,8 @@ def run(
                         (view.text if kind == "text" else view.thinking)(piece)
                     elif other is not None:
                         other(data)
+                    if pause is not None and (rest := pause()) > 0:
+                        time.sleep(rest)
         else:
             reply = client.messages.create(**request)
             _first_token(answer)

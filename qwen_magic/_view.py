@@ -44,6 +44,16 @@ Finding block ends costs linear time too: an open fence is only searched for its
 closing line in new lines, and other long open text is parsed whole only when its last
 lines show a block boundary, and an open table not while only rows arrive (``_find_stable``).
 Repaints are throttled to ``INTERVAL``.
+
+Reading costs the kernel more than painting: at a service's pace (a delta every 20 ms)
+each delta read as it arrives is a wake-up of the kernel's main thread, a system call
+and a trip through the HTTP layers, and five repaints a second are only one delta in
+ten. So between paints the stream rests (``NotebookView.pause``) and reads what waited in
+the socket at once, just before the next paint is due: the paint shows all that came,
+and the main thread wakes a few times per paint instead of once per delta (a bare
+``messages.stream()`` consumer wakes three times per delta). While thinking it rests at
+most ``THINKING_REST``, so the answer's first text shows as soon as it comes; the end of
+an answer, like any delta, is read within one ``INTERVAL``.
 """
 
 from __future__ import annotations
@@ -57,16 +67,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import IPython.display
-
 from ._answer import Answer
 from ._footer import footer_bundle, provenance, thinking_bundle
+from ._publish import publish as _publish
 from ._text import mask_key
 
 Bundle = dict[str, str]
-# IPython's display functions are untyped: typed here once, so that calls to them are checked.
-display: Callable[..., Any] = IPython.display.display
-update_display: Callable[..., Any] = IPython.display.update_display
 
 
 def _new_id() -> str:
@@ -82,24 +88,6 @@ class View(Protocol):
     def text(self, delta: str) -> None: ...
     def finish(self, answer: Answer) -> None: ...
     def show(self, bundle: Bundle) -> Callable[[Bundle], None]: ...
-
-
-def _publish(display_id: str, bundle: Bundle, *, new: bool = False, metadata: dict[str, Any] | None = None) -> None:
-    publisher = _direct_publisher()
-    if publisher is not None:
-        publisher.session.send(
-            publisher.pub_socket,
-            publisher.session.msg(
-                "display_data" if new else "update_display_data",
-                {"data": bundle, "metadata": metadata or {}, "transient": {"display_id": display_id}},
-                parent=publisher.parent_header,
-            ),
-            ident=publisher.topic,
-        )
-    elif new:
-        display(bundle, raw=True, display_id=display_id, metadata=metadata)
-    else:
-        update_display(bundle, raw=True, display_id=display_id, metadata=metadata)
 
 
 def _bundle(md: str) -> Bundle:
@@ -136,40 +124,6 @@ _NOTE = re.compile(r"\*⋯ [\d,]+ characters above ⋯\*\n\n")  # what ``_window
 # The opening line of a fence, and a table's header and delimiter rows, at the start of open text.
 _FENCE_OPEN = re.compile(r"(?:[ \t]*\n)*(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)\n")
 _TABLE_HEAD = re.compile(r"(?:[ \t]*\n)*[^\n]*\|[^\n]*\n[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*\n")
-
-
-def _direct_publisher() -> Any:
-    """ipykernel's display publisher, when a streamed repaint may skip its stream flushing.
-
-    ``ZMQDisplayPublisher.publish`` first flushes stdout and stderr, each a round trip to
-    the kernel's IO thread; at five repaints a second that is most of a repaint's cost.
-    The view flushes once when it starts instead, and nothing prints while it streams.
-    With an output hook installed (an ``Output`` widget capturing), the normal path is kept.
-    """
-    from IPython.core import getipython
-
-    get_ipython: Callable[[], Any] = getipython.get_ipython  # untyped in IPython
-    shell = get_ipython()
-    publisher = getattr(shell, "display_pub", None)
-    kind: type[object] = type(publisher)
-    if publisher is None or not _sends_messages(kind):
-        return None
-    if getattr(publisher, "_hooks", None):
-        return None
-    return publisher
-
-
-def _sends_messages(kind: type[object]) -> bool:
-    """Whether a display publisher's class has what a direct send needs (asked once per class:
-    reading these traits on an instance at every repaint costs more than the send)."""
-    known = _SENDS_MESSAGES.get(kind)
-    if known is None:
-        needed = ("session", "pub_socket", "topic", "parent_header")
-        known = _SENDS_MESSAGES[kind] = all(hasattr(kind, name) for name in needed)
-    return known
-
-
-_SENDS_MESSAGES: dict[type[object], bool] = {}
 
 
 class _Ticker:
@@ -212,6 +166,9 @@ class NotebookView:
     WINDOW = 240  # characters of the open block shown while it streams …
     WINDOW_LINES = 6  # … and at most this many of its lines
     REPARSE = 4096  # open text longer than this is re-parsed for block ends only as it grows by a quarter
+    LEAD = 0.03  # after a paint the stream reads on this long before the next one is due
+    THINKING_REST = 0.04  # the longest rest while thinking: the answer's first text is shown at once
+    READ = 0.01  # after a rest the stream reads on at least this long: what waited is read at once
 
     def __init__(self) -> None:
         self._head = _new_id()
@@ -227,6 +184,7 @@ class NotebookView:
         self._thinking: list[str] = []
         self._state = "waiting"  # -> thinking -> text
         self._last_paint = self._last_status = 0.0
+        self._woke = 0.0  # when the stream's last rest (``pause``) ended
         self._chars = 0
         self._ticker: _Ticker | None = None
         self._status: Any = None
@@ -307,6 +265,28 @@ class NotebookView:
             return
         self._chars += len(delta)
         self._paint()
+
+    def pause(self) -> float:
+        """Seconds the stream may leave the network unread: until ``LEAD`` before the next paint.
+
+        Between paints nothing a delta brings is shown, so reading each one as it arrives
+        only costs a wake-up (a system call and a trip through the HTTP layers) per delta,
+        which is most of the kernel's CPU at a service's pace. Resting instead lets the
+        deltas wait in the socket's buffer; after a rest they are read at once (the stream
+        reads on for at least ``READ``, which takes a backlog of thousands of deltas), and
+        ``LEAD`` is time to read them before the next paint is due, so that paint still
+        shows all that came. While thinking, rests are at most ``THINKING_REST``: the
+        answer's first text is painted within that of its arrival, whenever it comes.
+        """
+        now = time.monotonic()
+        if self._state == "waiting" or now < self._woke + self.READ:
+            return 0.0
+        rest = self._last_paint + self.INTERVAL - self.LEAD - now
+        if self._state == "thinking":
+            rest = min(rest, self.THINKING_REST)
+        if rest > 0:
+            self._woke = now + rest
+        return rest
 
     def _masked(self, text: str, *, live: bool) -> str:
         """``text`` with the API key masked; while live, without a tail that may be a key's beginning."""

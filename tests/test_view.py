@@ -25,7 +25,6 @@ def published(monkeypatch):
     """Capture every bundle the view publishes, by display id, instead of sending it."""
     outputs: list[tuple[str, dict]] = []
     monkeypatch.setattr(_view, "_publish", lambda display_id, bundle, new=False, metadata=None: outputs.append((display_id, bundle)))
-    monkeypatch.setattr(_view, "display", lambda *args, **kwargs: None)
     monkeypatch.setattr(_widgets, "live_status", lambda: None)
     return outputs
 

@@ -90,6 +90,11 @@ class ValueView:
         self._wrote = True
         self._inner.text(delta)
 
+    def pause(self) -> float:
+        """The wrapped view's rest between reads (``NotebookView.pause``), if it has one."""
+        pause: Callable[[], float] | None = getattr(self._inner, "pause", None)
+        return pause() if pause is not None else 0.0
+
     def show(self, bundle: Bundle) -> Callable[[Bundle], None]:
         """Tool calls as usual, except the answer tool's: shown only when its value was refused.
 
