@@ -11,6 +11,8 @@ cell consuming the same stream with the bare SDK's ``messages.stream()`` run int
 - visible updates per second (display messages less than 10 ms apart count as one) and the longest
   gap between them, while the answer streams;
 - first text: the server flushing the first text delta → the client receiving markdown;
+- settled: the server writing the stream's last event → the client receiving the cell's last
+  display message (the final answer and its footer);
 - whether the final outputs show exactly the answer (markdown and plain text).
 
 A reference run of the naive pattern (``update_display(Markdown(snapshot))`` on every delta) is made
@@ -254,6 +256,7 @@ class Bench:
         events = timeline(execution)
         count, content = output_bytes(execution, self.pack)
         first = next((e for e in events if e.has_text), None)
+        displays = execution.of(*DISPLAY)
         return {
             "execution": execution,
             "cpu_s": cpu,
@@ -261,6 +264,7 @@ class Bench:
             "output_messages": count,
             "output_bytes": content,
             "latency_ms": (first.at - request.first_delta_at) * 1000 if first and request.first_delta_at else None,
+            "settled_ms": (displays[-1]["received_at"] - request.finished_at) * 1000 if displays else None,
             **flow(events),
         }
 
@@ -338,6 +342,7 @@ def summarize(case: Case, qwen_runs: list[dict[str, Any]], bare_runs: list[dict[
         "updates_per_s": min(r["updates_per_s"] for r in qwen_runs),
         "latency_ms": max((r["latency_ms"] for r in qwen_runs if r["latency_ms"] is not None), default=None),
         "longest_gap_s": max((r["longest_gap_s"] or 0.0) for r in qwen_runs),
+        "settled_ms": med("settled_ms"),
         "stream_s": med("stream_s"),
         "achieved_ms_per_delta": (med("stream_s") or 0.0) * 1000 / math.ceil((len(case.text) + len(case.thinking)) / CHUNK),
         "exact": all(r["markdown_equal"] and r["plain_equal"] and r["footer_last"] and r["thinking_shown"]
@@ -350,7 +355,12 @@ def summarize(case: Case, qwen_runs: list[dict[str, Any]], bare_runs: list[dict[
 def row_text(r: dict[str, Any]) -> str:
     latency = "n/a" if r["latency_ms"] is None else f"{r['latency_ms']:.0f} ms"
     return (f"bytes {r['bytes_ratio']:.2f}×, CPU {r['cpu_ratio']:.2f}× ({r['cpu_s']:.2f} s / {r['bare_cpu_s']:.2f} s), "
-            f"{r['updates_per_s']:.1f} updates/s, first text {latency}, longest gap {r['longest_gap_s'] * 1000:.0f} ms")
+            f"{r['updates_per_s']:.1f} updates/s, first text {latency}, longest gap {r['longest_gap_s'] * 1000:.0f} ms, "
+            f"settled {_ms(r['settled_ms'])}")
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} ms"
 
 
 def growth_exponent(results: list[dict[str, Any]]) -> float | None:
@@ -395,6 +405,7 @@ def render(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             mark(f"{r['updates_per_s']:.1f}", r["ok"]["updates"]),
             mark(latency, r["ok"]["latency"]),
             mark(f"{r['longest_gap_s'] * 1000:.0f} ms", r["ok"]["gap"]),
+            _ms(r["settled_ms"]),
             verdict(all(v is not False for v in r["ok"].values())),
         ))
     exponent = results.get("growth_exponent")
@@ -411,7 +422,7 @@ def render(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"{TARGETS['updates_per_s']:g} updates/s, first text ≤ {TARGETS['latency_ms']:g} ms, gaps ≤ "
         f"{TARGETS['longest_gap_s'] * 1000:.0f} ms)",
         ("shape @ pace", "achieved pace", "answer bytes", "iopub bytes ÷ answer", "kernel CPU ÷ bare SDK", "updates/s",
-         "first text", "longest gap", "result"),
+         "first text", "longest gap", "settled", "result"),
         body,
     ) + note
 

@@ -326,6 +326,10 @@ class NotebookView:
             self._live, self._stable, self._parsed, self._whole, self._fence, self._doubt = None, 0, 0, 0, None, False
         self._tail = [tail] if tail else []
         if tail:
+            if len(tail) > self.REPARSE and _TABLE_HEAD.match(tail):
+                from ._markdown import prepare_table
+
+                prepare_table(tail)  # its finished rows read now: the whole table is then published at once
             # While live, markdown only: the plain text comes once, with the whole block.
             bundle = _bundle(self._window(self._masked(tail, live=True)))
             if self._live is None:

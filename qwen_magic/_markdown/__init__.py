@@ -25,7 +25,7 @@ from ._merged import merged
 from ._render import compact, markdown_bundle, render_html, warm_up
 from ._safe import hosts_in, image_policy, text_html
 from ._stable import stable_prefix
-from ._tables import table_markdown
+from ._tables import prepare_table, table_markdown
 
 __all__ = [
     "answer_bundles",
@@ -36,6 +36,7 @@ __all__ = [
     "markdown_bundle",
     "merged",
     "open_code_markdown",
+    "prepare_table",
     "render_html",
     "stable_prefix",
     "table_markdown",

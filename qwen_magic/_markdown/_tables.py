@@ -53,15 +53,17 @@ _MARKS = {"strong_open": "**", "strong_close": "**", "em_open": "*", "em_close":
 _MARK_SET = frozenset(_MARKS.values())
 
 
+BLOCK = 64  # body rows read together, and remembered: a streamed table's rows are read as they come
+
+
 def table_markdown(md: str, note: str = "") -> str | None:
     """``md``, which is one GFM table and blank lines, as markdown written here; None if it cannot be.
 
     ``note``: a line of this package's own markdown above the table (a live window's).
     """
-    parser = _parser()
     if _REFUSED.search(md):
         return None
-    found = _cells(parser.parse(md), parser)
+    found = _blockwise(md)
     if found is None:
         return None
     aligns, rows = found
@@ -70,11 +72,66 @@ def table_markdown(md: str, note: str = "") -> str | None:
     return f'<div class="{MARKDOWN_CLASS}">\n\n{note}{table}\n</div>'
 
 
-def _row(cells: list[str]) -> str:
+Cells = tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]  # a table's alignments, and its rows' cells
+
+
+def _blockwise(md: str) -> Cells | None:
+    """The alignments and rows of the table ``md``, its body read ``BLOCK`` lines at a time.
+
+    A GFM table's rows do not depend on one another: each is its own line, split into the
+    header's number of cells, and a line that is no row ends the table wherever it is (then
+    the whole is no single table: the block holding that line is none either, or, for a
+    blank line, is a table with fewer rows than lines, which only the last may be). So the header,
+    its delimiter row and each block of body lines are parsed as a table of their own, and
+    each block is remembered (``_rows``): ``prepare_table`` reads a streamed table's finished
+    blocks as they come, and the whole is then read at the cost of its last block. One
+    exception is kept whole: markdown-it stops a table after 65,536 cells filled in for
+    short rows, counted over the whole body, so a table that could reach that many
+    (rows × columns) is parsed at once.
+    """
+    lines = md.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    head, body = "".join(lines[start : start + 2]), lines[start + 2 :]
+    while body and not body[-1].strip():
+        body.pop()  # blank lines after the table
+    if len(body) <= BLOCK or len(body) * (head.count("|") + 1) > 65_536:
+        return _rows(md)
+    aligns: tuple[str, ...] = ()
+    rows: list[tuple[str, ...]] = []
+    for at in range(0, len(body), BLOCK):
+        found = _rows(head + "".join(body[at : at + BLOCK]))
+        if found is None or (at + BLOCK < len(body) and len(found[1]) != 1 + BLOCK):
+            return None  # not a table, or (a blank line) one that ends before the block does
+        aligns = found[0]
+        rows += found[1][1:] if rows else found[1]
+    return aligns, tuple(rows)
+
+
+def prepare_table(md: str) -> None:
+    """Read the finished blocks of rows of the open table ``md`` (``_blockwise``) ahead of its end."""
+    if _REFUSED.search(md):
+        return
+    lines = md.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    head, body = "".join(lines[start : start + 2]), lines[start + 2 :]
+    if body and not body[-1].endswith(("\n", "\r")):
+        body.pop()  # a row still arriving
+    for at in range(0, len(body) - BLOCK + 1, BLOCK):
+        if _rows(head + "".join(body[at : at + BLOCK])) is None:
+            return
+
+
+@functools.lru_cache(maxsize=256)
+def _rows(md: str) -> Cells | None:
+    parser = _parser()
+    return _cells(parser.parse(md), parser)
+
+
+def _row(cells: tuple[str, ...]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _cells(tokens: list[Token], parser: MarkdownIt) -> tuple[list[str], list[list[str]]] | None:
+def _cells(tokens: list[Token], parser: MarkdownIt) -> Cells | None:
     """The column alignments and every row's cells as markdown, when ``tokens`` are one table in the subset."""
     if not tokens or tokens[0].type != "table_open" or tokens[-1].type != "table_close":
         return None
@@ -95,7 +152,7 @@ def _cells(tokens: list[Token], parser: MarkdownIt) -> tuple[list[str], list[lis
             return None
     if not rows or any(len(row) != len(aligns) for row in rows):
         return None
-    return aligns, rows
+    return tuple(aligns), tuple(tuple(row) for row in rows)
 
 
 def _inline(children: list[Token], parser: MarkdownIt) -> str | None:
