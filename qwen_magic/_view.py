@@ -43,7 +43,9 @@ is rendered whole (a 50,000-character block takes about a tenth of a second).
 Finding block ends costs linear time too: an open fence is only searched for its
 closing line in new lines, and other long open text is parsed whole only when its last
 lines show a block boundary, and an open table not while only rows arrive (``_find_stable``).
-Repaints are throttled to ``INTERVAL``.
+An open table's finished rows are read into markdown at repaints, 64 lines at a time
+(``_markdown.prepare_table``), so a long table is published whole at the cost of its
+last lines, with no pause after the stream ends. Repaints are throttled to ``INTERVAL``.
 
 Reading costs the kernel more than painting: at a service's pace (a delta every 20 ms)
 each delta read as it arrives is a wake-up of the kernel's main thread, a system call
@@ -51,7 +53,7 @@ and a trip through the HTTP layers, and five repaints a second are only one delt
 ten. So between paints the stream rests (``NotebookView.pause``) and reads what waited in
 the socket at once, just before the next paint is due: the paint shows all that came,
 and the main thread wakes a few times per paint instead of once per delta (a bare
-``messages.stream()`` consumer wakes three times per delta). While thinking it rests at
+``messages.stream()`` consumer wakes two or three times per delta). While thinking it rests at
 most ``THINKING_REST``, so the answer's first text shows as soon as it comes; the end of
 an answer, like any delta, is read within one ``INTERVAL``.
 """
@@ -167,6 +169,8 @@ class NotebookView:
     WINDOW_LINES = 6  # … and at most this many of its lines
     REPARSE = 4096  # open text longer than this is re-parsed for block ends only as it grows by a quarter
     LEAD = 0.03  # after a paint the stream reads on this long before the next one is due
+    REST = 0.1  # the longest rest while a long open block costs a render to publish whole
+    COSTLY = 16_384  # characters of open text (not code or a table) that cost ~20 ms to render
     THINKING_REST = 0.04  # the longest rest while thinking: the answer's first text is shown at once
     READ = 0.01  # after a rest the stream reads on at least this long: what waited is read at once
 
@@ -185,6 +189,7 @@ class NotebookView:
         self._state = "waiting"  # -> thinking -> text
         self._last_paint = self._last_status = 0.0
         self._woke = 0.0  # when the stream's last rest (``pause``) ended
+        self._costly = False  # the open text will take long to render whole
         self._chars = 0
         self._ticker: _Ticker | None = None
         self._status: Any = None
@@ -277,11 +282,17 @@ class NotebookView:
         ``LEAD`` is time to read them before the next paint is due, so that paint still
         shows all that came. While thinking, rests are at most ``THINKING_REST``: the
         answer's first text is painted within that of its arrival, whenever it comes.
+        The end of the answer is read, like any delta, after a rest; when the open text
+        will take long to render whole (``COSTLY``: a long list or paragraph, not code
+        or a table, which are written as markdown), rests are at most ``REST``, so that
+        reading the end late and rendering it do not add up to a stall.
         """
         now = time.monotonic()
         if self._state == "waiting" or now < self._woke + self.READ:
             return 0.0
         rest = self._last_paint + self.INTERVAL - self.LEAD - now
+        if self._costly:
+            rest = min(rest, self.REST)
         if self._state == "thinking":
             rest = min(rest, self.THINKING_REST)
         if rest > 0:
@@ -325,11 +336,14 @@ class NotebookView:
                     self._live = None
             self._live, self._stable, self._parsed, self._whole, self._fence, self._doubt = None, 0, 0, 0, None, False
         self._tail = [tail] if tail else []
+        self._costly = False
         if tail:
-            if len(tail) > self.REPARSE and _TABLE_HEAD.match(tail):
+            table = len(tail) > self.REPARSE and _TABLE_HEAD.match(tail) is not None
+            if table:
                 from ._markdown import prepare_table
 
                 prepare_table(tail)  # its finished rows read now: the whole table is then published at once
+            self._costly = len(tail) > self.COSTLY and not table and self._fence is None
             # While live, markdown only: the plain text comes once, with the whole block.
             bundle = _bundle(self._window(self._masked(tail, live=True)))
             if self._live is None:

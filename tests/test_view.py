@@ -211,3 +211,26 @@ def test_a_long_table_is_published_whole_when_a_paragraph_follows(published):
     stream(table + rest, 24, commit_at=1)
     firsts = [b["text/plain"] for _, b in published if "text/plain" in b and is_markdown(b)]
     assert firsts[0] in (table, table + "\n"), firsts[0][-80:]
+
+
+def test_the_stream_rests_between_paints_and_briefly_while_a_long_block_would_be_slow_to_publish(published):
+    """``pause``: nothing while waiting; after a paint, until just before the next one; at most ``REST``
+    when the open text would take long to render whole; ``THINKING_REST`` while thinking."""
+
+    def streamed(text: str, *, thinking: bool = False) -> _view.NotebookView:
+        view = _view.NotebookView()
+        view.start(Answer(model="m"))
+        assert view.pause() == 0.0  # waiting: the first delta is read as it comes
+        view.INTERVAL = 0  # paint at every delta
+        for i in range(0, len(text), 1000):
+            (view.thinking if thinking else view.text)(text[i : i + 1000])
+        del view.INTERVAL  # then pause() as after a paint at the usual pace
+        return view
+
+    code = streamed("```python\n" + "x = 1\n" * 4000)
+    assert code.REST < code.pause() <= code.INTERVAL - code.LEAD
+    assert code.pause() == 0.0  # just rested: what waited is read before the next rest
+    assert 0 < streamed("word " * 5000).pause() <= _view.NotebookView.REST
+    assert 0 < streamed("- item\n" * 5000).pause() <= _view.NotebookView.REST
+    assert streamed("short").pause() > _view.NotebookView.REST
+    assert 0 < streamed("hmm " * 50, thinking=True).pause() <= _view.NotebookView.THINKING_REST
