@@ -89,9 +89,7 @@ def _blockwise(md: str) -> Cells | None:
     short rows, counted over the whole body, so a table that could reach that many
     (rows × columns) is parsed at once.
     """
-    lines = md.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
-    head, body = "".join(lines[start : start + 2]), lines[start + 2 :]
+    head, body = _head_and_body(md)
     while body and not body[-1].strip():
         body.pop()  # blank lines after the table
     if len(body) <= BLOCK or len(body) * (head.count("|") + 1) > 65_536:
@@ -111,14 +109,19 @@ def prepare_table(md: str) -> None:
     """Read the finished blocks of rows of the open table ``md`` (``_blockwise``) ahead of its end."""
     if _REFUSED.search(md):
         return
-    lines = md.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
-    head, body = "".join(lines[start : start + 2]), lines[start + 2 :]
+    head, body = _head_and_body(md)
     if body and not body[-1].endswith(("\n", "\r")):
         body.pop()  # a row still arriving
     for at in range(0, len(body) - BLOCK + 1, BLOCK):
         if _rows(head + "".join(body[at : at + BLOCK])) is None:
             return
+
+
+def _head_and_body(md: str) -> tuple[str, list[str]]:
+    """A table's header and delimiter rows (after any blank lines), and its other lines."""
+    lines = md.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    return "".join(lines[start : start + 2]), lines[start + 2 :]
 
 
 @functools.lru_cache(maxsize=256)
