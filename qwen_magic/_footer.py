@@ -7,8 +7,7 @@ from typing import Any
 
 from ._answer import Answer
 from ._cache import cost_text
-
-Bundle = dict[str, str]
+from ._publish import Bundle
 
 
 def thinking_bundle(thinking: str, *, live: bool, seconds: float | None = None, window: int = 0) -> Bundle:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ._ipython import display, get_ipython, update_display
 
-Bundle = dict[str, str]
+Bundle = dict[str, str]  # a display's data: MIME type -> content
 
 
 def publish(display_id: str, bundle: Bundle, *, new: bool = False, metadata: dict[str, Any] | None = None) -> None:

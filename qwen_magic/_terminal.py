@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from ._answer import Answer
+from ._publish import Bundle
 from ._text import visible_controls
 
 if TYPE_CHECKING:  # rich is the optional ``rich`` extra: imported where a terminal view uses it
@@ -40,7 +41,6 @@ if TYPE_CHECKING:  # rich is the optional ``rich`` extra: imported where a termi
 
     Line = list[Segment]  # one rendered line
 
-Bundle = dict[str, str]
 
 DIM, RESET, ERASE_LINE = "\x1b[2m", "\x1b[0m", "\r\x1b[2K"
 

@@ -71,10 +71,9 @@ from typing import Any, Protocol
 
 from ._answer import Answer
 from ._footer import footer_bundle, provenance, thinking_bundle
+from ._publish import Bundle
 from ._publish import publish as _publish
 from ._text import mask_key
-
-Bundle = dict[str, str]
 
 
 def _new_id() -> str:

@@ -21,11 +21,13 @@ import re
 from typing import TYPE_CHECKING
 
 from ._parse import _line_starts, _parser
-from ._render import MARKDOWN_CLASS, Bundle, markdown_bundle, render_html
+from ._render import MARKDOWN_CLASS, markdown_bundle, render_html
 from ._tables import table_bundles
 
 if TYPE_CHECKING:
     from markdown_it.token import Token
+
+    from .._publish import Bundle
 
 
 def answer_bundles(md: str) -> list[Bundle]:

@@ -19,8 +19,13 @@ plain text is the answer's text, so the output still says exactly what the model
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._marked import html_lines
-from ._render import MARKDOWN_CLASS, Bundle
+from ._render import MARKDOWN_CLASS
+
+if TYPE_CHECKING:
+    from .._publish import Bundle
 
 _OPEN = f'<div class="{MARKDOWN_CLASS}">'
 

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from markdown_it.token import Token
     from markdown_it.utils import EnvType, OptionsDict, OptionsType
 
-Bundle = dict[str, str]
+    from .._publish import Bundle
+
 MARKDOWN_CLASS = "qwen-markdown"  # the element holding rendered model markdown in an output
 
 

@@ -39,11 +39,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._parse import _container_change, _line_starts, _parser
-from ._render import MARKDOWN_CLASS, Bundle, markdown_bundle
+from ._render import MARKDOWN_CLASS, markdown_bundle
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
     from markdown_it.token import Token
+
+    from .._publish import Bundle
 
 # Anything that could make math, a placeholder, an autolink or a line break: not written as markdown.
 _REFUSED = re.compile(r"[$\\@\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029]|://|www\.", re.I)

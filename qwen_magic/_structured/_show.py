@@ -13,7 +13,8 @@ from .._answer import Answer
 from ._target import Target, a_or_an
 
 if TYPE_CHECKING:
-    from .._view import Bundle, View
+    from .._publish import Bundle
+    from .._view import View
 
 
 TABLE_ROWS = 20  # rows of a records table shown in the cell
