@@ -71,6 +71,7 @@ from typing import Any, Protocol
 
 from ._answer import Answer
 from ._footer import footer_bundle, provenance, thinking_bundle
+from ._markdown._lines import TABLE_HEAD as _TABLE_HEAD
 from ._publish import Bundle
 from ._publish import publish as _publish
 from ._text import mask_key
@@ -124,7 +125,20 @@ _ROWS = re.compile(r"(?: {0,3}\|[^\n\r]*(?:\r\n|\n|\r))*")  # lines no block but
 _NOTE = re.compile(r"\*⋯ [\d,]+ characters above ⋯\*\n\n")  # what ``_window`` writes above a window
 # The opening line of a fence, and a table's header and delimiter rows, at the start of open text.
 _FENCE_OPEN = re.compile(r"(?:[ \t]*\n)*(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)\n")
-_TABLE_HEAD = re.compile(r"(?:[ \t]*\n)*[^\n]*\|[^\n]*\n[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*\n")
+
+
+def _beyond(tail: str, cut: int, end: int) -> int:
+    """``cut``, the end of finished blocks in ``tail``, moved past the finished blocks after it
+    (among its whole lines, ``tail[:end]``): parsed only when they are not simple (``_markdown._lines``)."""
+    from ._markdown import simple_block, simple_ends, stable_prefix
+
+    if cut >= end or simple_block(tail, cut, end):
+        return cut
+    rest = tail[cut:]
+    more = simple_ends(rest, end - cut)
+    if more and (more >= end - cut or simple_block(rest, more, end - cut)):
+        return cut + more
+    return cut + max(more, stable_prefix(rest))
 
 
 class _Ticker:
@@ -172,6 +186,7 @@ class NotebookView:
     COSTLY = 16_384  # characters of open text (not code or a table) that cost ~20 ms to render
     THINKING_REST = 0.04  # the longest rest while thinking: the answer's first text is shown at once
     READ = 0.01  # after a rest the stream reads on at least this long: what waited is read at once
+    DEFER = 120  # a shorter open tail after blocks just finished shows at the next paint, in an output of its own
 
     def __init__(self) -> None:
         self._head = _new_id()
@@ -324,6 +339,7 @@ class NotebookView:
         tail = "".join(self._tail)
         self._last_paint = time.monotonic()
         stable = len(tail) if final else self._find_stable(tail)
+        committed = False
         if stable and (final or stable >= self.COMMIT_AT):
             # The finished blocks, published whole and once, in place of the live window.
             chunk, tail = self._masked(tail[:stable], live=False), tail[stable:]
@@ -334,9 +350,10 @@ class NotebookView:
                     _publish(self._live, bundle)
                     self._live = None
             self._live, self._stable, self._parsed, self._whole, self._fence, self._doubt = None, 0, 0, 0, None, False
+            committed = True
         self._tail = [tail] if tail else []
         self._costly = False
-        if tail:
+        if tail and not (committed and not final and len(tail) < self.DEFER):
             table = len(tail) > self.REPARSE and _TABLE_HEAD.match(tail) is not None
             if table:
                 from ._markdown import prepare_table
@@ -365,20 +382,23 @@ class NotebookView:
         makes the next whole parse wait until the text has doubled. Each character is thus
         parsed whole a bounded number of times.
         """
-        from ._markdown import stable_prefix
+        from ._markdown import simple_block, simple_ends, stable_prefix
 
         end = max(tail.rfind("\n"), tail.rfind("\r")) + 1
         if end <= self._parsed:
             return self._stable
+        if not self._parsed and self._fence is None and (fence := self._open_fence(tail)) is not None:
+            # The text starts with a fence: only its closing line, after its opening one, can end it.
+            self._fence, self._parsed = fence, _FENCE_OPEN.match(tail).end()  # type: ignore[union-attr]
         if self._fence is not None:
             # A closing line may begin just before the old end (a line cut by a "\r\n").
             closing = self._fence.search(tail, max(0, self._parsed - 1), end)
+            self._parsed = end
             if closing is None:
-                self._parsed = end
                 return 0
             # A closed fence is a finished block: nothing after its closing line changes it.
-            self._fence, self._parsed = None, end
-            self._stable = closing.end() + 1
+            self._fence = None
+            self._stable = _beyond(tail, closing.end() + 1, end)
             return self._stable
         elif end > self.REPARSE:
             found = self._boundary_near_end(tail, end)
@@ -388,17 +408,32 @@ class NotebookView:
             if found:  # a table's rows do not depend on what came before: its end is where it shows
                 self._parsed, self._stable = end, found
                 return found
+        elif simple_block(tail, 0, end):
+            self._parsed = end  # no line of it can end the block it starts with: nothing to parse for
+            return self._stable
+        elif cut := simple_ends(tail, end):
+            self._parsed = end  # blocks that end where their lines show it: no parse for them
+            self._stable = _beyond(tail, cut, end)
+            return self._stable
         probed = end > self.REPARSE and not (self._doubt and end >= 2 * self._whole)
         self._parsed = self._whole = end
         self._stable = stable_prefix(tail)
         # A boundary the last lines showed but the whole text does not have (a lazy list
         # line, an open <details>): trust the last lines no more until the text doubles.
         self._doubt = probed and self._stable == 0
-        if self._stable == 0 and self._fence is None and (opener := _FENCE_OPEN.match(tail)) is not None:
-            fence = opener.group("fence")
-            if not (fence[0] == "`" and "`" in opener.group("info")):
-                self._fence = re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \\t]*\\r?$", re.M)
+        if self._stable == 0 and self._fence is None:
+            self._fence = self._open_fence(tail)
         return self._stable
+
+    @staticmethod
+    def _open_fence(tail: str) -> re.Pattern[str] | None:
+        """The closing line of the fence ``tail`` starts with, if it starts with one."""
+        if (opener := _FENCE_OPEN.match(tail)) is None:
+            return None
+        fence = opener.group("fence")
+        if fence[0] == "`" and "`" in opener.group("info"):
+            return None  # not a fence: an info string of a backtick fence has no backtick
+        return re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \\t]*\\r?$", re.M)
 
     def _boundary_near_end(self, tail: str, end: int) -> int | None:
         """Whether the lines since the last look (and a few before) may hold a block boundary.

@@ -21,7 +21,16 @@ from markdown_it import MarkdownIt
 from xss_corpus import base_vectors, vectors
 
 from qwen_magic import _markdown
-from qwen_magic._markdown import export_html, image_policy, markdown_bundle, render_html, stable_prefix
+from qwen_magic._markdown import (
+    export_html,
+    image_policy,
+    markdown_bundle,
+    render_html,
+    simple_block,
+    simple_ends,
+    stable_prefix,
+)
+from qwen_magic._markdown._stable import _stable_prefix
 
 
 def assert_safe(md: str) -> str:
@@ -562,6 +571,74 @@ def test_setext_underline_arriving_later() -> None:
     assert stable_prefix(text + "===\n\nNext\n") == len("# H\n\nTitle line\n===\n\n")
 
 
+def test_blocks_no_later_line_can_continue_are_finished_at_once() -> None:
+    """An ATX heading ends with its line; a paragraph, table, quote or heading at a blank line.
+    A list, an indented or fenced code block, an HTML block and a rule not yet followed by one wait."""
+    finished = ["# H\n", "## H ##\n\n", "para\nmore\n\n", "| a |\n|---|\n| 1 |\n\n", "> q\n> r\n\n", "Title\n===\n\n",
+                "a\r\n\r\n", "x\n\n  \n", "$$\nx\n\n"]
+    for text in finished:
+        assert stable_prefix(text) == len(text), text
+    waiting = ["para\n", "para\n   ", "Title\n===\n", "- a\n\n", "1. a\n\n", "    code\n\n", "```\nx\n\n", "<div>\n\n",
+               "<details>\n\npara\n\n", "<pre>\nx\n\n", "| a |\n|---|\n", "> q\n"]
+    for text in waiting:
+        assert stable_prefix(text) == 0, text
+    # What a later line would have changed, it does not: the piece renders alone as it did in the whole.
+    md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    for text in finished:
+        for later in ("===\n", "---\n", "    more\n", "lazy\n", "| 2 |\n", "> s\n", "- item\n"):
+            assert md.render(text) + md.render(later) == md.render(text + later), (text, later)
+
+
+# Lines of every kind a block can start with or be continued by, for random open blocks.
+LINE_KINDS = [
+    "word here", "Ünïcode text", "中文", "2024 was", "1. one", "2) two", "10. ten", "1.", "- item", "* star", "+ plus", "-",
+    "  - nested", "   - three", "    - deep", "  1. n", "    indented", "      code", " lazy", "  text", "   text",
+    "| a | b |", "| a | b | c |", "|---|---|", "|---|", "a | b", "a|b", "--|--", "---", "***", "* * *", "- - -", "===",
+    "> quote", ">", "   > q", "# head", "#5 t", "```", "```py", "  ```", "~~~", "- ```", "- # h", "- > q", "-    spaced",
+    "<div>", "</div>", "<pre>", "x </pre>", "<details>", "</details>", "<!-- c", "c -->", "x <script>", "</script>",
+    "[x]: /u", "[link](u) t", "$$", "$$ x $$", "\\[", "\\begin{x}", "**bold** text", "*em* t", "_u_ t", "__x__",
+    "`code` t", "(paren)", '"q"', "<b>x</b> t", "&amp; t", "!img", "@user", "~tilde", "+ x", "= x", "x\\", "a  ",
+    "\t- tab item", "- [ ] task", "", "", "  ",
+]
+
+
+def test_text_of_one_simple_block_holds_no_boundary():
+    """``simple_block`` lets the view skip a parse; whenever it does, a parse would have found no
+    finished block. Checked on random runs of lines of every kind."""
+
+    rng = random.Random(15)
+    said: dict[str, int] = {}
+    for _ in range(40_000):
+        lines = [rng.choice(LINE_KINDS) for _ in range(rng.randint(1, 9))]
+        text = "".join(line + "\n" for line in lines)
+        if simple_block(text, 0, len(text)):
+            assert _stable_prefix(text) == 0, text
+            kind = "table" if "|" in text else {">": "quote", "-": "list", "*": "list", "+": "list"}.get(text[0], "text")
+            said[kind] = said.get(kind, 0) + 1
+    assert min(said.get(kind, 0) for kind in ("table", "quote", "list", "text")) >= 20, said  # not vacuous
+
+
+def test_blocks_that_visibly_ended_are_cut_where_the_parser_would():
+    """``simple_ends`` cuts after an ATX heading, and after a paragraph, table or quote and a blank
+    line: never inside a block, and the pieces render as the whole did."""
+    rng = random.Random(16)
+    kinds = LINE_KINDS + ["# head", "## H2", "word here", "", "| a | b |", "|---|---|", "> quote"] * 3
+    md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+    cuts = 0
+    for _ in range(30_000):
+        text = "".join(rng.choice(kinds) + "\n" for _ in range(rng.randint(1, 10)))
+        cut = simple_ends(text, len(text))
+        if not cut or "[" in text:  # (a link definition in one piece changes links in another)
+            continue
+        cuts += 1
+        assert cut <= _stable_prefix(text) or not text[cut:].strip(), text
+        assert md.render(text[:cut]) + md.render(text[cut:]) == md.render(text), text
+    assert cuts > 1000
+    assert simple_ends("# H\n\npara\n\n- item\n\n", 21) == len("# H\n\npara\n\n")
+    assert simple_ends("- item\n\npara\n\n", 15) == 0  # a list goes on after a blank line: the parser decides
+    assert simple_ends("para\nmore", 5) == 0  # only whole lines, and a blank one ends a paragraph
+
+
 def test_table_still_receiving_rows() -> None:
     text = "Intro.\n\n| a | b |\n|---|---|\n"
     for row in range(5):
@@ -572,10 +649,12 @@ def test_table_still_receiving_rows() -> None:
 def test_no_trailing_newline_counts_only_whole_lines() -> None:
     # "```a" may still become "```a`" (no fence at all), "#" may become "#x": the
     # unterminated line is never relied on.
-    assert stable_prefix("# H\n\npara") == 0
+    assert stable_prefix("# H\n\npara") == len("# H\n\n")  # a heading ends with its line
     assert stable_prefix("# H\n\npara\n") == len("# H\n\n")
-    assert stable_prefix("para\n\n```a") == 0
-    assert stable_prefix("para\n\nmore\n\n```a") == len("para\n\n")
+    assert stable_prefix("para\n\n```a") == len("para\n\n")  # a paragraph ends at a blank line
+    assert stable_prefix("- a\n\n```a") == 0  # a list does not
+    assert stable_prefix("#") == stable_prefix("# H") == 0
+    assert stable_prefix("para\n\nmore\n\n```a") == len("para\n\nmore\n\n")
 
 
 def test_cjk_emoji_and_crlf() -> None:

@@ -234,3 +234,52 @@ def test_the_stream_rests_between_paints_and_briefly_while_a_long_block_would_be
     assert 0 < streamed("- item\n" * 5000).pause() <= _view.NotebookView.REST
     assert streamed("short").pause() > _view.NotebookView.REST
     assert 0 < streamed("hmm " * 50, thinking=True).pause() <= _view.NotebookView.THINKING_REST
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "Words of a long paragraph, line after line,\n" * 90,
+        "- item with `code` and **bold**\n  - nested item\n  more of it\n" * 40,
+        "1. step one\n2. step two\n" * 50,
+        "| a | b |\n|---|---|\n" + "| `x` | **y** |\nrow without pipes\n" * 60,
+        "> a quoted line\n" * 90,
+    ],
+    ids=["paragraph", "list", "ordered", "table", "quote"],
+)
+def test_lines_that_only_continue_the_open_block_are_not_parsed(published, monkeypatch, doc):
+    """A paragraph, list, table or quote being written is parsed for block ends only when a blank
+    line or another kind of line comes: not at every repaint."""
+    from qwen_magic import _markdown
+
+    parsed: list[int] = []
+    real = _markdown.stable_prefix
+    monkeypatch.setattr(_markdown, "stable_prefix", lambda text: parsed.append(len(text)) or real(text))
+    stream(doc + "\nAfter.\n", 16, commit_at=1)  # a repaint at every delta
+    assert len(parsed) <= 3, parsed
+    final = {display_id: bundle for display_id, bundle in published}
+    assert "".join(b["text/plain"] for b in final.values() if is_markdown(b)) == doc + "\nAfter.\n"
+
+
+def test_a_short_tail_after_finished_blocks_waits_for_the_next_paint(published):
+    """When blocks finish, a few characters of the next one are not worth an output of their own
+    at once: they show at the next paint, in a new output below the finished blocks."""
+    view = _view.NotebookView()
+    view.start(Answer(model="m"))
+    view.INTERVAL = 0
+    start = len(published)
+    view.text("Intro paragraph.\n\nNe")
+    painted = published[start:]
+    assert [b.get("text/plain") for _, b in painted] == ["Intro paragraph.\n\n"]  # the finished block, nothing else
+    view.text("xt words")
+    (display_id, window), = published[start + 1 :]
+    assert "Next words" in shown(window) and "text/plain" not in window
+    assert display_id != painted[0][0]  # an output of its own, below
+    view.text("long " * 60)  # a longer tail after a finished block shows at once
+    view.text("\n\nMore" + " text" * 40)
+    assert "More" in shown(published[-1][1])
+    view.finish(Answer(model="m", text="x"))
+    final = {display_id: bundle for display_id, bundle in published}
+    assert "".join(b["text/plain"] for b in final.values() if is_markdown(b)) == (
+        "Intro paragraph.\n\nNext words" + "long " * 60 + "\n\nMore" + " text" * 40
+    )

@@ -13,13 +13,15 @@ outputs as trusted, so the kernel parses the answer, cleans the HTML and publish
   cells), written so that it can only be read as intended; ``_tables``: tables likewise,
   when every cell is in a subset proved to read as written; ``_merged``: the parts
   finished together joined into one markdown output.
-- ``_stable``: where streamed text can be cut, so that finished blocks are sent once.
+- ``_stable``: where streamed text can be cut, so that finished blocks are sent once;
+  ``_lines``: the lines that cannot end a block, so that most cuts need no parse.
 
 Callers import from here; the modules' docstrings say which renderer each one models.
 """
 
 from __future__ import annotations
 
+from ._lines import simple_block, simple_ends
 from ._marked import answer_bundles, export_html, open_code_markdown
 from ._merged import merged
 from ._render import compact, markdown_bundle, render_html, warm_up
@@ -38,6 +40,8 @@ __all__ = [
     "open_code_markdown",
     "prepare_table",
     "render_html",
+    "simple_block",
+    "simple_ends",
     "stable_prefix",
     "table_markdown",
     "text_html",

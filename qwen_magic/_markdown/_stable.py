@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from ._parse import _container_change, _line_starts, _parser
 
+# Blocks that a blank line ends for good (a list, a code block or an HTML block may go on after one).
+_ENDED_BY_BLANK = frozenset({"paragraph_open", "heading_open", "table_open", "blockquote_open", "hr"})
 _REPARSE_BELOW = 4096  # an open tail shorter than this is parsed at every call
 _REPARSE_GROWTH = 1.5  # a longer one again only once it has grown by half
 
@@ -51,9 +53,14 @@ def _stable_prefix(text: str) -> int:
     blocks: list[list[int]] = []
     open_at: int | None = None  # the block where a still-open <details>/<div> began
     depth = 0
+    ended = False  # the last block is one that no later line can continue
     for tok in _parser("blocks").parse(complete):
         if tok.level == 0 and tok.nesting >= 0 and tok.map is not None:
             blocks.append(tok.map)
+            after = complete[starts[min(tok.map[1], len(starts) - 1)] :]
+            ended = (tok.type == "heading_open" and tok.markup.startswith("#")) or (
+                tok.type in _ENDED_BY_BLANK and after != "" and not after.strip(" \t\r\n")
+            )
             if tok.type == "html_block":
                 before = depth
                 depth = max(0, depth + _container_change(tok.content))
@@ -61,6 +68,9 @@ def _stable_prefix(text: str) -> int:
                     open_at = len(blocks) - 1
     if not blocks:
         return 0
+    if ended and not depth:
+        # An ATX heading ends with its line; a paragraph, table, quote or rule with a blank line.
+        return len(complete)
     # Such an element is rendered whole, so it must not be cut before it closes.
     last = open_at if depth and open_at is not None else len(blocks) - 1
     line = blocks[last][0]
