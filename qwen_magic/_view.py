@@ -27,8 +27,8 @@ paragraph is one markdown block, and data-analysis answers are often exactly tha
 Committing finished *pieces* of an open block instead would pay for the block twice
 (the pieces, then the whole once it can be rendered as one), which cannot stay within
 three times the answer's bytes. The window costs ``WINDOW`` × repaints a second: 240
-characters at five repaints a second is 1.2 KB/s, under a third of what a fast stream
-brings (4,000 characters a second). Windows are rendered cheaply: code in them is not
+characters at four and a half repaints a second is 1.1 KB/s, under a third of what a fast
+stream brings (4,000 characters a second). Windows are rendered cheaply: code in them is not
 coloured (colour comes with the finished block), and all rendered HTML leaves out the
 line breaks and end tags a browser does not need (``_markdown.compact``). A whole answer
 then costs its rendered form and its plain text once (about 2.2× for prose and lists,
@@ -43,14 +43,24 @@ is rendered whole (a 50,000-character block takes about a tenth of a second).
 Finding block ends costs linear time too: an open fence is only searched for its
 closing line in new lines, and other long open text is parsed whole only when its last
 lines show a block boundary, and an open table not while only rows arrive (``_find_stable``).
+Most lines need no parse at all (``_markdown._lines``): a line of text after a paragraph's,
+a row after a table's, an item after a list's cannot end the block, and a heading, or a
+paragraph, table or quote followed by a blank line, visibly has. When blocks finish and
+the next one has only begun (under ``DEFER`` characters), its first words wait for the
+next paint rather than cost an output and a render of their own at once (unless the
+finished blocks look as their window did: that paint would then show nothing new).
 An open table's finished rows are read into markdown at repaints, 64 lines at a time
 (``_markdown.prepare_table``), so a long table is published whole at the cost of its
-last lines, with no pause after the stream ends. Repaints are throttled to ``INTERVAL``.
+last lines, with no pause after the stream ends. Repaints are throttled to ``INTERVAL``
+on average: a paint that came late counts from when it was due (``_painted``). Every
+repaint costs two messages' work whatever it sends (the kernel's main thread and its
+IOPub thread, ~0.5 ms together), so 4.5 a second is the rate kept: above the four a second
+a reader sees as smooth, with room under the 0.3 s a reader notices as a stall.
 
 Reading costs the kernel more than painting: at a service's pace (a delta every 20 ms)
 each delta read as it arrives is a wake-up of the kernel's main thread, a system call
-and a trip through the HTTP layers, and five repaints a second are only one delta in
-ten. So between paints the stream rests (``NotebookView.pause``) and reads what waited in
+and a trip through the HTTP layers, and four and a half repaints a second are only one
+delta in eleven. So between paints the stream rests (``NotebookView.pause``) and reads what waited in
 the socket at once, just before the next paint is due: the paint shows all that came,
 and the main thread wakes a few times per paint instead of once per delta (a bare
 ``messages.stream()`` consumer wakes two or three times per delta). While thinking it rests at
@@ -175,13 +185,14 @@ class NotebookView:
     provenance as metadata), so a saved notebook never shows "Error displaying widget".
     """
 
-    INTERVAL = 0.2  # seconds between repaints: five visible updates a second
+    INTERVAL = 0.22  # seconds between repaints: four and a half visible updates a second
+    STATUS_EVERY = 5.0  # seconds between updates of the progress line while the answer shows
     COMMIT_AT = 1  # finished blocks move into an output of their own at the paint that finds them
     THINKING_WINDOW = 400  # characters of thinking shown while it streams
     WINDOW = 240  # characters of the open block shown while it streams …
     WINDOW_LINES = 6  # … and at most this many of its lines
     REPARSE = 4096  # open text longer than this is re-parsed for block ends only as it grows by a quarter
-    LEAD = 0.03  # after a paint the stream reads on this long before the next one is due
+    LEAD = 0.015  # the stream reads on this long before the next paint is due
     REST = 0.1  # the longest rest while a long open block costs a render to publish whole
     COSTLY = 16_384  # characters of open text (not code or a table) that cost ~20 ms to render
     THINKING_REST = 0.04  # the longest rest while thinking: the answer's first text is shown at once
@@ -204,6 +215,7 @@ class NotebookView:
         self._last_paint = self._last_status = 0.0
         self._woke = 0.0  # when the stream's last rest (``pause``) ended
         self._costly = False  # the open text will take long to render whole
+        self._shown = ""  # the text of the last live window
         self._chars = 0
         self._ticker: _Ticker | None = None
         self._status: Any = None
@@ -266,8 +278,8 @@ class NotebookView:
     def _paint_thinking(self, *, live: bool) -> None:
         thinking = "".join(self._thinking)
         self._thinking = [thinking]
-        self._last_paint = time.monotonic()
-        seconds = None if live else self._last_paint - self._thinking_started
+        now = self._painted()
+        seconds = None if live else now - self._thinking_started
         shown = self._masked(thinking, live=live)
         _publish(self._head, thinking_bundle(shown, live=live, seconds=seconds, window=self.THINKING_WINDOW))
 
@@ -313,6 +325,15 @@ class NotebookView:
             self._woke = now + rest
         return rest
 
+    def _painted(self) -> float:
+        """Note a paint now, and return the time. A paint that came late (the first delta after
+        ``INTERVAL`` arrived some time after it) counts from when it was due, by up to half an
+        interval: paints then come every ``INTERVAL`` on average, however the deltas fall."""
+        now = time.monotonic()
+        late = now - (self._last_paint + self.INTERVAL)
+        self._last_paint = now - min(max(late, 0.0), self.INTERVAL / 2)
+        return now
+
     def _masked(self, text: str, *, live: bool) -> str:
         """``text`` with the API key masked; while live, without a tail that may be a key's beginning."""
         key = self._key
@@ -337,9 +358,9 @@ class NotebookView:
 
     def _paint(self, *, final: bool = False) -> None:
         tail = "".join(self._tail)
-        self._last_paint = time.monotonic()
+        self._painted()
         stable = len(tail) if final else self._find_stable(tail)
-        committed = False
+        defer = False  # the open tail's window waits for the next paint
         if stable and (final or stable >= self.COMMIT_AT):
             # The finished blocks, published whole and once, in place of the live window.
             chunk, tail = self._masked(tail[:stable], live=False), tail[stable:]
@@ -350,10 +371,12 @@ class NotebookView:
                     _publish(self._live, bundle)
                     self._live = None
             self._live, self._stable, self._parsed, self._whole, self._fence, self._doubt = None, 0, 0, 0, None, False
-            committed = True
+            # Only if the finished blocks show something new: else this paint would change nothing.
+            defer = not final and len(tail) < self.DEFER and chunk.strip() != self._shown.strip()
+            self._shown = ""
         self._tail = [tail] if tail else []
         self._costly = False
-        if tail and not (committed and not final and len(tail) < self.DEFER):
+        if tail and not defer:
             table = len(tail) > self.REPARSE and _TABLE_HEAD.match(tail) is not None
             if table:
                 from ._markdown import prepare_table
@@ -361,13 +384,14 @@ class NotebookView:
                 prepare_table(tail)  # its finished rows read now: the whole table is then published at once
             self._costly = len(tail) > self.COSTLY and not table and self._fence is None
             # While live, markdown only: the plain text comes once, with the whole block.
-            bundle = _bundle(self._window(self._masked(tail, live=True)))
+            window = self._window(self._masked(tail, live=True))
             if self._live is None:
-                self._live = self._output(bundle)
-            else:
-                _publish(self._live, bundle)
-        if not final and self._status is not None and self._last_paint - self._last_status >= 2.0:
-            self._last_status = self._last_paint  # every other second is plenty for a progress line
+                self._live = self._output(_bundle(window))
+            elif window != self._shown:  # (only whitespace came, say: nothing to show)
+                _publish(self._live, _bundle(window))
+            self._shown = window
+        if not final and self._status is not None and self._last_paint - self._last_status >= self.STATUS_EVERY:
+            self._last_status = self._last_paint
             self._status.set(self._status_text())
 
     def _find_stable(self, tail: str) -> int:

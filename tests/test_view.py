@@ -278,8 +278,15 @@ def test_a_short_tail_after_finished_blocks_waits_for_the_next_paint(published):
     view.text("long " * 60)  # a longer tail after a finished block shows at once
     view.text("\n\nMore" + " text" * 40)
     assert "More" in shown(published[-1][1])
+    # A block the window already showed whole changes nothing when it is published finished:
+    # then the next block's first words show at once, or the reader would see no update.
+    view.text("\n\nA last paragraph.\n")
+    before = len(published)
+    view.text("\nTh")
+    assert [b.get("text/plain") for _, b in published[before:-1]] == ["A last paragraph.\n\n"]
+    assert "Th" in shown(published[-1][1]) and "text/plain" not in published[-1][1]
     view.finish(Answer(model="m", text="x"))
     final = {display_id: bundle for display_id, bundle in published}
     assert "".join(b["text/plain"] for b in final.values() if is_markdown(b)) == (
-        "Intro paragraph.\n\nNext words" + "long " * 60 + "\n\nMore" + " text" * 40
+        "Intro paragraph.\n\nNext words" + "long " * 60 + "\n\nMore" + " text" * 40 + "\n\nA last paragraph.\n\nTh"
     )

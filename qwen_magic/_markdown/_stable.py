@@ -2,7 +2,9 @@
 
 ``stable_prefix(text)`` returns an offset before which every top-level block is finished
 and cannot change however the text goes on, so the view publishes it once and re-renders
-only the open tail after it. It models the block grammar of ``_parse`` (markdown-it-py 4.3,
+only the open tail after it. The last block counts as finished only when no line can
+continue it: an ATX heading, or a paragraph, table, quote or setext heading followed by a
+blank line (a list, a code block or an HTML block may go on after one). It models the block grammar of ``_parse`` (markdown-it-py 4.3,
 CommonMark 0.31.2 with GFM tables), which is what renders the answer: a cut is safe when
 that parser, given more text, would end the same blocks at the same lines. It stays
 linear in the answer however long one block stays open.
