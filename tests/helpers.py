@@ -111,3 +111,16 @@ def strip(value: Any) -> Any:
     if isinstance(value, list):
         return [strip(v) for v in value]
     return value
+
+
+# Lines of every kind a block can start with or be continued by, for random open blocks.
+LINE_KINDS = [
+    "word here", "Ünïcode text", "中文", "2024 was", "1. one", "2) two", "10. ten", "1.", "- item", "* star", "+ plus", "-",
+    "  - nested", "   - three", "    - deep", "  1. n", "    indented", "      code", " lazy", "  text", "   text",
+    "| a | b |", "| a | b | c |", "|---|---|", "|---|", "a | b", "a|b", "--|--", "---", "***", "* * *", "- - -", "===",
+    "> quote", ">", "   > q", "# head", "#5 t", "```", "```py", "  ```", "~~~", "- ```", "- # h", "- > q", "-    spaced",
+    "<div>", "</div>", "<pre>", "x </pre>", "<details>", "</details>", "<!-- c", "c -->", "x <script>", "</script>",
+    "[x]: /u", "[link](u) t", "$$", "$$ x $$", "\\[", "\\begin{x}", "**bold** text", "*em* t", "_u_ t", "__x__",
+    "`code` t", "(paren)", '"q"', "<b>x</b> t", "&amp; t", "!img", "@user", "~tilde", "+ x", "= x", "x\\", "a  ",
+    "\t- tab item", "- [ ] task", "", "", "  ", "\\]", "\\end{x}", "y $$", "x \\end{x}",
+]

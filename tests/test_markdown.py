@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import LINE_KINDS
 from html_readers import OK_ATTRS, OK_TAGS, dangers, our_math, typeset, visible_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -589,17 +590,6 @@ def test_blocks_no_later_line_can_continue_are_finished_at_once() -> None:
             assert md.render(text) + md.render(later) == md.render(text + later), (text, later)
 
 
-# Lines of every kind a block can start with or be continued by, for random open blocks.
-LINE_KINDS = [
-    "word here", "Ünïcode text", "中文", "2024 was", "1. one", "2) two", "10. ten", "1.", "- item", "* star", "+ plus", "-",
-    "  - nested", "   - three", "    - deep", "  1. n", "    indented", "      code", " lazy", "  text", "   text",
-    "| a | b |", "| a | b | c |", "|---|---|", "|---|", "a | b", "a|b", "--|--", "---", "***", "* * *", "- - -", "===",
-    "> quote", ">", "   > q", "# head", "#5 t", "```", "```py", "  ```", "~~~", "- ```", "- # h", "- > q", "-    spaced",
-    "<div>", "</div>", "<pre>", "x </pre>", "<details>", "</details>", "<!-- c", "c -->", "x <script>", "</script>",
-    "[x]: /u", "[link](u) t", "$$", "$$ x $$", "\\[", "\\begin{x}", "**bold** text", "*em* t", "_u_ t", "__x__",
-    "`code` t", "(paren)", '"q"', "<b>x</b> t", "&amp; t", "!img", "@user", "~tilde", "+ x", "= x", "x\\", "a  ",
-    "\t- tab item", "- [ ] task", "", "", "  ",
-]
 
 
 def test_text_of_one_simple_block_holds_no_boundary():
@@ -637,6 +627,19 @@ def test_blocks_that_visibly_ended_are_cut_where_the_parser_would():
     assert simple_ends("# H\n\npara\n\n- item\n\n", 21) == len("# H\n\npara\n\n")
     assert simple_ends("- item\n\npara\n\n", 15) == 0  # a list goes on after a blank line: the parser decides
     assert simple_ends("para\nmore", 5) == 0  # only whole lines, and a blank one ends a paragraph
+
+
+def test_display_math_not_closed_yet_keeps_the_lines_after_it() -> None:
+    """A ``$$``/``\\[``/``\\begin`` line starts display math once its closer arrives, taking in the
+    lines between, whatever they look like meanwhile (a heading, a list item): no cut among them."""
+    assert stable_prefix("$$\n# head\n") == 0
+    assert stable_prefix("para\n\n$$\nx\n- y\n") == len("para\n\n")
+    assert stable_prefix("# H\n\n\\begin{align}\nx\n# y\n") == len("# H\n\n")
+    assert stable_prefix("# H\n\n\\[\n# x\n") == len("# H\n\n")
+    closed = "para\n\n$$\nx\n$$\n\nmore\n"
+    assert stable_prefix(closed) == len("para\n\n$$\nx\n$$\n\n")
+    assert stable_prefix("$$ x $$\n# h\n") == len("$$ x $$\n# h\n")  # math within one line: a paragraph
+    assert stable_prefix("$$\nx\n\n# h\n") == len("$$\nx\n\n# h\n")  # a blank line ends any hope of a closer
 
 
 def test_table_still_receiving_rows() -> None:

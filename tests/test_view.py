@@ -290,3 +290,29 @@ def test_a_short_tail_after_finished_blocks_waits_for_the_next_paint(published):
     assert "".join(b["text/plain"] for b in final.values() if is_markdown(b)) == (
         "Intro paragraph.\n\nNext words" + "long " * 60 + "\n\nMore" + " text" * 40 + "\n\nA last paragraph.\n\nTh"
     )
+
+
+def test_random_answers_are_cut_only_between_blocks(published):
+    """End to end through the view (block ends found by a parse, by ``_markdown._lines`` or by a
+    fence's closing line): the published parts are the answer, and each renders as its part of
+    the whole did, so no cut fell inside a block."""
+    import random
+
+    from helpers import LINE_KINDS
+
+    from qwen_magic._markdown._parse import _parser
+
+    md = _parser()  # the parser that renders answers (its display math, too)
+    kinds = [k for k in LINE_KINDS if "[" not in k] + ["# head", "word here", "", "", "| a | b |", "|---|---|", "```", "- item"] * 2
+    rng = random.Random(17)
+    cuts = 0
+    for _ in range(400):
+        doc = "".join(rng.choice(kinds) + "\n" for _ in range(rng.randint(2, 30)))
+        published.clear()
+        stream(doc, rng.choice([1, 3, 8, 21]), commit_at=1)
+        final = {display_id: bundle for display_id, bundle in published}
+        parts = [b["text/plain"] for b in final.values() if is_markdown(b)]
+        assert "".join(parts) == doc
+        cuts += len(parts) - 1
+        assert "".join(md.render(part) for part in parts) == md.render(doc), parts
+    assert cuts > 800  # not vacuous

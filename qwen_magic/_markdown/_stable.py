@@ -4,7 +4,9 @@
 and cannot change however the text goes on, so the view publishes it once and re-renders
 only the open tail after it. The last block counts as finished only when no line can
 continue it: an ATX heading, or a paragraph, table, quote or setext heading followed by a
-blank line (a list, a code block or an HTML block may go on after one). It models the block grammar of ``_parse`` (markdown-it-py 4.3,
+blank line (a list, a code block or an HTML block may go on after one). Display math whose
+closer has not come yet (``$$`` on a line, then lines, no blank one) may still take in every
+line after its opener, so nothing after the block holding the opener is cut off. It models the block grammar of ``_parse`` (markdown-it-py 4.3,
 CommonMark 0.31.2 with GFM tables), which is what renders the answer: a cut is safe when
 that parser, given more text, would end the same blocks at the same lines. It stays
 linear in the answer however long one block stays open.
@@ -12,7 +14,7 @@ linear in the answer however long one block stays open.
 
 from __future__ import annotations
 
-from ._parse import _container_change, _line_starts, _parser
+from ._parse import _BEGIN, _DISPLAY_OPENERS, _container_change, _line_starts, _parser
 
 # Blocks that a blank line ends for good (a list, a code block or an HTML block may go on after one).
 _ENDED_BY_BLANK = frozenset({"paragraph_open", "heading_open", "table_open", "blockquote_open", "hr"})
@@ -70,11 +72,15 @@ def _stable_prefix(text: str) -> int:
                     open_at = len(blocks) - 1
     if not blocks:
         return 0
-    if ended and not depth:
+    # Display math not closed yet may still take in the lines after its opening one.
+    math = _open_display_math(complete, starts)
+    if ended and not depth and math is None:
         # An ATX heading ends with its line; a paragraph, table, quote or rule with a blank line.
         return len(complete)
     # Such an element is rendered whole, so it must not be cut before it closes.
     last = open_at if depth and open_at is not None else len(blocks) - 1
+    if math is not None:
+        last = min(last, max((i for i, block in enumerate(blocks) if block[0] <= math), default=0))
     line = blocks[last][0]
     floor = blocks[last - 1][1] if last > 0 else 0
     # A link reference definition right before the last block may still take the next
@@ -83,3 +89,29 @@ def _stable_prefix(text: str) -> int:
         line -= 1
     k = starts[line]
     return k if complete[:k].strip() else 0
+
+
+def _open_display_math(text: str, starts: list[int]) -> int | None:
+    """The line of a display-math opener (``$$``, ``\\[``, ``\\begin{…}`` starting a line, its closer
+    not on it) that no later line has closed yet, with no blank line since: ``_parse``'s
+    math block would take in the lines up to its closer once that arrives, whatever they
+    look like now. Openers are taken at any indentation (a cut only moves earlier)."""
+    lines = [text[starts[i] : starts[i + 1]] for i in range(len(starts) - 1)]
+    blank = max((i for i, line in enumerate(lines) if not line.strip()), default=-1)
+    pending, closer = None, ""
+    for i in range(blank + 1, len(lines)):
+        body = lines[i].strip()
+        if pending is not None:
+            if body.endswith(closer):
+                pending = None
+            continue
+        for opener, end in _DISPLAY_OPENERS:  # noqa: B007 (the pair found is used below)
+            if body.startswith(opener):
+                break
+        else:
+            if (begin := _BEGIN.match(body)) is None:
+                continue
+            opener, end = begin.group(0), f"\\end{{{begin.group(1)}}}"
+        if end not in body[len(opener) :]:
+            pending, closer = i, end
+    return pending
