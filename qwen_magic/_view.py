@@ -40,15 +40,11 @@ and will show whole. ``INTERVAL`` leaves room under the 0.3 s a reader notices a
 stall; when the answer ends, its last text is painted in the window before a long block
 is rendered whole (a 50,000-character block takes about a tenth of a second).
 
-Finding block ends costs linear time too: an open fence is only searched for its
-closing line in new lines, and other long open text is parsed whole only when its last
-lines show a block boundary, and an open table not while only rows arrive (``_find_stable``).
-Most lines need no parse at all (``_markdown._lines``): a line of text after a paragraph's,
-a row after a table's, an item after a list's cannot end the block, and a heading, or a
-paragraph, table or quote followed by a blank line, visibly has. When blocks finish and
-the next one has only begun (under ``DEFER`` characters), its first words wait for the
-next paint rather than cost an output and a render of their own at once (unless the
-finished blocks look as their window did: that paint would then show nothing new).
+Finding block ends costs linear time too, and most lines need no parse (``_ends``).
+When blocks finish and the next one has only begun (under ``DEFER`` characters), its
+first words wait for the next paint rather than cost an output and a render of their
+own at once (unless the finished blocks look as their window did: that paint would then
+show nothing new).
 An open table's finished rows are read into markdown at repaints, 64 lines at a time
 (``_markdown.prepare_table``), so a long table is published whole at the cost of its
 last lines, with no pause after the stream ends. Repaints are throttled to ``INTERVAL``
@@ -80,6 +76,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ._answer import Answer
+from ._ends import FENCE_OPEN as _FENCE_OPEN
+from ._ends import BlockEnds
 from ._footer import footer_bundle, provenance, thinking_bundle
 from ._markdown._lines import TABLE_HEAD as _TABLE_HEAD
 from ._publish import Bundle
@@ -131,24 +129,7 @@ def _finished(md: str) -> list[Bundle]:
     return merged(answer_bundles(md))
 
 
-_ROWS = re.compile(r"(?: {0,3}\|[^\n\r]*(?:\r\n|\n|\r))*")  # lines no block but a table's row can be
 _NOTE = re.compile(r"\*⋯ [\d,]+ characters above ⋯\*\n\n")  # what ``_window`` writes above a window
-# The opening line of a fence, and a table's header and delimiter rows, at the start of open text.
-_FENCE_OPEN = re.compile(r"(?:[ \t]*\n)*(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)\n")
-
-
-def _beyond(tail: str, cut: int, end: int) -> int:
-    """``cut``, the end of finished blocks in ``tail``, moved past the finished blocks after it
-    (among its whole lines, ``tail[:end]``): parsed only when they are not simple (``_markdown._lines``)."""
-    from ._markdown import simple_block, simple_ends, stable_prefix
-
-    if cut >= end or simple_block(tail, cut, end):
-        return cut
-    rest = tail[cut:]
-    more = simple_ends(rest, end - cut)
-    if more and (more >= end - cut or simple_block(rest, more, end - cut)):
-        return cut + more
-    return cut + max(more, stable_prefix(rest))
 
 
 class _Ticker:
@@ -191,7 +172,6 @@ class NotebookView:
     THINKING_WINDOW = 400  # characters of thinking shown while it streams
     WINDOW = 240  # characters of the open block shown while it streams …
     WINDOW_LINES = 6  # … and at most this many of its lines
-    REPARSE = 4096  # open text longer than this is re-parsed for block ends only as it grows by a quarter
     LEAD = 0.015  # the stream reads on this long before the next paint is due
     REST = 0.1  # the longest rest while a long open block costs a render to publish whole
     COSTLY = 16_384  # characters of open text (not code or a table) that cost ~20 ms to render
@@ -205,11 +185,7 @@ class NotebookView:
         self._live: str | None = None  # output holding the window of the open tail
         self._status_id = _new_id()
         self._tail: list[str] = []  # answer text not yet published whole
-        self._stable = 0  # length of the finished blocks at the start of the tail
-        self._parsed = 0  # complete-line length of the tail when block ends were last looked for
-        self._fence: re.Pattern[str] | None = None  # closing line of the open fence the tail starts with
-        self._whole = 0  # complete-line length of the tail when it was last parsed whole
-        self._doubt = False  # the last lines showed a boundary the whole text did not confirm
+        self._ends = BlockEnds()  # where the finished blocks at the start of the tail end
         self._thinking: list[str] = []
         self._state = "waiting"  # -> thinking -> text
         self._last_paint = self._last_status = 0.0
@@ -359,7 +335,7 @@ class NotebookView:
     def _paint(self, *, final: bool = False) -> None:
         tail = "".join(self._tail)
         self._painted()
-        stable = len(tail) if final else self._find_stable(tail)
+        stable = len(tail) if final else self._ends.find(tail)
         defer = False  # the open tail's window waits for the next paint
         if stable and (final or stable >= self.COMMIT_AT):
             # The finished blocks, published whole and once, in place of the live window.
@@ -370,19 +346,19 @@ class NotebookView:
                 else:
                     _publish(self._live, bundle)
                     self._live = None
-            self._live, self._stable, self._parsed, self._whole, self._fence, self._doubt = None, 0, 0, 0, None, False
+            self._live, self._ends = None, BlockEnds()
             # Only if the finished blocks show something new: else this paint would change nothing.
             defer = not final and len(tail) < self.DEFER and chunk.strip() != self._shown.strip()
             self._shown = ""
         self._tail = [tail] if tail else []
         self._costly = False
         if tail and not defer:
-            table = len(tail) > self.REPARSE and _TABLE_HEAD.match(tail) is not None
+            table = len(tail) > BlockEnds.REPARSE and _TABLE_HEAD.match(tail) is not None
             if table:
                 from ._markdown import prepare_table
 
                 prepare_table(tail)  # its finished rows read now: the whole table is then published at once
-            self._costly = len(tail) > self.COSTLY and not table and self._fence is None
+            self._costly = len(tail) > self.COSTLY and not table and self._ends.fence is None
             # While live, markdown only: the plain text comes once, with the whole block.
             window = self._window(self._masked(tail, live=True))
             if self._live is None:
@@ -393,98 +369,6 @@ class NotebookView:
         if not final and self._status is not None and self._last_paint - self._last_status >= self.STATUS_EVERY:
             self._last_status = self._last_paint
             self._status.set(self._status_text())
-
-    def _find_stable(self, tail: str) -> int:
-        """Where the finished blocks at the start of ``tail`` end, at a cost linear in the answer.
-
-        Only whole lines can finish a block, so nothing is parsed until a line ends. An open
-        fence ends only at its closing line: only new lines are searched for one, and the
-        fence is finished as soon as it is found. Other open text longer than ``REPARSE`` is
-        parsed whole only when its last lines, parsed alone (after the table's header, if it
-        is a table), hold a block boundary, or when it has doubled since it was; a boundary
-        there that the whole text does not confirm (a lazy list line, an open ``<details>``)
-        makes the next whole parse wait until the text has doubled. Each character is thus
-        parsed whole a bounded number of times.
-        """
-        from ._markdown import simple_block, simple_ends, stable_prefix
-
-        end = max(tail.rfind("\n"), tail.rfind("\r")) + 1
-        if end <= self._parsed:
-            return self._stable
-        if not self._parsed and self._fence is None and (fence := self._open_fence(tail)) is not None:
-            # The text starts with a fence: only its closing line, after its opening one, can end it.
-            self._fence, self._parsed = fence, _FENCE_OPEN.match(tail).end()  # type: ignore[union-attr]
-        if self._fence is not None:
-            # A closing line may begin just before the old end (a line cut by a "\r\n").
-            closing = self._fence.search(tail, max(0, self._parsed - 1), end)
-            self._parsed = end
-            if closing is None:
-                return 0
-            # A closed fence is a finished block: nothing after its closing line changes it.
-            self._fence = None
-            self._stable = _beyond(tail, closing.end() + 1, end)
-            return self._stable
-        elif end > self.REPARSE:
-            found = self._boundary_near_end(tail, end)
-            if found is None:
-                self._parsed = end
-                return self._stable
-            if found:  # a table's rows do not depend on what came before: its end is where it shows
-                self._parsed, self._stable = end, found
-                return found
-        elif simple_block(tail, 0, end):
-            self._parsed = end  # no line of it can end the block it starts with: nothing to parse for
-            return self._stable
-        elif cut := simple_ends(tail, end):
-            self._parsed = end  # blocks that end where their lines show it: no parse for them
-            self._stable = _beyond(tail, cut, end)
-            return self._stable
-        probed = end > self.REPARSE and not (self._doubt and end >= 2 * self._whole)
-        self._parsed = self._whole = end
-        self._stable = stable_prefix(tail)
-        # A boundary the last lines showed but the whole text does not have (a lazy list
-        # line, an open <details>): trust the last lines no more until the text doubles.
-        self._doubt = probed and self._stable == 0
-        if self._stable == 0 and self._fence is None:
-            self._fence = self._open_fence(tail)
-        return self._stable
-
-    @staticmethod
-    def _open_fence(tail: str) -> re.Pattern[str] | None:
-        """The closing line of the fence ``tail`` starts with, if it starts with one."""
-        if (opener := _FENCE_OPEN.match(tail)) is None:
-            return None
-        fence = opener.group("fence")
-        if fence[0] == "`" and "`" in opener.group("info"):
-            return None  # not a fence: an info string of a backtick fence has no backtick
-        return re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \\t]*\\r?$", re.M)
-
-    def _boundary_near_end(self, tail: str, end: int) -> int | None:
-        """Whether the lines since the last look (and a few before) may hold a block boundary.
-
-        ``None``: they do not; ``0``: they may, parse the whole text; a positive offset:
-        where the open table ends (its last lines, after its header, tell that exactly).
-        """
-        from ._markdown import stable_prefix
-
-        if self._doubt:
-            return 0 if end >= 2 * self._whole else None
-        start = tail.rfind("\n", 0, max(0, min(self._parsed, end - 1024) - 256)) + 1
-        for _ in range(64):  # start at a line that begins a block of its own, not a continuation
-            if start == 0 or tail[start : start + 1] not in (" ", "\t", "\n", "\r"):
-                break
-            start = tail.rfind("\n", 0, start - 1) + 1
-        context = ""
-        if start and (head := _TABLE_HEAD.match(tail)) is not None and start >= head.end():
-            context = head.group()
-        if context and _ROWS.fullmatch(tail, start, end):  # only rows since: the table is still open
-            return None
-        found = stable_prefix(context + tail[start:end]) - len(context)
-        if found <= 0:
-            return None
-        if context and tail[start : start + 1] == "|" and "\n\n" in tail[start : start + found]:
-            return start + found
-        return 0
 
     def _window(self, tail: str) -> str:
         """The open text, or (when long) a note of how much is hidden and its last lines.

@@ -10,6 +10,7 @@ from kernel_harness import is_markdown, shown
 
 from qwen_magic import _view, _widgets
 from qwen_magic._answer import Answer
+from qwen_magic._ends import BlockEnds
 from qwen_magic._markdown import answer_bundles, merged
 
 ADVERSARIAL = [
@@ -199,7 +200,7 @@ def test_finding_block_ends_costs_linear_time(published, monkeypatch, doc):
     stream(doc, 16, commit_at=1)  # a repaint at every delta: the most looks for block ends
     # Each look parses the open text's last lines (a few KB) or, a bounded number of times
     # (as the text doubles, or to confirm a boundary its last lines show), the whole of it.
-    probe = _view.NotebookView.REPARSE + 2600
+    probe = BlockEnds.REPARSE + 2600
     whole = [n for n in parsed if n > probe]
     assert len(whole) <= 8, whole
     assert sum(whole) <= 3 * len(doc)
