@@ -1,7 +1,7 @@
 """Lines that cannot end the block they follow: finding block ends in streamed text without a parse.
 
-While an answer streams, ``_view`` looks for finished blocks whenever a line ends (five
-times a second), and a parse of the open text (``stable_prefix``) costs a markdown-it run
+While an answer streams, ``_ends`` looks for finished blocks at each repaint that brings
+a new line (four and a half a second), and a parse of the open text (``stable_prefix``) costs a markdown-it run
 each time. Most lines of prose cannot end the block they follow: a line of text after a
 paragraph's line, a row after a table's, an item after a list's. ``simple_block`` says
 when the whole open text is such lines (no parse needed: nothing finished), and
@@ -9,8 +9,8 @@ when the whole open text is such lines (no parse needed: nothing finished), and
 table, a quote) or with their own line (an ATX heading). Both are regular expressions
 over whole lines; anything else is left to the parser, so they only ever save a parse,
 never decide a cut the parser would not. They model markdown-it's block rules as
-``_stable`` does; ``tests/test_view.py`` checks them against ``stable_prefix`` on random
-runs of lines of every kind.
+``_stable`` does; ``tests/test_markdown.py`` checks them against ``stable_prefix`` on random
+runs of lines of every kind, and ``tests/test_view.py`` whole random answers streamed.
 """
 
 from __future__ import annotations

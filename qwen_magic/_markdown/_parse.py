@@ -286,23 +286,29 @@ def _math_allowed(math: str) -> bool:
     return _UNSAFE_TEX.search(math) is None
 
 
-def _math_block(state: StateBlock, start_line: int, end_line: int, silent: bool) -> bool:
-    """Display math that starts a line (``$$``, ``\\[``, ``\\begin{…}``) and runs until its closer."""
-    pos = state.bMarks[start_line] + state.tShift[start_line]
-    maximum = state.eMarks[start_line]
-    if state.sCount[start_line] - state.blkIndent >= 4:
-        return False
-    first = state.src[pos:maximum]
+def _display_closer(first: str) -> str | None:
+    """The closer of the display math the line ``first`` (without its indentation) opens: ``$$``,
+    ``\\]`` or ``\\end{…}``; None if it opens none, or closes it itself (a paragraph's inline math)."""
     for opener, closer in _DISPLAY_OPENERS:  # noqa: B007 (the pair found is used below)
         if first.startswith(opener):
             break
     else:
         m = _BEGIN.match(first)
         if m is None:
-            return False
+            return None
         opener, closer = m.group(0), f"\\end{{{m.group(1)}}}"
-    if closer in first[len(opener) :]:
-        return False  # one line: inline math in a paragraph does it
+    return None if closer in first[len(opener) :] else closer
+
+
+def _math_block(state: StateBlock, start_line: int, end_line: int, silent: bool) -> bool:
+    """Display math that starts a line (``$$``, ``\\[``, ``\\begin{…}``) and runs until its closer."""
+    pos = state.bMarks[start_line] + state.tShift[start_line]
+    maximum = state.eMarks[start_line]
+    if state.sCount[start_line] - state.blkIndent >= 4:
+        return False
+    closer = _display_closer(state.src[pos:maximum])
+    if closer is None:
+        return False
     line = start_line + 1
     while line < end_line:
         text = state.src[state.bMarks[line] + state.tShift[line] : state.eMarks[line]]

@@ -6,7 +6,8 @@ only the open tail after it. The last block counts as finished only when no line
 continue it: an ATX heading, or a paragraph, table, quote or setext heading followed by a
 blank line (a list, a code block or an HTML block may go on after one). Display math whose
 closer has not come yet (``$$`` on a line, then lines, no blank one) may still take in every
-line after its opener, so nothing after the block holding the opener is cut off. It models the block grammar of ``_parse`` (markdown-it-py 4.3,
+line after its opener, so nothing after the block holding the opener is cut off. It models
+the block grammar of ``_parse`` (markdown-it-py 4.3,
 CommonMark 0.31.2 with GFM tables), which is what renders the answer: a cut is safe when
 that parser, given more text, would end the same blocks at the same lines. It stays
 linear in the answer however long one block stays open.
@@ -14,7 +15,7 @@ linear in the answer however long one block stays open.
 
 from __future__ import annotations
 
-from ._parse import _BEGIN, _DISPLAY_OPENERS, _container_change, _line_starts, _parser
+from ._parse import _container_change, _display_closer, _line_starts, _parser
 
 # Blocks that a blank line ends for good (a list, a code block or an HTML block may go on after one).
 _ENDED_BY_BLANK = frozenset({"paragraph_open", "heading_open", "table_open", "blockquote_open", "hr"})
@@ -101,17 +102,9 @@ def _open_display_math(text: str, starts: list[int]) -> int | None:
     pending, closer = None, ""
     for i in range(blank + 1, len(lines)):
         body = lines[i].strip()
-        if pending is not None:
-            if body.endswith(closer):
-                pending = None
-            continue
-        for opener, end in _DISPLAY_OPENERS:  # noqa: B007 (the pair found is used below)
-            if body.startswith(opener):
-                break
-        else:
-            if (begin := _BEGIN.match(body)) is None:
-                continue
-            opener, end = begin.group(0), f"\\end{{{begin.group(1)}}}"
-        if end not in body[len(opener) :]:
-            pending, closer = i, end
+        if pending is None:
+            if (found := _display_closer(body)) is not None:
+                pending, closer = i, found
+        elif body.endswith(closer):
+            pending = None
     return pending
