@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 # A lone surrogate cannot be encoded as UTF-8: a delta holding one (a JSON ``\ud800``
 # escape) would break the message that paints it. It is shown as U+FFFD instead.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# A network chunk that is one whole event, a name and one data line, as a service sends them.
+_ONE_EVENT = re.compile(rb"event: ?([^\n\r:]*)\ndata: ?([^\n\r]*)\n\n")
 
 
 def run(
@@ -135,6 +137,9 @@ def _server_sent_events(chunks: Iterator[bytes]) -> Iterator[tuple[str | None, s
     """
     pending = b""
     for chunk in chunks:
+        if not pending and (one := _ONE_EVENT.fullmatch(chunk)) is not None:
+            yield one[1].decode("utf-8") or None, one[2].decode("utf-8")  # the common case: one whole event
+            continue
         if b"\r" in chunk:
             yield from _sdk_events(itertools.chain([pending, chunk], chunks))
             return

@@ -36,3 +36,18 @@ def test_a_service_stream_is_read_an_event_a_chunk() -> None:
     assert list(_server_sent_events(iter(chunks))) == [
         ("content_block_delta", '{"t": "中"}'), ("ping", "{}"), ("message_stop", "{}"), ("message_stop", "2"),
     ]  # fmt: skip
+
+
+_EVENTS = [
+    b'event: content_block_delta\ndata: {"a": 1}\n\n', b"event:ping\ndata:{}\n\n", b"event: \ndata: x\n\n",
+    b"event:  two  spaces \ndata:  y\n\n", b"event: a:b\ndata: c\n\n", b"event: error\ndata: \xe4\xb8\xad\n\n",
+    b"data: only\n\n", b"event: x\ndata: 1\ndata: 2\n\n", b"event: x\ndata: r\r\n\r\n", b"event: x\n\n",
+    b"event: message_stop\ndata: {}\n\nevent: y\ndata: 2\n\n", b"event: x\ndata: cut", b": comment\n\n",
+]  # fmt: skip
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(_EVENTS), max_size=10))
+def test_an_event_a_chunk_is_read_as_the_sdk_reads_it(chunks: list[bytes]) -> None:
+    sdk = [(e.event, e.data) for e in SSEDecoder().iter_bytes(iter(chunks))]
+    assert _acted_on(list(_server_sent_events(iter(chunks)))) == _acted_on(sdk)
