@@ -51,9 +51,9 @@ class BlockEnds:
         end = max(tail.rfind("\n"), tail.rfind("\r")) + 1
         if end <= self.parsed:
             return self.stable
-        if not self.parsed and self.fence is None and (opened := _open_fence(tail)) is not None:
+        if not self.parsed and self.fence is None and (opened := open_fence(tail)) is not None:
             # The text starts with a fence: only its closing line, after its opening one, can end it.
-            self.fence, self.parsed = opened
+            self.fence, self.parsed = opened[0], opened[1].end()
         if self.fence is not None:
             # A closing line may begin just before the old end (a line cut by a "\r\n").
             closing = self.fence.search(tail, max(0, self.parsed - 1), end)
@@ -85,7 +85,7 @@ class BlockEnds:
         # A boundary the last lines showed but the whole text does not have (a lazy list
         # line, an open <details>): trust the last lines no more until the text doubles.
         self.doubt = probed and self.stable == 0
-        if self.stable == 0 and self.fence is None and (opened := _open_fence(tail)) is not None:
+        if self.stable == 0 and self.fence is None and (opened := open_fence(tail)) is not None:
             self.fence = opened[0]
         return self.stable
 
@@ -117,15 +117,15 @@ class BlockEnds:
         return 0
 
 
-def _open_fence(tail: str) -> tuple[re.Pattern[str], int] | None:
-    """The closing line of the fence ``tail`` starts with, and where its opening line ends; None
+def open_fence(tail: str) -> tuple[re.Pattern[str], re.Match[str]] | None:
+    """The closing line of the fence ``tail`` starts with, and its opening line's match; None
     if it starts with none."""
     if (opener := FENCE_OPEN.match(tail)) is None:
         return None
     fence = opener.group("fence")
     if fence[0] == "`" and "`" in opener.group("info"):
         return None  # not a fence: an info string of a backtick fence has no backtick
-    return re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \\t]*\\r?$", re.M), opener.end()
+    return re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \\t]*\\r?$", re.M), opener
 
 
 def _beyond(tail: str, cut: int, end: int) -> int:

@@ -77,7 +77,7 @@ from typing import Any, Protocol
 
 from ._answer import Answer
 from ._ends import FENCE_OPEN as _FENCE_OPEN
-from ._ends import BlockEnds
+from ._ends import BlockEnds, open_fence
 from ._footer import footer_bundle, provenance, thinking_bundle
 from ._markdown._lines import TABLE_HEAD as _TABLE_HEAD
 from ._publish import Bundle
@@ -107,15 +107,12 @@ def _bundle(md: str) -> Bundle:
 
     note = _NOTE.match(md)
     body, above = (md[note.end() :], note.group()) if note else (md, "")
-    opener = _FENCE_OPEN.match(body)
-    if opener is not None and not opener.group("indent"):
-        fence, info = opener.group("fence"), opener.group("info")
-        closing = re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \\t]*\\r?$", re.M)
-        if not (fence[0] == "`" and "`" in info) and not closing.search(body, opener.end()):
-            # A fence still open: the rest is its code.
-            code = body[opener.end() :].replace("\r\n", "\n").replace("\r", "\n")  # as markdown-it reads it
-            if (written := open_code_markdown(code, info, above)) is not None:
-                return {"text/markdown": written}
+    opened = open_fence(body)
+    if opened is not None and not opened[1].group("indent") and not opened[0].search(body, opened[1].end()):
+        # A fence still open: the rest is its code.
+        code = body[opened[1].end() :].replace("\r\n", "\n").replace("\r", "\n")  # as markdown-it reads it
+        if (written := open_code_markdown(code, opened[1].group("info"), above)) is not None:
+            return {"text/markdown": written}
     if "|" in body and (table := table_markdown(body, above)):
         return {"text/markdown": table}
     return markdown_bundle(md, live=True)

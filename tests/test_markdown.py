@@ -590,8 +590,6 @@ def test_blocks_no_later_line_can_continue_are_finished_at_once() -> None:
             assert md.render(text) + md.render(later) == md.render(text + later), (text, later)
 
 
-
-
 def test_text_of_one_simple_block_holds_no_boundary():
     """``simple_block`` lets the view skip a parse; whenever it does, a parse would have found no
     finished block. Checked on random runs of lines of every kind."""

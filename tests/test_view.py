@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
+from helpers import LINE_KINDS
 from html_readers import dangers, our_math, typeset
 from kernel_harness import is_markdown, shown
 
@@ -12,6 +14,7 @@ from qwen_magic import _view, _widgets
 from qwen_magic._answer import Answer
 from qwen_magic._ends import BlockEnds
 from qwen_magic._markdown import answer_bundles, merged
+from qwen_magic._markdown._parse import _parser
 
 ADVERSARIAL = [
     # Safe apart, unsafe joined: the `$` of the heading pairs with the paragraph's first one.
@@ -297,12 +300,6 @@ def test_random_answers_are_cut_only_between_blocks(published):
     """End to end through the view (block ends found by a parse, by ``_markdown._lines`` or by a
     fence's closing line): the published parts are the answer, and each renders as its part of
     the whole did, so no cut fell inside a block."""
-    import random
-
-    from helpers import LINE_KINDS
-
-    from qwen_magic._markdown._parse import _parser
-
     md = _parser()  # the parser that renders answers (its display math, too)
     kinds = [k for k in LINE_KINDS if "[" not in k] + ["# head", "word here", "", "", "| a | b |", "|---|---|", "```", "- item"] * 2
     rng = random.Random(17)
