@@ -150,3 +150,51 @@ def test_a_table_is_written_here_only_as_markdown_that_means_the_same(rows: list
     reader = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
     assert cells(reader.render(written)) == cells(render_html(doc))
     assert dangers(reader.render(written)) == []
+
+
+# HTML parts that hold lines of backticks or tildes (code rendered as HTML: indented code, code
+# with ``\begin{``), then code written as markdown whose dollars only its fence protects.
+_FENCE_LIKE = [
+    "Intro.\n\n    a\n    ```x\n\n",
+    "    ~~~\n    $a$\n\n",
+    "```\n\\begin{x} ```y\n```\n\n",
+    "<pre>\n```\n</pre>\n\n",
+    "- item\n\n      ```js\n\n",
+    "> ```\n> $q$\n\n",
+]
+_CODE_AFTER = [
+    "~~~mermaid\nflowchart LR\n%%\u2028```\naccTitle: $\" onload=\"window.x=1\" y=\"$\nA-->B\n~~~\n\n",
+    "```python\nprice = '$5' if a else '$6'\n```\n\n",
+    "~~~\n```\n$x$ and $y$\n```\n~~~\n\n",
+    "````sh\necho $HOME ```\u2029``` $PATH\n````\n\n",
+]
+
+
+def test_no_part_of_a_joined_output_lets_jupyterlab_cut_math_from_code(tmp_path: Path) -> None:
+    """Each markdown output written here leaves JupyterLab's removeMath nothing to cut: no code's
+    dollars, whatever the HTML parts before it hold (a fence-like line of theirs used to pair with
+    a line of the code after it)."""
+    folder = _marked_dir()
+    assert folder is not None
+    rng = random.Random(19)
+    docs = [before + after + "Done, $5 only.\n" for before in _FENCE_LIKE for after in _CODE_AFTER]
+    docs += ["".join(rng.choice(_FENCE_LIKE + _CODE_AFTER + _FRAGMENTS) for _ in range(rng.randint(2, 12))) for _ in range(800)]
+    written = [(doc, b["text/markdown"]) for doc in docs for b in merged(answer_bundles(doc)) if "text/markdown" in b]
+    assert len(written) > 150
+    results = _oracle([md for _, md in written], tmp_path, folder)
+    for (doc, md), result in zip(written, results, strict=True):
+        assert result["cut"] == 0, (doc, md)
+        assert result["bad"] == [], (doc, md)
+
+
+def test_mermaid_code_never_reaches_jupyterlab_s_diagram_renderer() -> None:
+    """JupyterLab draws a ```mermaid block (fetching the images it names): such code is shown as HTML code."""
+    from qwen_magic._view import _bundle
+
+    for info in ("mermaid", "Mermaid", " mermaid {theme: x}", "MERMAID"):
+        doc = f"```{info}\nflowchart LR\n  A@{{ img: \"https://evil.example/x.png\" }}\n```\n"
+        for bundle in answer_bundles(doc) + merged(answer_bundles("Hi.\n\n" + doc + "\n| a |\n|---|\n| 1 |\n")):
+            # (HTML code of class language-mermaid is fine: only a fenced block goes to mermaid.)
+            assert not re.search(r"^ *(?:`{3,}|~{3,}) *mermaid", bundle.get("text/markdown", ""), re.I | re.M), bundle
+        assert "text/html" in _bundle(doc[: doc.rindex("```")])  # the live window, still open
+    assert "text/markdown" in answer_bundles("```python\nx = 1\n```\n")[0]  # other code stays markdown

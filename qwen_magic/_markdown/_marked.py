@@ -10,7 +10,8 @@ that neither pass can read model text as anything but code or our own HTML.
 A finished top-level fenced code block is published as markdown written here
 (``answer_bundles``); marked escapes fenced code, and the fence is chosen so that neither
 marked nor the math pass can end it early; code holding what that math pass would still
-cut out (``\\begin{``, ``@@1@@``) is rendered as HTML instead. An exported notebook's
+cut out (``\\begin{``, ``@@1@@``) is rendered as HTML instead, and so is code in a language
+JupyterLab draws rather than shows (``mermaid``). An exported notebook's
 cells (``export_html``) are HTML that marked passes through untouched, with dollars and
 backslashes as character references.
 """
@@ -43,7 +44,7 @@ def answer_bundles(md: str) -> list[Bundle]:
     for part, fence in _code_parts(md):
         if fence is None:
             bundles += table_bundles(part)  # tables as markdown written in ``_tables``
-        elif _MATH_MARKERS.search(fence.content):
+        elif _MATH_MARKERS.search(fence.content) or _claimed(fence.info):
             bundles.append(markdown_bundle(part))
         else:
             bundles.append({"text/markdown": _code_markdown(fence.content, fence.info), "text/plain": part})
@@ -81,8 +82,23 @@ def _code_parts(md: str) -> list[tuple[str, Token | None]]:
 
 _LANGUAGE_CHARACTERS = re.compile(r"[^A-Za-z0-9_+.-]")
 # What JupyterLab's removeMath takes for math, or for its own markers, even inside a fence
-# (it protects only the dollars there): code holding one is rendered here, as HTML.
-_MATH_MARKERS = re.compile(r"\\(?:begin|end)\{|@@\d|\\\\[()\[\]]", re.I)
+# (it protects only the dollars there), and the line separators its JavaScript ``^`` also
+# starts a line after: code holding one is rendered here, as HTML.
+_MATH_MARKERS = re.compile(r"\\(?:begin|end)\{|@@\d|\\\\[()\[\]]|[\u2028\u2029]", re.I)
+# Languages whose fenced blocks JupyterLab hands to a renderer of their own instead of showing
+# code: mermaid draws a diagram, fetching the images it names (past ``_safe.image_policy``) and
+# writing its text into attributes. Such code is rendered here, as HTML code.
+_CLAIMED_LANGUAGES = frozenset({"mermaid"})
+
+
+def _language(info: str) -> str:
+    """The language name a fence's info string gives, as written into markdown here."""
+    words = info.split()
+    return _LANGUAGE_CHARACTERS.sub("", words[0])[:40] if words else ""
+
+
+def _claimed(info: str) -> bool:
+    return _language(info).lower() in _CLAIMED_LANGUAGES
 
 
 def _code_markdown(code: str, info: str) -> str:
@@ -96,8 +112,7 @@ def _code_markdown(code: str, info: str) -> str:
     its placeholders in the code) is never published this way (``_MATH_MARKERS``).
     The ``<div>`` around it is ours: it carries the class every answer output has.
     """
-    words = info.split()
-    language = _LANGUAGE_CHARACTERS.sub("", words[0])[:40] if words else ""
+    language = _language(info)
     longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
     fence = "`" * max(3, longest + 1)
     if code and not code.endswith("\n"):
@@ -112,7 +127,7 @@ def open_code_markdown(code: str, info: str, note: str = "") -> str | None:
     above the window). None when the code or its info string holds what JupyterLab's math
     pass would cut out: the window is then rendered as HTML.
     """
-    if _MATH_MARKERS.search(info) or _MATH_MARKERS.search(code):
+    if _MATH_MARKERS.search(info) or _MATH_MARKERS.search(code) or _claimed(info):
         return None
     return _code_markdown(code, info).replace("\n\n", "\n\n" + note, 1)
 
@@ -136,5 +151,11 @@ def html_lines(html: str) -> str:
     return _BLANK_LINES.sub(lambda m: m.group(0)[:-1].replace("\n", "&#10;") + "\n", html.translate(_HTML_LINE_ESCAPES))
 
 
-_HTML_LINE_ESCAPES = str.maketrans({"\r": "&#13;", "$": "&#36;", "\\": "&#92;"})
+# Also backticks and tildes: in an output joined with code written as markdown (``_merged``), a
+# line of HTML starting with three of them (code rendered as HTML) would be where removeMath
+# starts a fence of its own, pairing it with a line of the next code block and leaving that
+# code's dollars to be cut out as math. U+2028/U+2029 start a line for its JavaScript ``^``.
+_HTML_LINE_ESCAPES = str.maketrans(
+    {"\r": "&#13;", "$": "&#36;", "\\": "&#92;", "`": "&#96;", "~": "&#126;", "\u2028": "&#8232;", "\u2029": "&#8233;"}
+)
 _BLANK_LINES = re.compile(r"\n(?:[ \t]*\n)+")

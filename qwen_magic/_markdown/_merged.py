@@ -12,7 +12,8 @@ the way ``_markdown.export_html`` writes a markdown cell (the same safety argume
 same differential test against JupyterLab's ``removeMath`` and marked 17): marked passes an
 HTML block that starts with ``<div>`` untouched until a blank line, so the part has none
 (a blank line becomes ``&#10;``), and ``removeMath`` sees no ``$`` or ``\\`` in it (they are
-``&#36;`` and ``&#92;``, which the browser turns back after it). The HTML is the sanitized,
+``&#36;`` and ``&#92;``, which the browser turns back after it), nor a backtick or tilde that
+could start a fence of its own and steal the closing line of the code after it. The HTML is the sanitized,
 compacted HTML the part would have had on its own; the markdown parts are unchanged. The
 plain text is the answer's text, so the output still says exactly what the model wrote.
 """
