@@ -157,6 +157,86 @@ def test_each_kind_of_type_validates_and_converts(spec, data, expected):
     assert ok
 
 
+
+class Node(BaseModel):
+    name: str
+    children: list[Node] = []
+
+
+class Chain(BaseModel):
+    label: str
+    next: Chain | None = None
+
+
+class Folder(BaseModel):
+    title: str
+    files: list[File] = []
+
+
+class File(BaseModel):
+    path: str
+    size: int = 0
+    parent: Folder | None = None
+
+
+Folder.model_rebuild()
+NAMESPACE["Node"] = Node
+NODE = Node(name="a", children=[Node(name="b", children=[Node(name="c")])])
+RECORDS: dict[str, Any] = {
+    "City": City(name="Lima", population=1),
+    "Trip": Trip(to=City(name="Oslo", population=2), on=datetime.date(2024, 5, 1)),
+    "Node": NODE,
+    "Chain": Chain(label="x", next=Chain(label="y")),
+    "Folder": Folder(title="t", files=[File(path="p", parent=Folder(title="u"))]),
+}
+SHAPES: list[tuple[str, Any]] = [
+    ("{}", lambda v: v),
+    ("list[{}]", lambda v: [v, v]),
+    ("Optional[{}]", lambda v: v),
+    ("{} | None", lambda v: None),
+    ("dict[str, {}]", lambda v: {"k": v}),
+    ("tuple[{}, int]", lambda v: (v, 1)),
+    ("list[list[{}]]", lambda v: [[v]]),
+    ("dict[str, list[Optional[{}]]]", lambda v: {"k": [v, None]}),
+    ("DataFrame[{}]", lambda v: [v]),
+]
+
+
+def _pointer(document: Any, ref: str) -> Any:
+    """What a local ``#/a/b`` reference points at in ``document`` (KeyError when nothing)."""
+    assert ref.startswith("#/"), ref
+    for part in ref[2:].split("/"):
+        document = document[part.replace("~1", "/").replace("~0", "~")]
+    return document
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [*([node["$ref"]] if "$ref" in node else []), *(r for v in node.values() for r in _refs(v))]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+@pytest.mark.parametrize("record", list(RECORDS))
+@pytest.mark.parametrize(("shape", "build"), SHAPES, ids=[s for s, _ in SHAPES])
+def test_every_tool_schema_is_valid_and_its_references_resolve(shape, build, record):
+    pytest.importorskip("pandas")
+    from jsonschema import Draft202012Validator
+
+    t = parse_target(shape.format(record), False, "x", NAMESPACE | RECORDS | {k: type(v) for k, v in RECORDS.items()})
+    assert t is not None
+    schema = t.input_schema()
+    Draft202012Validator.check_schema(schema)
+    for ref in _refs(schema):
+        assert isinstance(_pointer(schema, ref), dict), ref  # every reference points at a definition
+    # A real value, dumped as the model would send it, is valid against the tool schema and validates back.
+    value = build(RECORDS[record])
+    data = t.adapter.dump_python(value, mode="json", by_alias=True)
+    Draft202012Validator(schema).validate({"value": data} if t.wrapped else data)
+    assert check(t, data)[0]
+
+
 def test_objects_are_not_wrapped_and_other_types_are():
     assert not target("City").wrapped and not target("dict[str, int]").wrapped and not target("Movie").wrapped
     assert target("list[City]").wrapped and target("int").wrapped and target("Optional[City]").wrapped
@@ -403,7 +483,7 @@ def test_a_json_block_among_any_prose_is_found(value, before, after, tag):
 
 
 TYPE_WORDS = st.sampled_from(
-    ["City", "list", "dict", "str", "int", "Optional", "Literal", "make", "five", "models", "Plain", "x", "1", "'a'"]
+    ["City", "Node", "list", "dict", "str", "int", "Optional", "Literal", "make", "five", "models", "Plain", "x", "1", "'a'"]
 )
 TYPE_TEXT = st.recursive(
     TYPE_WORDS,
@@ -426,7 +506,13 @@ def test_any_schema_text_gives_a_target_or_a_usage_error_and_runs_nothing(spec):
     except UsageError as error:
         assert "--schema" in str(error)
     else:
+        from jsonschema import Draft202012Validator
+
         assert result is not None and result.input_schema()["type"] == "object"
+        schema = result.input_schema()
+        Draft202012Validator.check_schema(schema)
+        for ref in _refs(schema):
+            assert isinstance(_pointer(schema, ref), dict), ref
     assert not called
 
 

@@ -38,10 +38,18 @@ class Target:
         return self.schema.get("type") != "object"
 
     def input_schema(self) -> dict[str, Any]:
-        """The answer tool's ``input_schema``."""
+        """The answer tool's ``input_schema``.
+
+        A wrapped schema's ``$defs`` (recursive types keep theirs) move to the root, where
+        their ``#/$defs/…`` references point.
+        """
         if not self.wrapped:
             return self.schema
-        return {"type": "object", "properties": {"value": self.schema}, "required": ["value"]}
+        value = {key: part for key, part in self.schema.items() if key != "$defs"}
+        wrapper: dict[str, Any] = {"type": "object", "properties": {"value": value}, "required": ["value"]}
+        if "$defs" in self.schema:
+            wrapper["$defs"] = self.schema["$defs"]
+        return wrapper
 
     def validate(self, data: Any) -> Any:
         """The validated, converted value (lax mode); raises pydantic's ``ValidationError``."""
