@@ -463,3 +463,56 @@ def test_an_empty_answer_is_asked_again(qk):
     first, second = qk.server.requests
     assert first.body["messages"] == second.body["messages"]
     assert any(n.startswith("No valid value yet (no value came)") for n in notes(run))
+
+
+VALIDATOR_RAISES = """
+from pydantic import field_validator
+
+class Checked(BaseModel):
+    a: int
+
+    @field_validator("a")
+    @classmethod
+    def positive(cls, v):
+        if v < 0:
+            raise TypeError("negative")
+        return v
+"""
+
+# Answers that never reach the answer tool's validation, or whose validation fails oddly: (TYPE, the answer).
+ODD_ANSWERS = {
+    "broken JSON": ('"list[int]"', Stream(tool_calls=[ToolCall("answer", None, raw='{"value": [1, 2')])),
+    "not an object": ('"list[int]"', Stream(tool_calls=[ToolCall("answer", [1, 2, 3])])),
+    "another tool name": ('"list[int]"', Stream(tool_calls=[ToolCall("final_answer", {"value": [3]})])),
+    "an invalid tool name": ('"list[int]"', Stream(tool_calls=[ToolCall("give answer!", {"value": [3]})])),
+    "validator raises": ("Checked", answer({"a": -1}, wrapped=False)),
+    "validator raises on text": ("Checked", Stream(text='{"a": -1}')),
+}
+
+
+@pytest.mark.parametrize("repairs", [0, 1, 2])
+@pytest.mark.parametrize("kind", list(ODD_ANSWERS))
+def test_every_kind_of_failed_answer_spends_a_repair(qk, kind, repairs):
+    spec, reply = ODD_ANSWERS[kind]
+    ok(qk.run(VALIDATOR_RAISES + f"\nvalue = 'before'\n%qwen config max_repairs={repairs}"))
+    qk.server.queue(*[reply] * 12)
+    run = qk.run(f"%%qwen -o value --schema {spec}\nSome.")
+    assert run.status == "error" and "Traceback" not in run.error_text, run.error_text
+    attempts = repairs + 1
+    assert len(qk.server.requests) == attempts
+    assert f"after {attempts} answer" in run.error_text and "max_tool_rounds" not in run.error_text
+    assert "value was not assigned" in run.error_text
+    assert stored(qk, "value") == {"type": "str", "repr": "'before'"}
+    qk.server.queue(Stream(text="Sorry."))
+    ok(qk.run("%%qwen\nNever mind."))
+    assert_valid_history(qk.server.requests[-1].body["messages"])
+
+
+def test_a_validator_raising_any_exception_is_a_repair_quoting_it(qk):
+    ok(qk.run(VALIDATOR_RAISES))
+    qk.server.queue(Stream(text='{"a": -1}'), answer({"a": 2}, wrapped=False))
+    run = qk.run("%%qwen -o value --schema Checked\nSome.")
+    ok(run)
+    assert stored(qk, "value")["repr"] == "Checked(a=2)"
+    repair = qk.server.requests[1].body["messages"][-1]["content"][0]["text"]
+    assert "the type's validation raised TypeError: negative" in repair

@@ -381,6 +381,10 @@ def test_text_in_the_tool_shape_is_unwrapped():
     assert from_text(target("dict[str, int]"), '{"value": {"a": 1}}') == (True, {"a": 1})
     assert check(target("City"), {"value": {"name": "Lima", "population": 2}}) == (True, City(name="Lima", population=2))
     assert not check(target("City"), {"value": {"name": "Lima"}})[0]
+    # --json takes the text at its word: {"value": 5} is that dict, not 5.
+    assert from_text(parse_target(None, True, "d", {}), '{"value": 5}') == (True, {"value": 5})
+    assert from_text(target("Optional[dict[str, int]]"), '{"value": 5}') == (True, {"value": 5})
+    assert from_text(target("Optional[list[int]]"), '{"value": [5]}') == (True, [5])
 
 
 # -- the streamed view ----------------------------------------------------------------------

@@ -68,6 +68,7 @@ class AnswerTool(Tool):
         self.received = False
         self.failures = 0
         self.errors: list[str] = []  # the latest problems, "where: what"
+        self.reached = 0  # calls of this round that reached ``call``
 
     @staticmethod
     def _no_function() -> None:  # a Tool has a function; this one is never called
@@ -82,6 +83,7 @@ class AnswerTool(Tool):
         }
 
     def call(self, arguments: dict[str, Any]) -> Any:
+        self.reached += 1
         if self.received:
             return "Already received: the first valid value was kept."
         data = arguments
@@ -104,23 +106,53 @@ class AnswerTool(Tool):
         """A valid value came (stop), or no more repairs are allowed."""
         return self.received or self.failures > self.max_repairs
 
+    def settled_after(self, done: Answer, tools: Toolbox | None) -> bool:
+        """``settled``, once the calls of the round ``done`` that never reached ``call`` are counted.
+
+        The tool loop answers a call of an unknown tool, or with arguments that are not one
+        JSON object, without calling this tool; each is still an answer that gave no value,
+        so it spends a repair like an invalid one.
+        """
+        missed = []
+        for made in done.tool_calls:
+            name = made.get("name")
+            if tools and name in tools:
+                continue  # one of the user's tools: --tools rounds keep their own limit
+            if name != self.name:
+                missed.append(f"called {name!r} instead of the tool `{self.name}`")
+            elif self.reached:
+                self.reached -= 1
+            else:
+                missed.append(f"the input of `{self.name}` was not one JSON object")
+        self.reached = 0
+        if missed:
+            self.failures += len(missed)
+            self.errors = missed
+        return self.settled()
+
 
 def check(target: Target, data: Any) -> tuple[bool, Any]:
     """``(True, value)`` for data that validates, else ``(False, ["where: what", …])``.
 
-    ``{"value": X}`` where no wrapper was asked for is read as ``X`` when only ``X`` fits:
-    a model that wraps every answer out of habit is not sent back for it.
+    ``{"value": X}`` that does not fit is read as ``X`` when ``X`` fits: a model that wraps
+    its answer out of habit, or writes the tool's shape as text, is not sent back for it
+    (while ``--json`` keeps ``{"value": 5}`` as the dict it is).
     """
+    ok, result = _validated(target, data)
+    if not ok and isinstance(data, dict) and set(data) == {"value"}:
+        unwrapped, value = _validated(target, data["value"])
+        if unwrapped:
+            return True, value
+    return ok, result
+
+
+def _validated(target: Target, data: Any) -> tuple[bool, Any]:
+    """``check`` without the unwrapping: any exception a validator raises is a problem with the value."""
     from pydantic import ValidationError
 
     try:
         return True, target.validate(data)
     except ValidationError as error:
-        if not target.wrapped and isinstance(data, dict) and set(data) == {"value"}:
-            try:
-                return True, target.validate(data["value"])
-            except ValidationError:
-                pass
         problems = []
         for item in error.errors(include_url=False):
             where = ".".join(str(part) for part in item.get("loc", ())) or "(the value)"
@@ -128,6 +160,8 @@ def check(target: Target, data: Any) -> tuple[bool, Any]:
             given = given if len(given) <= 60 else given[:59] + "…"
             problems.append(f"{where}: {item.get('msg', 'invalid')} (got {given})")
         return False, problems
+    except Exception as exc:  # a validator of the user's type that raises TypeError, KeyError …
+        return False, [f"(the value): the type's validation raised {type(exc).__name__}" + (f": {exc}" if str(exc) else "")]
 
 
 _FENCE = re.compile(
@@ -174,8 +208,6 @@ def from_text(target: Target, text: str) -> tuple[bool, Any]:
             if valid and isinstance(value, (str, enum.Enum)):
                 return True, value
         return False, [data]
-    if target.wrapped and isinstance(data, dict) and set(data) == {"value"}:
-        data = data["value"]  # the tool's shape, written out
     return check(target, data)
 
 
@@ -238,7 +270,7 @@ def obtain(
                 views=lambda: ValueView(views(), name),
                 max_rounds=rounds,
                 remark=remark,
-                until=tool.settled,
+                until=lambda: tool.settled_after(answer.rounds[-1], tools),
                 **loop,
             )
         except ServiceError as error:
