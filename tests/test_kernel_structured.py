@@ -288,11 +288,16 @@ def test_a_refused_forced_tool_choice_falls_back_to_auto_for_the_session(qk):
     assert qk.server.requests[-1].body["tool_choice"]["type"] == "tool"  # another model is tried
 
 
-def test_a_400_that_is_not_about_forcing_still_fails(qk):
-    qk.server.queue(Status(400, "invalid_request_error", "bad image"), Status(400, "invalid_request_error", "bad image"))
+@pytest.mark.parametrize("message", ["bad image", "image too large", "Range of input length should be [1, 98304]", "tools.0.input_schema: invalid"])
+def test_a_400_that_is_not_about_forcing_fails_as_it_is_and_forcing_stays_on(qk, message):
+    qk.server.queue(Status(400, "invalid_request_error", message))
     run = qk.run("%%qwen -o value --schema int\nA number.")
-    assert run.status == "error" and "400: the service refused the request: bad image" in run.error_text
+    assert run.status == "error" and f"400: the service refused the request: {message}" in run.error_text
     assert not defined(qk, "value")
+    assert len(qk.server.requests) == 1 and not any("tool_choice" in n for n in notes(run))
+    qk.server.queue(answer(6))
+    ok(qk.run("%%qwen -o value --schema int\nAnother."))
+    assert qk.server.requests[-1].body["tool_choice"] == {"type": "tool", "name": "answer"}  # not remembered as refused
 
 
 def test_tools_run_first_then_the_value_is_asked_for(qk):

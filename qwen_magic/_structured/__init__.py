@@ -13,7 +13,7 @@ One job: turn a model answer into a validated Python value for ``NAME``.
 - **How it is asked.** One tool, ``answer``, whose input is that schema, and a line at the
   end of the prompt asking to call it. ``tool_choice`` forces the call (``any`` when the
   cell also offers ``--tools``, so they run first); if the service refuses forcing (a 400
-  before anything arrived) the request is sent again with ``auto``, and forcing is not
+  naming ``tool_choice``, before anything arrived) the request is sent again with ``auto``, and forcing is not
   tried again for that model (with or without thinking) in this session. With ``--tools``,
   a prose ending after the tools ran is asked once for the value, not counted as a repair.
 - **JSON in text.** A model that answers in text is taken at its word by one rule: the

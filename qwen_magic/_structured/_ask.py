@@ -211,6 +211,16 @@ def from_text(target: Target, text: str) -> tuple[bool, Any]:
     return check(target, data)
 
 
+def refuses_forcing(error: ServiceError, answer: Answer) -> bool:
+    """Whether ``error`` refuses the forced ``tool_choice``: a 400 naming it, before anything arrived.
+
+    Any other 400 (an image too large, a context too long) fails the cell as it is, and
+    forcing stays on.
+    """
+    about = str(error).lower().replace(" ", "_")
+    return error.status == 400 and not answer.rounds and not answer.text and "tool_choice" in about
+
+
 @dataclass
 class Forcing:
     """``(model, thinking)`` pairs for which the service refused a forced ``tool_choice`` this session.
@@ -274,9 +284,8 @@ def obtain(
                 **loop,
             )
         except ServiceError as error:
-            if not (forced and error.status == 400 and not answer.rounds and not answer.text):
+            if not (forced and refuses_forcing(error, answer)):
                 raise
-            # Refused before anything arrived: most likely the forced tool_choice. Once per model.
             forced = False
             forcing.refused.add(key)
             which = f"{key[0]} with thinking" if thinks else key[0]
