@@ -521,3 +521,36 @@ def test_a_validator_raising_any_exception_is_a_repair_quoting_it(qk):
     assert stored(qk, "value")["repr"] == "Checked(a=2)"
     repair = qk.server.requests[1].body["messages"][-1]["content"][0]["text"]
     assert "the type's validation raised TypeError: negative" in repair
+
+
+FAILURES = {
+    "a 500": [Status(500, "api_error", "internal")],
+    "a 400": [Status(400, "invalid_request_error", "image too large")],
+    "an error event mid value": [Stream(tool_calls=[ToolCall("answer", {"value": list(range(50))})], error_after=10)],
+    "a cut mid value": [Stream(tool_calls=[ToolCall("answer", {"value": list(range(50))})], cut_after=10)],
+    "a 500 in a repair": [answer("x"), Status(500, "api_error", "internal")],
+    "a cut mid text": [Stream(text="Counting: one, two, three, four, five, six.", chunk=3, cut_after=4)],
+}
+
+
+@pytest.mark.parametrize("kind", list(FAILURES))
+def test_every_failure_says_the_variable_was_not_assigned(qk, kind):
+    ok(qk.run("value = 'before'\n%qwen config max_retries=0"))
+    qk.server.queue(*FAILURES[kind])
+    run = qk.run('%%qwen -o value --schema "list[int]"\nNumbers.')
+    assert run.status == "error" and "Traceback" not in run.error_text, run.error_text
+    assert "value was not assigned (it keeps any value it had before)." in run.error_text
+    assert stored(qk, "value") == {"type": "str", "repr": "'before'"}
+
+
+def test_an_interrupted_value_says_the_variable_was_not_assigned(qk):
+    ok(qk.run("value = 'before'"))
+    qk.server.queue(Stream(tool_calls=[ToolCall("answer", {"value": list(range(300))})], json_chunk=3, delay=0.02))
+    run = qk.run('%%qwen -o value --schema "list[int]"\nNumbers.', interrupt_after=1.0)
+    assert run.status == "error" and "Interrupted" in run.error_text, run.error_text
+    assert "value was not assigned (it keeps any value it had before)." in run.error_text
+    assert stored(qk, "value") == {"type": "str", "repr": "'before'"}
+    qk.server.wait_idle(10)
+    qk.server.queue(Stream(text="Fine."))
+    ok(qk.run("%%qwen\nAgain."))
+    assert_valid_history(qk.server.requests[-1].body["messages"])

@@ -22,7 +22,8 @@ One job: turn a model answer into a validated Python value for ``NAME``.
 - **Validation and repair.** pydantic in lax mode (``"3"`` fits an ``int``). A value that
   does not validate, or no value, goes back to the model with the errors (as the tool
   result, or as a user message after a text answer) at most ``max_repairs`` times; then
-  ``InvalidValue`` fails the cell quoting the first errors, and ``NAME`` is not assigned.
+  ``InvalidValue`` fails the cell quoting the first errors, and ``NAME`` is not assigned
+  (any other failure, a service error or an interrupt, says so too).
 - **In the cell.** The tool input streams as a growing ```json block (``ValueView``
   re-indents it as it comes); the value is then shown compactly (a table for records and
   DataFrames, else its repr) with a note: ``Stored a list[City] of 12 items in cities``.

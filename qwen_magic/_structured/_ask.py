@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._answer import Answer
 from .._blocks import from_answer
-from .._errors import InvalidValue, ServiceError
+from .._errors import InvalidValue, QwenError, ServiceError
 from .._tools import ArgumentMismatch, Tool, Toolbox
 from .._turn import converse
 from ._show import ValueView, deliver, describe_value, note, short_errors
@@ -366,18 +366,34 @@ class ValueLoop:
     def __call__(
         self, client: anthropic.Anthropic, request: Request, answer: Answer, tools: Toolbox | None, **loop: Any
     ) -> None:
-        self.value = obtain(
-            self.target,
-            self.output,
-            client,
-            request,
-            answer,
-            tools,
-            forcing=self.forcing,
-            max_repairs=self.max_repairs,
-            **loop,
-        )
+        try:
+            self.value = obtain(
+                self.target,
+                self.output,
+                client,
+                request,
+                answer,
+                tools,
+                forcing=self.forcing,
+                max_repairs=self.max_repairs,
+                **loop,
+            )
+        except QwenError as error:
+            if not isinstance(error, InvalidValue):  # which says so itself
+                unassigned(error, self.output)
+            raise
 
     def deliver(self, namespace: dict[str, Any]) -> None:
         """Store the value (only ever a valid one: ``obtain`` raised otherwise) and show it."""
         deliver(namespace, self.output, self.target, self.value)
+
+
+def unassigned(error: QwenError, output: str) -> None:
+    """Add to ``error``'s message that ``output`` was not assigned.
+
+    Part of the value may already be on screen above the error: without a word, the
+    variable's old value is easily taken for the new one.
+    """
+    text = str(error).rstrip()
+    end = "" if text.endswith((".", "!", "?", "…")) else "."
+    error.args = (f"{text}{end} {output} was not assigned (it keeps any value it had before).",)
