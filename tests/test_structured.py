@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
 from pydantic import BaseModel, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from structured_responders import sample
 from typing_extensions import TypedDict
 
@@ -326,6 +327,40 @@ def test_dataframe_of_records():
     assert describe_value(t, frame) == "a DataFrame[City] of 2 rows × 2 columns"
     shown = rendering(t, frame)
     assert "<table" in shown["text/html"] and "Lima" in shown["text/html"]
+
+
+class Aliased(BaseModel):
+    full_name: str = Field(alias="fullName")
+    age: int
+    born: datetime.date | None = Field(default=None, validation_alias="bornOn", serialization_alias="born")
+
+
+@pydantic_dataclass
+class AliasedPoint:
+    x_pos: float = Field(alias="x")
+    y_pos: float = Field(alias="y")
+
+
+class AliasedMovie(TypedDict):
+    title: Annotated[str, Field(alias="Title")]
+    year: int
+
+
+@pytest.mark.parametrize(
+    ("row", "sent", "expected"),
+    [
+        (Aliased, {"fullName": "Ann", "age": 3, "bornOn": "2020-01-02"}, {"fullName": "Ann", "age": 3, "born": datetime.date(2020, 1, 2)}),
+        (AliasedPoint, {"x": 1, "y": "2.5"}, {"x": 1.0, "y": 2.5}),
+        (AliasedMovie, {"Title": "Up", "year": "2009"}, {"Title": "Up", "year": 2009}),
+    ],
+)
+def test_a_dataframe_of_records_with_aliases_fills_every_column(row, sent, expected):
+    pytest.importorskip("pandas")
+    t = parse_target("DataFrame[Row]", False, "x", {"Row": row})
+    assert t is not None and t.columns == list(expected)
+    valid, rows = check(t, [sent])
+    assert valid, rows
+    assert t.result(rows).to_dict("records") == [expected]
 
 
 # -- JSON in text -----------------------------------------------------------------------

@@ -61,7 +61,7 @@ class Target:
             return value
         import pandas as pd
 
-        rows = self.adapter.dump_python(value, mode="python")
+        rows = self.adapter.dump_python(value, mode="python", by_alias=True)
         columns = self.columns or list(dict.fromkeys(key for row in rows for key in row))
         return pd.DataFrame(rows, columns=columns)
 
@@ -139,7 +139,11 @@ def _frame_target(spelling: str, row: Any) -> Target:
             f"--schema {spelling!r}: the rows of a DataFrame must be records with named fields (a pydantic "
             "model, dataclass or TypedDict), e.g. DataFrame[City]."
         )
-    target.columns = list(items["properties"])
+    # The rows are dumped by alias: the columns are the names a dump gives (serialization aliases).
+    from .._tools import tidy_schema
+
+    dumped = tidy_schema(target.adapter.json_schema(mode="serialization")).get("items", {})
+    target.columns = list(dumped.get("properties") or items["properties"])
     return target
 
 
