@@ -4,7 +4,7 @@ One job: turn a model answer into a validated Python value for ``NAME``.
 
 - **The type.** ``TYPE`` is parsed with ``ast`` and resolved against the notebook's
   namespace (then builtins, then ``typing``): names, ``.attributes`` and ``[subscripts]``
-  only (plus constants inside ``Literal[...]`` and ``X | Y``), never a call, so
+  only (plus constants inside ``Literal[...]``, ``X | Y`` and ``tuple[X, ...]``), never a call, so
   ``--schema "make()"`` runs nothing. ``DataFrame[Row]`` (bare ``DataFrame``: rows of any
   fields) asks for a list of ``Row`` records and stores a pandas DataFrame.
 - **The schema.** pydantic's ``TypeAdapter(TYPE).json_schema()``, made self-contained

@@ -204,6 +204,8 @@ def _evaluate(node: ast.expr, namespace: dict[str, Any], spelling: str) -> Any:
         return [_evaluate(e, namespace, spelling) for e in node.elts]
     if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (str, int, float, bool))):
         return node.value  # Literal["a", 1, None]
+    if isinstance(node, ast.Constant) and node.value is Ellipsis:
+        return ...  # tuple[int, ...]
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
         value = node.operand.value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
