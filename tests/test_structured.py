@@ -414,6 +414,23 @@ def test_a_one_line_text_is_the_value_of_a_string_type_only():
     assert not from_text(parse_target(None, True, "d", {}), "no JSON here")[0]
 
 
+@pytest.mark.parametrize("line", ["42", "true", "null", "3.5", "-1", "[1, 2]", "{}"])
+def test_a_one_line_text_that_is_json_of_another_type_is_still_the_string(line):
+    assert from_text(target("str"), line) == (True, line)
+    assert from_text(target("str"), f"`{line}`\n") == (True, line)
+    assert from_text(target("Color"), line)[0] is False  # not one of its strings
+
+
+def test_json_that_fits_wins_over_the_line():
+    assert from_text(target("Optional[str]"), "null") == (True, None)
+    assert from_text(target("str"), '"quoted"') == (True, "quoted")
+    assert from_text(target("Literal['1', '2']"), "2") == (True, "2")
+    assert from_text(target("int | str"), "42") == (True, 42)
+    assert from_text(target("str"), "Paris\nLima") == (False, ["the answer held no JSON value (neither JSON alone nor a ```json block)"])
+    found, problems = from_text(target("int"), "[1]")
+    assert not found and problems[0].startswith("(the value): Input should be a valid integer")
+
+
 def test_text_in_the_tool_shape_is_unwrapped():
     t = target("list[int]")
     assert from_text(t, '{"value": [1, "2"]}') == (True, [1, 2])

@@ -198,17 +198,22 @@ def from_text(target: Target, text: str) -> tuple[bool, Any]:
     """The validated value a text answer gives, or the problems with it.
 
     Besides JSON: for a string type (``str``, a ``Literal`` or ``Enum`` of strings) a
-    one-line answer is the string itself — ``positive`` needs no quotes to be a value.
+    one-line answer is the string itself — ``positive`` needs no quotes to be a value, and
+    ``42`` is the string ``"42"`` when a number does not fit.
     """
     found, data = json_in_text(text)
-    if not found:
-        line = text.strip().strip("`\"'").strip()
-        if line and "\n" not in line and target.type is not Any:
-            valid, value = check(target, line)
-            if valid and isinstance(value, (str, enum.Enum)):
-                return True, value
-        return False, [data]
-    return check(target, data)
+    problems = [data]
+    if found:
+        valid, result = check(target, data)
+        if valid:
+            return True, result
+        problems = result
+    line = text.strip().strip("`\"'").strip()
+    if line and "\n" not in line and target.type is not Any:
+        valid, value = check(target, line)
+        if valid and isinstance(value, (str, enum.Enum)):
+            return True, value
+    return False, problems
 
 
 def refuses_forcing(error: ServiceError, answer: Answer) -> bool:
