@@ -384,6 +384,13 @@ def test_a_dataframe_of_records_with_aliases_fills_every_column(row, sent, expec
         ('~~~json\n{"a": 3}\n~~~', {"a": 3}),
         ('```JSON\n{"a": 4}\n```\nThen code:\n```python\nprint({"a": 5})\n```', {"a": 4}),
         ('````json\n{"s": "```"}\n````', {"s": "```"}),
+        ('```json\r\n{"a": 6}\r\n```\r\n', {"a": 6}),
+        ('Here:\n```json\n{"a": 7}\n`````\nDone.', {"a": 7}),
+        ('\ufeff{"a": 8}', {"a": 8}),
+        ('\ufeffHere:\n```json\n{"a": 9}\n```', {"a": 9}),
+        ('```json\n{"a": 10}\n```\nRun:\n```\npip install x\n```', {"a": 10}),
+        ('```json\n{"a": 11}\n```\nNot this:\n```json\n{"a": 12,}\n```', {"a": 11}),
+        ('~~~~json\n{"a": 13}\n~~~~~', {"a": 13}),
     ],
 )
 def test_json_in_text_takes_the_text_alone_or_the_last_json_block(text, expected):
@@ -397,6 +404,8 @@ def test_json_in_text_takes_the_text_alone_or_the_last_json_block(text, expected
         ('The answer is {"a": 1}.', "held no JSON value"),
         ('```python\n{"a": 1}\n```', "held no JSON value"),
         ('Look:\n```json\n{"a": 1,}\n```', "not valid JSON"),
+        ('~~~~json\n{"a": 1}\n~~~\n~~~~', "not valid JSON"),  # a shorter fence does not close the block
+        ('```json\n{"a": 1}\n~~~', "held no JSON value"),  # nor one of the other character
     ],
 )
 def test_json_in_text_refuses_what_the_rule_does_not_cover(text, why):
@@ -536,10 +545,25 @@ def test_a_list_of_records_renders_as_an_escaped_table_and_anything_else_as_its_
 PROSE = st.text(alphabet=st.characters(blacklist_characters="`~", blacklist_categories=("Cs",)), max_size=60)
 
 
-@settings(max_examples=150, deadline=None)
-@given(value=JSON_VALUES, before=PROSE, after=PROSE, tag=st.sampled_from(["json", "", "JSON"]))
-def test_a_json_block_among_any_prose_is_found(value, before, after, tag):
-    text = f"{before}\n```{tag}\n{json.dumps(value, ensure_ascii=False, indent=1)}\n```\n{after}"
+@settings(max_examples=300, deadline=None)
+@given(
+    value=JSON_VALUES,
+    before=PROSE,
+    after=PROSE,
+    tag=st.sampled_from(["json", "", "JSON", " json "]),
+    fence=st.sampled_from(["```", "~~~", "````"]),
+    longer=st.integers(min_value=0, max_value=2),
+    newline=st.sampled_from(["\n", "\r\n"]),
+    bom=st.booleans(),
+    command=st.booleans(),
+)
+def test_a_json_block_among_any_prose_is_found(value, before, after, tag, fence, longer, newline, bom, command):
+    closing = fence + fence[0] * longer  # CommonMark: a closing fence may be longer
+    body = json.dumps(value, ensure_ascii=False, indent=1)
+    text = f"{before}\n{fence}{tag}\n{body}\n{closing}\n{after}"
+    if command:  # a command block after the value does not hide it
+        text += "\n```\npip install pandas\n```\n"
+    text = ("\ufeff" if bom else "") + text.replace("\n", newline)
     assert json_in_text(text) == (True, value)
 
 

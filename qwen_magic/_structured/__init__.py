@@ -17,8 +17,8 @@ One job: turn a model answer into a validated Python value for ``NAME``.
   tried again for that model (with or without thinking) in this session. With ``--tools``,
   a prose ending after the tools ran is asked once for the value, not counted as a repair.
 - **JSON in text.** A model that answers in text is taken at its word by one rule: the
-  whole text if it is JSON, else the *last* fenced block tagged ``json`` or untagged
-  (and, for a string type, a one-line answer as the string).
+  whole text if it is JSON, else the *last* fenced block tagged ``json`` or untagged that
+  holds valid JSON (and, for a string type, a one-line answer as the string).
 - **Validation and repair.** pydantic in lax mode (``"3"`` fits an ``int``). A value that
   does not validate, or no value, goes back to the model with the errors (as the tool
   result, or as a user message after a text answer) at most ``max_repairs`` times; then

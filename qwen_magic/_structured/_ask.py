@@ -165,18 +165,22 @@ def _validated(target: Target, data: Any) -> tuple[bool, Any]:
 
 
 _FENCE = re.compile(
-    r"^[ ]{0,3}(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\n`]*)\n(?P<body>.*?)^[ ]{0,3}(?P=fence)[ \t]*$",
+    r"^[ ]{0,3}(?P<fence>(?P<char>[`~])(?P=char){2,})(?!(?P=char))[ \t]*(?P<info>[^\n`]*)\n"
+    r"(?P<body>.*?)^[ ]{0,3}(?P=fence)(?P=char)*[ \t]*$",
     re.M | re.S,
-)
+)  # a closing fence is at least as long as the opening one, as in CommonMark
 
 
 def json_in_text(text: str) -> tuple[bool, Any]:
     """The JSON value a text answer gives: ``(True, value)``, or ``(False, why not)``.
 
     The rule: the whole text, if it is JSON; else the last fenced block tagged ``json``
-    (or untagged). Anything else — JSON inline in a sentence, a ```python block — is not
-    taken, so prose that merely mentions braces never becomes the value.
+    (or untagged) that holds valid JSON, so a command block after the value does not hide it.
+    Anything else — JSON inline in a sentence, a ```python block — is not taken, so prose
+    that merely mentions braces never becomes the value. Line ends (CRLF) and a leading
+    byte order mark do not matter.
     """
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     stripped = text.strip()
     if not stripped:
         return False, "the answer was empty"
@@ -184,14 +188,16 @@ def json_in_text(text: str) -> tuple[bool, Any]:
         return True, json.loads(stripped)
     except ValueError:
         pass
-    blocks = [m for m in _FENCE.finditer(text) if m["info"].strip().lower() in ("", "json")]
+    blocks = [m["body"] for m in _FENCE.finditer(text) if m["info"].strip().lower() in ("", "json")]
     if not blocks:
         return False, "the answer held no JSON value (neither JSON alone nor a ```json block)"
-    body = blocks[-1]["body"]
-    try:
-        return True, json.loads(body)
-    except ValueError as exc:
-        return False, f"the last ```json block is not valid JSON ({exc})"
+    problem = ""
+    for body in reversed(blocks):
+        try:
+            return True, json.loads(body)
+        except ValueError as exc:
+            problem = problem or f"the last ```json block is not valid JSON ({exc})"
+    return False, problem
 
 
 def from_text(target: Target, text: str) -> tuple[bool, Any]:
