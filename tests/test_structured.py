@@ -140,6 +140,10 @@ KINDS = [
     ("Positive", "3", 3),
     ("Level", 2, None),
     ("Literal[-1, 0, True]", -1, -1),
+    ("Literal[Color.RED]", "red", Color.RED),
+    ("Literal[Color.RED, Color.GREEN, 'other']", "green", Color.GREEN),
+    ("Literal[Color.RED, 'other']", "other", "other"),
+    ("list[Literal[Level.HIGH]]", [2], [Level.HIGH]),
     ("Movie | None", {"title": "Up", "year": 2009}, {"title": "Up", "year": 2009}),
 ]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import builtins
+import enum
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -195,7 +197,7 @@ def _evaluate(node: ast.expr, namespace: dict[str, Any], spelling: str) -> Any:
         if base is _FRAME or _is_frame_class(base):
             return _FrameOf(argument)
         try:
-            return base[argument]
+            return _subscript(base, argument)
         except Exception as exc:
             raise UsageError(f"--schema {spelling!r}: {ast.unparse(node)!r} is not a type ({exc}).") from None
     if isinstance(node, ast.Tuple):
@@ -224,6 +226,29 @@ def _evaluate(node: ast.expr, namespace: dict[str, Any], spelling: str) -> Any:
         f"--schema {spelling!r}: only names, attributes and subscripts make a type (e.g. City, list[City], "
         f"dict[str, float], Literal['a', 'b']); {ast.unparse(node)!r} is not allowed."
     )
+
+
+def _subscript(base: Any, argument: Any) -> Any:
+    """``base[argument]``; a ``Literal`` of Enum members also takes their values.
+
+    Its schema lists the values (``"red"`` for ``Color.RED``), which pydantic alone would
+    refuse as not the member: the model could never give a valid answer.
+    """
+    made = base[argument]
+    members = argument if isinstance(argument, tuple) else (argument,)
+    if typing.get_origin(made) is not typing.Literal or not any(isinstance(m, enum.Enum) for m in members):
+        return made
+    from pydantic import BeforeValidator
+
+    return typing.Annotated[made, BeforeValidator(functools.partial(_member, members))]
+
+
+def _member(members: tuple[Any, ...], value: Any) -> Any:
+    """The Enum member among ``members`` whose value ``value`` is, else ``value`` as it is."""
+    for member in members:
+        if isinstance(member, enum.Enum) and type(value) is type(member.value) and value == member.value:
+            return member
+    return value
 
 
 def a_or_an(noun: str) -> str:
