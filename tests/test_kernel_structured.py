@@ -353,6 +353,9 @@ def test_thinking_chat_cache_and_no_stream_work_with_a_schema(qk):
         ("--json", "--json needs -o NAME"),
         ("-o value --json --schema City", "cannot go together"),
         ("-o value --code --schema City", "cannot go together"),
+        ("--system -o value --schema Citty", "--system sets the system prompt and sends nothing"),
+        ("--system -o value --json", "drop -o/--schema/--json"),
+        ("--system -o value", "no answer to store"),
     ],
 )
 def test_bad_types_and_flags_are_usage_errors_before_anything_is_sent(qk, line, message):
