@@ -557,3 +557,14 @@ def test_an_interrupted_value_says_the_variable_was_not_assigned(qk):
     qk.server.queue(Stream(text="Fine."))
     ok(qk.run("%%qwen\nAgain."))
     assert_valid_history(qk.server.requests[-1].body["messages"])
+
+
+def test_a_recursive_type_is_asked_with_its_definitions_at_the_schema_root(qk):
+    ok(qk.run("class Node(BaseModel):\n    name: str\n    children: list['Node'] = []"))
+    qk.server.queue(answer([{"name": "a", "children": [{"name": "b", "children": [{"name": "c"}]}]}]))
+    run = qk.run('%%qwen -o value --schema "list[Node]"\nA tree.')
+    ok(run)
+    assert stored(qk, "value")["repr"].startswith("[Node(name='a', children=[Node(name='b'")
+    schema = qk.server.requests[0].body["tools"][0]["input_schema"]
+    assert set(schema) == {"type", "properties", "required", "$defs"} and "Node" in schema["$defs"]
+    assert '"$defs":' not in json.dumps(schema["properties"])  # only references to them
