@@ -199,6 +199,8 @@ class QwenMagics(Magics):
             self._line(line)
             return
         args = parse_argstring(self.qwen, line)
+        if args.system and (args.output is not None or args.schema is not None or args.json):
+            raise UsageError("--system sets the system prompt and sends nothing, so there is no answer to store: drop -o/--schema/--json.")
         chat = self.chats[args.chat]
         if args.new:
             unseen = chat.context_mark()

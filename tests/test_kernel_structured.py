@@ -288,11 +288,16 @@ def test_a_refused_forced_tool_choice_falls_back_to_auto_for_the_session(qk):
     assert qk.server.requests[-1].body["tool_choice"]["type"] == "tool"  # another model is tried
 
 
-def test_a_400_that_is_not_about_forcing_still_fails(qk):
-    qk.server.queue(Status(400, "invalid_request_error", "bad image"), Status(400, "invalid_request_error", "bad image"))
+@pytest.mark.parametrize("message", ["bad image", "image too large", "Range of input length should be [1, 98304]", "tools.0.input_schema: invalid"])
+def test_a_400_that_is_not_about_forcing_fails_as_it_is_and_forcing_stays_on(qk, message):
+    qk.server.queue(Status(400, "invalid_request_error", message))
     run = qk.run("%%qwen -o value --schema int\nA number.")
-    assert run.status == "error" and "400: the service refused the request: bad image" in run.error_text
+    assert run.status == "error" and f"400: the service refused the request: {message}" in run.error_text
     assert not defined(qk, "value")
+    assert len(qk.server.requests) == 1 and not any("tool_choice" in n for n in notes(run))
+    qk.server.queue(answer(6))
+    ok(qk.run("%%qwen -o value --schema int\nAnother."))
+    assert qk.server.requests[-1].body["tool_choice"] == {"type": "tool", "name": "answer"}  # not remembered as refused
 
 
 def test_tools_run_first_then_the_value_is_asked_for(qk):
@@ -348,6 +353,9 @@ def test_thinking_chat_cache_and_no_stream_work_with_a_schema(qk):
         ("--json", "--json needs -o NAME"),
         ("-o value --json --schema City", "cannot go together"),
         ("-o value --code --schema City", "cannot go together"),
+        ("--system -o value --schema Citty", "--system sets the system prompt and sends nothing"),
+        ("--system -o value --json", "drop -o/--schema/--json"),
+        ("--system -o value", "no answer to store"),
     ],
 )
 def test_bad_types_and_flags_are_usage_errors_before_anything_is_sent(qk, line, message):
@@ -463,3 +471,100 @@ def test_an_empty_answer_is_asked_again(qk):
     first, second = qk.server.requests
     assert first.body["messages"] == second.body["messages"]
     assert any(n.startswith("No valid value yet (no value came)") for n in notes(run))
+
+
+VALIDATOR_RAISES = """
+from pydantic import field_validator
+
+class Checked(BaseModel):
+    a: int
+
+    @field_validator("a")
+    @classmethod
+    def positive(cls, v):
+        if v < 0:
+            raise TypeError("negative")
+        return v
+"""
+
+# Answers that never reach the answer tool's validation, or whose validation fails oddly: (TYPE, the answer).
+ODD_ANSWERS = {
+    "broken JSON": ('"list[int]"', Stream(tool_calls=[ToolCall("answer", None, raw='{"value": [1, 2')])),
+    "not an object": ('"list[int]"', Stream(tool_calls=[ToolCall("answer", [1, 2, 3])])),
+    "another tool name": ('"list[int]"', Stream(tool_calls=[ToolCall("final_answer", {"value": [3]})])),
+    "an invalid tool name": ('"list[int]"', Stream(tool_calls=[ToolCall("give answer!", {"value": [3]})])),
+    "validator raises": ("Checked", answer({"a": -1}, wrapped=False)),
+    "validator raises on text": ("Checked", Stream(text='{"a": -1}')),
+}
+
+
+@pytest.mark.parametrize("repairs", [0, 1, 2])
+@pytest.mark.parametrize("kind", list(ODD_ANSWERS))
+def test_every_kind_of_failed_answer_spends_a_repair(qk, kind, repairs):
+    spec, reply = ODD_ANSWERS[kind]
+    ok(qk.run(VALIDATOR_RAISES + f"\nvalue = 'before'\n%qwen config max_repairs={repairs}"))
+    qk.server.queue(*[reply] * 12)
+    run = qk.run(f"%%qwen -o value --schema {spec}\nSome.")
+    assert run.status == "error" and "Traceback" not in run.error_text, run.error_text
+    attempts = repairs + 1
+    assert len(qk.server.requests) == attempts
+    assert f"after {attempts} answer" in run.error_text and "max_tool_rounds" not in run.error_text
+    assert "value was not assigned" in run.error_text
+    assert stored(qk, "value") == {"type": "str", "repr": "'before'"}
+    qk.server.queue(Stream(text="Sorry."))
+    ok(qk.run("%%qwen\nNever mind."))
+    assert_valid_history(qk.server.requests[-1].body["messages"])
+
+
+def test_a_validator_raising_any_exception_is_a_repair_quoting_it(qk):
+    ok(qk.run(VALIDATOR_RAISES))
+    qk.server.queue(Stream(text='{"a": -1}'), answer({"a": 2}, wrapped=False))
+    run = qk.run("%%qwen -o value --schema Checked\nSome.")
+    ok(run)
+    assert stored(qk, "value")["repr"] == "Checked(a=2)"
+    repair = qk.server.requests[1].body["messages"][-1]["content"][0]["text"]
+    assert "the type's validation raised TypeError: negative" in repair
+
+
+FAILURES = {
+    "a 500": [Status(500, "api_error", "internal")],
+    "a 400": [Status(400, "invalid_request_error", "image too large")],
+    "an error event mid value": [Stream(tool_calls=[ToolCall("answer", {"value": list(range(50))})], error_after=10)],
+    "a cut mid value": [Stream(tool_calls=[ToolCall("answer", {"value": list(range(50))})], cut_after=10)],
+    "a 500 in a repair": [answer("x"), Status(500, "api_error", "internal")],
+    "a cut mid text": [Stream(text="Counting: one, two, three, four, five, six.", chunk=3, cut_after=4)],
+}
+
+
+@pytest.mark.parametrize("kind", list(FAILURES))
+def test_every_failure_says_the_variable_was_not_assigned(qk, kind):
+    ok(qk.run("value = 'before'\n%qwen config max_retries=0"))
+    qk.server.queue(*FAILURES[kind])
+    run = qk.run('%%qwen -o value --schema "list[int]"\nNumbers.')
+    assert run.status == "error" and "Traceback" not in run.error_text, run.error_text
+    assert "value was not assigned (it keeps any value it had before)." in run.error_text
+    assert stored(qk, "value") == {"type": "str", "repr": "'before'"}
+
+
+def test_an_interrupted_value_says_the_variable_was_not_assigned(qk):
+    ok(qk.run("value = 'before'"))
+    qk.server.queue(Stream(tool_calls=[ToolCall("answer", {"value": list(range(300))})], json_chunk=3, delay=0.02))
+    run = qk.run('%%qwen -o value --schema "list[int]"\nNumbers.', interrupt_after=1.0)
+    assert run.status == "error" and "Interrupted" in run.error_text, run.error_text
+    assert "value was not assigned (it keeps any value it had before)." in run.error_text
+    assert stored(qk, "value") == {"type": "str", "repr": "'before'"}
+    qk.server.wait_idle(10)
+    qk.server.queue(Stream(text="Fine."))
+    ok(qk.run("%%qwen\nAgain."))
+    assert_valid_history(qk.server.requests[-1].body["messages"])
+
+
+def test_a_recursive_type_is_asked_with_its_definitions_at_the_schema_root(qk):
+    ok(qk.run("class Node(BaseModel):\n    name: str\n    children: list['Node'] = []"))
+    qk.server.queue(answer([{"name": "a", "children": [{"name": "b", "children": [{"name": "c"}]}]}]))
+    run = qk.run('%%qwen -o value --schema "list[Node]"\nA tree.')
+    ok(run)
+    assert stored(qk, "value")["repr"].startswith("[Node(name='a', children=[Node(name='b'")
+    schema = qk.server.requests[0].body["tools"][0]["input_schema"]
+    assert set(schema) == {"type", "properties", "required", "$defs"} and "Node" in schema["$defs"]
+    assert '"$defs":' not in json.dumps(schema["properties"])  # only references to them

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
 from pydantic import BaseModel, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from structured_responders import sample
 from typing_extensions import TypedDict
 
@@ -122,6 +123,9 @@ KINDS = [
     ("list[City]", [{"name": "Lima", "population": 1}], [City(name="Lima", population=1)]),
     ("dict[str, float]", {"a": 1, "b": "2.5"}, {"a": 1.0, "b": 2.5}),
     ("tuple[int, int]", [1, "2"], (1, 2)),
+    ("tuple[int, ...]", [1, "2", 3], (1, 2, 3)),
+    ("tuple[City, ...]", [], ()),
+    ("typing.Tuple[str, ...]", ["a"], ("a",)),
     ("Optional[City]", None, None),
     ("City | None", {"name": "Oslo", "population": 3}, City(name="Oslo", population=3)),
     ("models.City", {"name": "Quito", "population": 4}, City(name="Quito", population=4)),
@@ -136,6 +140,10 @@ KINDS = [
     ("Positive", "3", 3),
     ("Level", 2, None),
     ("Literal[-1, 0, True]", -1, -1),
+    ("Literal[Color.RED]", "red", Color.RED),
+    ("Literal[Color.RED, Color.GREEN, 'other']", "green", Color.GREEN),
+    ("Literal[Color.RED, 'other']", "other", "other"),
+    ("list[Literal[Level.HIGH]]", [2], [Level.HIGH]),
     ("Movie | None", {"title": "Up", "year": 2009}, {"title": "Up", "year": 2009}),
 ]
 
@@ -155,6 +163,86 @@ def test_each_kind_of_type_validates_and_converts(spec, data, expected):
     # A value built from the schema alone validates: the schema says what the validator wants.
     ok, _ = check(t, sample(schema)["value"] if t.wrapped else sample(schema))
     assert ok
+
+
+
+class Node(BaseModel):
+    name: str
+    children: list[Node] = []
+
+
+class Chain(BaseModel):
+    label: str
+    next: Chain | None = None
+
+
+class Folder(BaseModel):
+    title: str
+    files: list[File] = []
+
+
+class File(BaseModel):
+    path: str
+    size: int = 0
+    parent: Folder | None = None
+
+
+Folder.model_rebuild()
+NAMESPACE["Node"] = Node
+NODE = Node(name="a", children=[Node(name="b", children=[Node(name="c")])])
+RECORDS: dict[str, Any] = {
+    "City": City(name="Lima", population=1),
+    "Trip": Trip(to=City(name="Oslo", population=2), on=datetime.date(2024, 5, 1)),
+    "Node": NODE,
+    "Chain": Chain(label="x", next=Chain(label="y")),
+    "Folder": Folder(title="t", files=[File(path="p", parent=Folder(title="u"))]),
+}
+SHAPES: list[tuple[str, Any]] = [
+    ("{}", lambda v: v),
+    ("list[{}]", lambda v: [v, v]),
+    ("Optional[{}]", lambda v: v),
+    ("{} | None", lambda v: None),
+    ("dict[str, {}]", lambda v: {"k": v}),
+    ("tuple[{}, int]", lambda v: (v, 1)),
+    ("list[list[{}]]", lambda v: [[v]]),
+    ("dict[str, list[Optional[{}]]]", lambda v: {"k": [v, None]}),
+    ("DataFrame[{}]", lambda v: [v]),
+]
+
+
+def _pointer(document: Any, ref: str) -> Any:
+    """What a local ``#/a/b`` reference points at in ``document`` (KeyError when nothing)."""
+    assert ref.startswith("#/"), ref
+    for part in ref[2:].split("/"):
+        document = document[part.replace("~1", "/").replace("~0", "~")]
+    return document
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [*([node["$ref"]] if "$ref" in node else []), *(r for v in node.values() for r in _refs(v))]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+@pytest.mark.parametrize("record", list(RECORDS))
+@pytest.mark.parametrize(("shape", "build"), SHAPES, ids=[s for s, _ in SHAPES])
+def test_every_tool_schema_is_valid_and_its_references_resolve(shape, build, record):
+    pytest.importorskip("pandas")
+    from jsonschema import Draft202012Validator
+
+    t = parse_target(shape.format(record), False, "x", NAMESPACE | RECORDS | {k: type(v) for k, v in RECORDS.items()})
+    assert t is not None
+    schema = t.input_schema()
+    Draft202012Validator.check_schema(schema)
+    for ref in _refs(schema):
+        assert isinstance(_pointer(schema, ref), dict), ref  # every reference points at a definition
+    # A real value, dumped as the model would send it, is valid against the tool schema and validates back.
+    value = build(RECORDS[record])
+    data = t.adapter.dump_python(value, mode="json", by_alias=True)
+    Draft202012Validator(schema).validate({"value": data} if t.wrapped else data)
+    assert check(t, data)[0]
 
 
 def test_objects_are_not_wrapped_and_other_types_are():
@@ -206,6 +294,8 @@ def test_invalid_values_say_where_and_what():
         ("typing.Callable[[int], int]", "cannot be described as a JSON schema: Cannot generate a JsonSchema"),
         ("collections.OrderedDict", "'collections' is not defined"),
         ("Callable[[int], int]", "cannot be described as a JSON schema"),
+        ("Callable[..., int]", "cannot be described as a JSON schema"),
+        ("...", "is an ellipsis value, not a type"),
         ("int[str]", "is not a type"),
         ("lambda: int", "only names, attributes and subscripts"),
         ("list[", "is not a type expression"),
@@ -248,6 +338,40 @@ def test_dataframe_of_records():
     assert "<table" in shown["text/html"] and "Lima" in shown["text/html"]
 
 
+class Aliased(BaseModel):
+    full_name: str = Field(alias="fullName")
+    age: int
+    born: datetime.date | None = Field(default=None, validation_alias="bornOn", serialization_alias="born")
+
+
+@pydantic_dataclass
+class AliasedPoint:
+    x_pos: float = Field(alias="x")
+    y_pos: float = Field(alias="y")
+
+
+class AliasedMovie(TypedDict):
+    title: Annotated[str, Field(alias="Title")]
+    year: int
+
+
+@pytest.mark.parametrize(
+    ("row", "sent", "expected"),
+    [
+        (Aliased, {"fullName": "Ann", "age": 3, "bornOn": "2020-01-02"}, {"fullName": "Ann", "age": 3, "born": datetime.date(2020, 1, 2)}),
+        (AliasedPoint, {"x": 1, "y": "2.5"}, {"x": 1.0, "y": 2.5}),
+        (AliasedMovie, {"Title": "Up", "year": "2009"}, {"Title": "Up", "year": 2009}),
+    ],
+)
+def test_a_dataframe_of_records_with_aliases_fills_every_column(row, sent, expected):
+    pytest.importorskip("pandas")
+    t = parse_target("DataFrame[Row]", False, "x", {"Row": row})
+    assert t is not None and t.columns == list(expected)
+    valid, rows = check(t, [sent])
+    assert valid, rows
+    assert t.result(rows).to_dict("records") == [expected]
+
+
 # -- JSON in text -----------------------------------------------------------------------
 
 
@@ -264,6 +388,13 @@ def test_dataframe_of_records():
         ('~~~json\n{"a": 3}\n~~~', {"a": 3}),
         ('```JSON\n{"a": 4}\n```\nThen code:\n```python\nprint({"a": 5})\n```', {"a": 4}),
         ('````json\n{"s": "```"}\n````', {"s": "```"}),
+        ('```json\r\n{"a": 6}\r\n```\r\n', {"a": 6}),
+        ('Here:\n```json\n{"a": 7}\n`````\nDone.', {"a": 7}),
+        ('\ufeff{"a": 8}', {"a": 8}),
+        ('\ufeffHere:\n```json\n{"a": 9}\n```', {"a": 9}),
+        ('```json\n{"a": 10}\n```\nRun:\n```\npip install x\n```', {"a": 10}),
+        ('```json\n{"a": 11}\n```\nNot this:\n```json\n{"a": 12,}\n```', {"a": 11}),
+        ('~~~~json\n{"a": 13}\n~~~~~', {"a": 13}),
     ],
 )
 def test_json_in_text_takes_the_text_alone_or_the_last_json_block(text, expected):
@@ -277,6 +408,8 @@ def test_json_in_text_takes_the_text_alone_or_the_last_json_block(text, expected
         ('The answer is {"a": 1}.', "held no JSON value"),
         ('```python\n{"a": 1}\n```', "held no JSON value"),
         ('Look:\n```json\n{"a": 1,}\n```', "not valid JSON"),
+        ('~~~~json\n{"a": 1}\n~~~\n~~~~', "not valid JSON"),  # a shorter fence does not close the block
+        ('```json\n{"a": 1}\n~~~', "held no JSON value"),  # nor one of the other character
     ],
 )
 def test_json_in_text_refuses_what_the_rule_does_not_cover(text, why):
@@ -294,6 +427,23 @@ def test_a_one_line_text_is_the_value_of_a_string_type_only():
     assert not from_text(parse_target(None, True, "d", {}), "no JSON here")[0]
 
 
+@pytest.mark.parametrize("line", ["42", "true", "null", "3.5", "-1", "[1, 2]", "{}"])
+def test_a_one_line_text_that_is_json_of_another_type_is_still_the_string(line):
+    assert from_text(target("str"), line) == (True, line)
+    assert from_text(target("str"), f"`{line}`\n") == (True, line)
+    assert from_text(target("Color"), line)[0] is False  # not one of its strings
+
+
+def test_json_that_fits_wins_over_the_line():
+    assert from_text(target("Optional[str]"), "null") == (True, None)
+    assert from_text(target("str"), '"quoted"') == (True, "quoted")
+    assert from_text(target("Literal['1', '2']"), "2") == (True, "2")
+    assert from_text(target("int | str"), "42") == (True, 42)
+    assert from_text(target("str"), "Paris\nLima") == (False, ["the answer held no JSON value (neither JSON alone nor a ```json block)"])
+    found, problems = from_text(target("int"), "[1]")
+    assert not found and problems[0].startswith("(the value): Input should be a valid integer")
+
+
 def test_text_in_the_tool_shape_is_unwrapped():
     t = target("list[int]")
     assert from_text(t, '{"value": [1, "2"]}') == (True, [1, 2])
@@ -301,6 +451,10 @@ def test_text_in_the_tool_shape_is_unwrapped():
     assert from_text(target("dict[str, int]"), '{"value": {"a": 1}}') == (True, {"a": 1})
     assert check(target("City"), {"value": {"name": "Lima", "population": 2}}) == (True, City(name="Lima", population=2))
     assert not check(target("City"), {"value": {"name": "Lima"}})[0]
+    # --json takes the text at its word: {"value": 5} is that dict, not 5.
+    assert from_text(parse_target(None, True, "d", {}), '{"value": 5}') == (True, {"value": 5})
+    assert from_text(target("Optional[dict[str, int]]"), '{"value": 5}') == (True, {"value": 5})
+    assert from_text(target("Optional[list[int]]"), '{"value": [5]}') == (True, [5])
 
 
 # -- the streamed view ----------------------------------------------------------------------
@@ -395,15 +549,30 @@ def test_a_list_of_records_renders_as_an_escaped_table_and_anything_else_as_its_
 PROSE = st.text(alphabet=st.characters(blacklist_characters="`~", blacklist_categories=("Cs",)), max_size=60)
 
 
-@settings(max_examples=150, deadline=None)
-@given(value=JSON_VALUES, before=PROSE, after=PROSE, tag=st.sampled_from(["json", "", "JSON"]))
-def test_a_json_block_among_any_prose_is_found(value, before, after, tag):
-    text = f"{before}\n```{tag}\n{json.dumps(value, ensure_ascii=False, indent=1)}\n```\n{after}"
+@settings(max_examples=300, deadline=None)
+@given(
+    value=JSON_VALUES,
+    before=PROSE,
+    after=PROSE,
+    tag=st.sampled_from(["json", "", "JSON", " json "]),
+    fence=st.sampled_from(["```", "~~~", "````"]),
+    longer=st.integers(min_value=0, max_value=2),
+    newline=st.sampled_from(["\n", "\r\n"]),
+    bom=st.booleans(),
+    command=st.booleans(),
+)
+def test_a_json_block_among_any_prose_is_found(value, before, after, tag, fence, longer, newline, bom, command):
+    closing = fence + fence[0] * longer  # CommonMark: a closing fence may be longer
+    body = json.dumps(value, ensure_ascii=False, indent=1)
+    text = f"{before}\n{fence}{tag}\n{body}\n{closing}\n{after}"
+    if command:  # a command block after the value does not hide it
+        text += "\n```\npip install pandas\n```\n"
+    text = ("\ufeff" if bom else "") + text.replace("\n", newline)
     assert json_in_text(text) == (True, value)
 
 
 TYPE_WORDS = st.sampled_from(
-    ["City", "list", "dict", "str", "int", "Optional", "Literal", "make", "five", "models", "Plain", "x", "1", "'a'"]
+    ["City", "Node", "list", "dict", "str", "int", "Optional", "Literal", "make", "five", "models", "Plain", "x", "1", "'a'"]
 )
 TYPE_TEXT = st.recursive(
     TYPE_WORDS,
@@ -426,7 +595,13 @@ def test_any_schema_text_gives_a_target_or_a_usage_error_and_runs_nothing(spec):
     except UsageError as error:
         assert "--schema" in str(error)
     else:
+        from jsonschema import Draft202012Validator
+
         assert result is not None and result.input_schema()["type"] == "object"
+        schema = result.input_schema()
+        Draft202012Validator.check_schema(schema)
+        for ref in _refs(schema):
+            assert isinstance(_pointer(schema, ref), dict), ref
     assert not called
 
 

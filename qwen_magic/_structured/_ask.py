@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._answer import Answer
 from .._blocks import from_answer
-from .._errors import InvalidValue, ServiceError
+from .._errors import InvalidValue, QwenError, ServiceError
 from .._tools import ArgumentMismatch, Tool, Toolbox
 from .._turn import converse
 from ._show import ValueView, deliver, describe_value, note, short_errors
@@ -68,6 +68,7 @@ class AnswerTool(Tool):
         self.received = False
         self.failures = 0
         self.errors: list[str] = []  # the latest problems, "where: what"
+        self.reached = 0  # calls of this round that reached ``call``
 
     @staticmethod
     def _no_function() -> None:  # a Tool has a function; this one is never called
@@ -82,6 +83,7 @@ class AnswerTool(Tool):
         }
 
     def call(self, arguments: dict[str, Any]) -> Any:
+        self.reached += 1
         if self.received:
             return "Already received: the first valid value was kept."
         data = arguments
@@ -104,23 +106,53 @@ class AnswerTool(Tool):
         """A valid value came (stop), or no more repairs are allowed."""
         return self.received or self.failures > self.max_repairs
 
+    def settled_after(self, done: Answer, tools: Toolbox | None) -> bool:
+        """``settled``, once the calls of the round ``done`` that never reached ``call`` are counted.
+
+        The tool loop answers a call of an unknown tool, or with arguments that are not one
+        JSON object, without calling this tool; each is still an answer that gave no value,
+        so it spends a repair like an invalid one.
+        """
+        missed = []
+        for made in done.tool_calls:
+            name = made.get("name")
+            if tools and name in tools:
+                continue  # one of the user's tools: --tools rounds keep their own limit
+            if name != self.name:
+                missed.append(f"called {name!r} instead of the tool `{self.name}`")
+            elif self.reached:
+                self.reached -= 1
+            else:
+                missed.append(f"the input of `{self.name}` was not one JSON object")
+        self.reached = 0
+        if missed:
+            self.failures += len(missed)
+            self.errors = missed
+        return self.settled()
+
 
 def check(target: Target, data: Any) -> tuple[bool, Any]:
     """``(True, value)`` for data that validates, else ``(False, ["where: what", …])``.
 
-    ``{"value": X}`` where no wrapper was asked for is read as ``X`` when only ``X`` fits:
-    a model that wraps every answer out of habit is not sent back for it.
+    ``{"value": X}`` that does not fit is read as ``X`` when ``X`` fits: a model that wraps
+    its answer out of habit, or writes the tool's shape as text, is not sent back for it
+    (while ``--json`` keeps ``{"value": 5}`` as the dict it is).
     """
+    ok, result = _validated(target, data)
+    if not ok and isinstance(data, dict) and set(data) == {"value"}:
+        unwrapped, value = _validated(target, data["value"])
+        if unwrapped:
+            return True, value
+    return ok, result
+
+
+def _validated(target: Target, data: Any) -> tuple[bool, Any]:
+    """``check`` without the unwrapping: any exception a validator raises is a problem with the value."""
     from pydantic import ValidationError
 
     try:
         return True, target.validate(data)
     except ValidationError as error:
-        if not target.wrapped and isinstance(data, dict) and set(data) == {"value"}:
-            try:
-                return True, target.validate(data["value"])
-            except ValidationError:
-                pass
         problems = []
         for item in error.errors(include_url=False):
             where = ".".join(str(part) for part in item.get("loc", ())) or "(the value)"
@@ -128,21 +160,27 @@ def check(target: Target, data: Any) -> tuple[bool, Any]:
             given = given if len(given) <= 60 else given[:59] + "…"
             problems.append(f"{where}: {item.get('msg', 'invalid')} (got {given})")
         return False, problems
+    except Exception as exc:  # a validator of the user's type that raises TypeError, KeyError …
+        return False, [f"(the value): the type's validation raised {type(exc).__name__}" + (f": {exc}" if str(exc) else "")]
 
 
 _FENCE = re.compile(
-    r"^[ ]{0,3}(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\n`]*)\n(?P<body>.*?)^[ ]{0,3}(?P=fence)[ \t]*$",
+    r"^[ ]{0,3}(?P<fence>(?P<char>[`~])(?P=char){2,})(?!(?P=char))[ \t]*(?P<info>[^\n`]*)\n"
+    r"(?P<body>.*?)^[ ]{0,3}(?P=fence)(?P=char)*[ \t]*$",
     re.M | re.S,
-)
+)  # a closing fence is at least as long as the opening one, as in CommonMark
 
 
 def json_in_text(text: str) -> tuple[bool, Any]:
     """The JSON value a text answer gives: ``(True, value)``, or ``(False, why not)``.
 
     The rule: the whole text, if it is JSON; else the last fenced block tagged ``json``
-    (or untagged). Anything else — JSON inline in a sentence, a ```python block — is not
-    taken, so prose that merely mentions braces never becomes the value.
+    (or untagged) that holds valid JSON, so a command block after the value does not hide it.
+    Anything else — JSON inline in a sentence, a ```python block — is not taken, so prose
+    that merely mentions braces never becomes the value. Line ends (CRLF) and a leading
+    byte order mark do not matter.
     """
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     stripped = text.strip()
     if not stripped:
         return False, "the answer was empty"
@@ -150,33 +188,48 @@ def json_in_text(text: str) -> tuple[bool, Any]:
         return True, json.loads(stripped)
     except ValueError:
         pass
-    blocks = [m for m in _FENCE.finditer(text) if m["info"].strip().lower() in ("", "json")]
+    blocks = [m["body"] for m in _FENCE.finditer(text) if m["info"].strip().lower() in ("", "json")]
     if not blocks:
         return False, "the answer held no JSON value (neither JSON alone nor a ```json block)"
-    body = blocks[-1]["body"]
-    try:
-        return True, json.loads(body)
-    except ValueError as exc:
-        return False, f"the last ```json block is not valid JSON ({exc})"
+    problem = ""
+    for body in reversed(blocks):
+        try:
+            return True, json.loads(body)
+        except ValueError as exc:
+            problem = problem or f"the last ```json block is not valid JSON ({exc})"
+    return False, problem
 
 
 def from_text(target: Target, text: str) -> tuple[bool, Any]:
     """The validated value a text answer gives, or the problems with it.
 
     Besides JSON: for a string type (``str``, a ``Literal`` or ``Enum`` of strings) a
-    one-line answer is the string itself — ``positive`` needs no quotes to be a value.
+    one-line answer is the string itself — ``positive`` needs no quotes to be a value, and
+    ``42`` is the string ``"42"`` when a number does not fit.
     """
     found, data = json_in_text(text)
-    if not found:
-        line = text.strip().strip("`\"'").strip()
-        if line and "\n" not in line and target.type is not Any:
-            valid, value = check(target, line)
-            if valid and isinstance(value, (str, enum.Enum)):
-                return True, value
-        return False, [data]
-    if target.wrapped and isinstance(data, dict) and set(data) == {"value"}:
-        data = data["value"]  # the tool's shape, written out
-    return check(target, data)
+    problems = [data]
+    if found:
+        valid, result = check(target, data)
+        if valid:
+            return True, result
+        problems = result
+    line = text.strip().strip("`\"'").strip()
+    if line and "\n" not in line and target.type is not Any:
+        valid, value = check(target, line)
+        if valid and isinstance(value, (str, enum.Enum)):
+            return True, value
+    return False, problems
+
+
+def refuses_forcing(error: ServiceError, answer: Answer) -> bool:
+    """Whether ``error`` refuses the forced ``tool_choice``: a 400 naming it, before anything arrived.
+
+    Any other 400 (an image too large, a context too long) fails the cell as it is, and
+    forcing stays on.
+    """
+    about = str(error).lower().replace(" ", "_")
+    return error.status == 400 and not answer.rounds and not answer.text and "tool_choice" in about
 
 
 @dataclass
@@ -238,13 +291,12 @@ def obtain(
                 views=lambda: ValueView(views(), name),
                 max_rounds=rounds,
                 remark=remark,
-                until=tool.settled,
+                until=lambda: tool.settled_after(answer.rounds[-1], tools),
                 **loop,
             )
         except ServiceError as error:
-            if not (forced and error.status == 400 and not answer.rounds and not answer.text):
+            if not (forced and refuses_forcing(error, answer)):
                 raise
-            # Refused before anything arrived: most likely the forced tool_choice. Once per model.
             forced = False
             forcing.refused.add(key)
             which = f"{key[0]} with thinking" if thinks else key[0]
@@ -325,18 +377,34 @@ class ValueLoop:
     def __call__(
         self, client: anthropic.Anthropic, request: Request, answer: Answer, tools: Toolbox | None, **loop: Any
     ) -> None:
-        self.value = obtain(
-            self.target,
-            self.output,
-            client,
-            request,
-            answer,
-            tools,
-            forcing=self.forcing,
-            max_repairs=self.max_repairs,
-            **loop,
-        )
+        try:
+            self.value = obtain(
+                self.target,
+                self.output,
+                client,
+                request,
+                answer,
+                tools,
+                forcing=self.forcing,
+                max_repairs=self.max_repairs,
+                **loop,
+            )
+        except QwenError as error:
+            if not isinstance(error, InvalidValue):  # which says so itself
+                unassigned(error, self.output)
+            raise
 
     def deliver(self, namespace: dict[str, Any]) -> None:
         """Store the value (only ever a valid one: ``obtain`` raised otherwise) and show it."""
         deliver(namespace, self.output, self.target, self.value)
+
+
+def unassigned(error: QwenError, output: str) -> None:
+    """Add to ``error``'s message that ``output`` was not assigned.
+
+    Part of the value may already be on screen above the error: without a word, the
+    variable's old value is easily taken for the new one.
+    """
+    text = str(error).rstrip()
+    end = "" if text.endswith((".", "!", "?", "…")) else "."
+    error.args = (f"{text}{end} {output} was not assigned (it keeps any value it had before).",)

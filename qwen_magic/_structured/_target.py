@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import builtins
+import enum
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -38,10 +40,18 @@ class Target:
         return self.schema.get("type") != "object"
 
     def input_schema(self) -> dict[str, Any]:
-        """The answer tool's ``input_schema``."""
+        """The answer tool's ``input_schema``.
+
+        A wrapped schema's ``$defs`` (recursive types keep theirs) move to the root, where
+        their ``#/$defs/…`` references point.
+        """
         if not self.wrapped:
             return self.schema
-        return {"type": "object", "properties": {"value": self.schema}, "required": ["value"]}
+        value = {key: part for key, part in self.schema.items() if key != "$defs"}
+        wrapper: dict[str, Any] = {"type": "object", "properties": {"value": value}, "required": ["value"]}
+        if "$defs" in self.schema:
+            wrapper["$defs"] = self.schema["$defs"]
+        return wrapper
 
     def validate(self, data: Any) -> Any:
         """The validated, converted value (lax mode); raises pydantic's ``ValidationError``."""
@@ -53,7 +63,7 @@ class Target:
             return value
         import pandas as pd
 
-        rows = self.adapter.dump_python(value, mode="python")
+        rows = self.adapter.dump_python(value, mode="python", by_alias=True)
         columns = self.columns or list(dict.fromkeys(key for row in rows for key in row))
         return pd.DataFrame(rows, columns=columns)
 
@@ -131,7 +141,11 @@ def _frame_target(spelling: str, row: Any) -> Target:
             f"--schema {spelling!r}: the rows of a DataFrame must be records with named fields (a pydantic "
             "model, dataclass or TypedDict), e.g. DataFrame[City]."
         )
-    target.columns = list(items["properties"])
+    # The rows are dumped by alias: the columns are the names a dump gives (serialization aliases).
+    from .._tools import tidy_schema
+
+    dumped = tidy_schema(target.adapter.json_schema(mode="serialization")).get("items", {})
+    target.columns = list(dumped.get("properties") or items["properties"])
     return target
 
 
@@ -183,7 +197,7 @@ def _evaluate(node: ast.expr, namespace: dict[str, Any], spelling: str) -> Any:
         if base is _FRAME or _is_frame_class(base):
             return _FrameOf(argument)
         try:
-            return base[argument]
+            return _subscript(base, argument)
         except Exception as exc:
             raise UsageError(f"--schema {spelling!r}: {ast.unparse(node)!r} is not a type ({exc}).") from None
     if isinstance(node, ast.Tuple):
@@ -192,6 +206,8 @@ def _evaluate(node: ast.expr, namespace: dict[str, Any], spelling: str) -> Any:
         return [_evaluate(e, namespace, spelling) for e in node.elts]
     if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (str, int, float, bool))):
         return node.value  # Literal["a", 1, None]
+    if isinstance(node, ast.Constant) and node.value is Ellipsis:
+        return ...  # tuple[int, ...]
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
         value = node.operand.value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -210,6 +226,29 @@ def _evaluate(node: ast.expr, namespace: dict[str, Any], spelling: str) -> Any:
         f"--schema {spelling!r}: only names, attributes and subscripts make a type (e.g. City, list[City], "
         f"dict[str, float], Literal['a', 'b']); {ast.unparse(node)!r} is not allowed."
     )
+
+
+def _subscript(base: Any, argument: Any) -> Any:
+    """``base[argument]``; a ``Literal`` of Enum members also takes their values.
+
+    Its schema lists the values (``"red"`` for ``Color.RED``), which pydantic alone would
+    refuse as not the member: the model could never give a valid answer.
+    """
+    made = base[argument]
+    members = argument if isinstance(argument, tuple) else (argument,)
+    if typing.get_origin(made) is not typing.Literal or not any(isinstance(m, enum.Enum) for m in members):
+        return made
+    from pydantic import BeforeValidator
+
+    return typing.Annotated[made, BeforeValidator(functools.partial(_member, members))]
+
+
+def _member(members: tuple[Any, ...], value: Any) -> Any:
+    """The Enum member among ``members`` whose value ``value`` is, else ``value`` as it is."""
+    for member in members:
+        if isinstance(member, enum.Enum) and type(value) is type(member.value) and value == member.value:
+            return member
+    return value
 
 
 def a_or_an(noun: str) -> str:
