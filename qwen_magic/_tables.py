@@ -20,7 +20,7 @@ def note(text: str) -> None:
     """A short informational line under the cell."""
     display(
         {
-            "text/html": f'<div class="qwen-note" style="color:#888;font-size:0.9em">{html.escape(text)}</div>',
+            "text/html": f'<div class="qwen-note" style="color:#888;font-size:0.9em">{_text_html(text)}</div>',
             "text/plain": visible_controls(text),
         },
         raw=True,
@@ -91,3 +91,11 @@ def _row(name: str, requests: int, u: Usage) -> str:
         f"| {name} | {requests} | {u.input_tokens:,} | {u.output_tokens:,} | {u.cache_read:,} "
         f"| {u.cache_write:,} | {paid:,.0f} | {uncached:,.0f} | {verdict} |"
     )
+
+
+def _text_html(text: str) -> str:
+    """``text`` escaped, each ``$`` and ``\\`` in an element of its own: a note often quotes the
+    model or a value, and MathJax would pair their dollars."""
+    from ._markdown import text_html  # markdown-it and nh3 load in the warm-up, not with %load_ext
+
+    return text_html(text)

@@ -637,3 +637,40 @@ def test_the_fake_server_validates_tool_choice(server, choice, tools, refused):
     else:
         with pytest.raises(anthropic.BadRequestError, match=re.escape(refused)):
             client.messages.create(**request)
+
+
+# What a value holds is shown, not typeset: MathJax pairs dollars in a page's text.
+_DOLLARS = ["$5 to $10", "${price:.2f} (was ${old:.2f})", r"\(x\) and \[y\]", "$$a$$", r"C:\Users\$me"]
+
+
+@pytest.mark.parametrize("spec", ["list[Item]", "DataFrame[Item]"])
+def test_a_stored_value_s_table_shows_its_dollars_as_dollars(spec: str) -> None:
+    from html_readers import typeset, visible_text
+
+    from qwen_magic._structured._show import rendering
+
+    class Item(BaseModel):
+        name: str
+        note: str
+
+    target = parse_target(spec, False, "v", {"Item": Item})
+    assert target is not None
+    value = target.result(target.validate([{"name": text, "note": text + " ok"} for text in _DOLLARS]))
+    html = rendering(target, value)["text/html"]
+    assert typeset(html) == []
+    for text in _DOLLARS:
+        assert text in visible_text(html)
+
+
+def test_a_note_quoting_a_value_shows_its_dollars_as_dollars(monkeypatch: pytest.MonkeyPatch) -> None:
+    from html_readers import typeset, visible_text
+
+    import qwen_magic._tables as tables
+    from qwen_magic._structured._show import note
+
+    shown: list[dict[str, str]] = []
+    monkeypatch.setattr(tables, "display", lambda bundle, raw: shown.append(bundle))
+    for text in _DOLLARS:
+        note(f'No valid value yet (got "{text}"); asking again.')
+    assert [typeset(b["text/html"]) for b in shown] == [[]] * len(_DOLLARS)
+    assert all(text in visible_text(b["text/html"]) for text, b in zip(_DOLLARS, shown, strict=True))

@@ -185,6 +185,11 @@ def _finish(cleaned: str) -> str:
     return "".join(out)
 
 
+def lone_dollars(html_text: str) -> str:
+    """HTML written elsewhere (pandas' tables) with each ``$`` and ``\\`` of its text alone, as ``_finish`` leaves them."""
+    return _finish(html_text)
+
+
 def text_html(text: str) -> str:
     """Plain text (thinking, tool output, service messages) as HTML: escaped, each ``$`` and ``\\`` alone."""
     return _LONE.sub(_isolate, html.escape(text))

@@ -196,10 +196,12 @@ def _records(target: Target, value: Any) -> list[dict[str, Any]] | None:
 
 def _table_html(rows: list[dict[str, Any]]) -> str:
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    from .._markdown import text_html  # each $ and \\ alone: MathJax pairs none of a value's dollars
+
+    head = "".join(f"<th>{text_html(str(c))}</th>" for c in columns)
     body = []
     for row in rows[:TABLE_ROWS]:
-        cells = "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in columns)
+        cells = "".join(f"<td>{text_html(_cell(row.get(c)))}</td>" for c in columns)
         body.append(f"<tr>{cells}</tr>")
     more = len(rows) - TABLE_ROWS
     tail = f'<div style="color:#888">… {more:,} more rows</div>' if more > 0 else ""
@@ -210,7 +212,9 @@ def _frame_html(frame: Any) -> str:
     shown = frame.head(TABLE_ROWS)
     more = len(frame) - len(shown)
     tail = f'<div style="color:#888">… {more:,} more rows</div>' if more > 0 else ""
-    return str(shown.to_html(escape=True, classes="qwen-value", border=0)) + tail
+    from .._markdown._safe import lone_dollars
+
+    return lone_dollars(str(shown.to_html(escape=True, classes="qwen-value", border=0))) + tail
 
 
 def _cell(value: Any) -> str:
@@ -236,10 +240,7 @@ def _cut(text: str) -> str:
 
 
 def note(text: str) -> None:
-    display(
-        {
-            "text/html": f'<div class="qwen-note" style="color:#888;font-size:0.9em">{html.escape(text)}</div>',
-            "text/plain": text,
-        },
-        raw=True,
-    )
+    """A short line under the cell (``_tables.note``: its dollars stay dollars)."""
+    from .._tables import note as shown_note
+
+    shown_note(text)
