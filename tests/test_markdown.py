@@ -795,3 +795,20 @@ def test_delimiter_and_bracket_soup_stays_literal_text_while_ordinary_emphasis_a
     ordinary = render_html("**bold**, _it_, ~~gone~~ and [a [b] link](https://qwen.ai)")
     assert "<strong>bold</strong>" in ordinary and "<em>it</em>" in ordinary and "<s>gone</s>" in ordinary
     assert '<a href="https://qwen.ai"' in ordinary
+
+
+@pytest.mark.parametrize(
+    ("doc", "math"),
+    [
+        ("> $$\n> a+b\n> $$\n", "$$\na+b\n$$"),
+        (">> $$\n>> q\n>> $$\n", "$$\nq\n$$"),
+        ("> \\begin{align}\n> a &= 1 \\\\\n> b &= 2\n> \\end{align}\n", "\\begin{align}\na &= 1 \\\\\nb &= 2\n\\end{align}"),
+        ("- $$\n  x^2\n  $$\n", "$$\nx^2\n$$"),
+        ("1. item\n\n   \\[\n   y\n   \\]\n", "\\[\ny\n\\]"),
+        ("$$\na+b\n$$\n", "$$\na+b\n$$"),
+    ],
+)
+def test_display_math_in_a_quote_or_list_is_its_own_lines_without_their_markers(doc: str, math: str) -> None:
+    """The quote's ``>`` and the item's indent are markdown, not TeX (pandoc reads them so too)."""
+    html = render_html(doc)
+    assert our_math(html) == typeset(html) == [math]

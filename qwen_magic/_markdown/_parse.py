@@ -319,7 +319,8 @@ def _math_block(state: StateBlock, start_line: int, end_line: int, silent: bool)
         line += 1
     else:
         return False
-    content = state.src[pos : state.eMarks[line]].strip()
+    # Each line's own text: inside a quote or a list item, not the markers and indent before it.
+    content = "\n".join(state.src[state.bMarks[n] + state.tShift[n] : state.eMarks[n]] for n in range(start_line, line + 1)).strip()
     if not _math_allowed(content) or not _mathjax_agrees(content, 0, len(content), _opener_length(content, 0)):
         return False
     if not silent:
