@@ -42,6 +42,11 @@ if TYPE_CHECKING:
     from ._context_build import Context
 
 
+# Stop reasons after which every call is whole: some compatible services end a calling
+# answer with ``end_turn``; its calls are run as if it said ``tool_use``.
+_CALLS_COMPLETE = ("tool_use", "end_turn", "stop_sequence")
+
+
 def view_for(shell: Any) -> View:
     """A notebook painter under a kernel, a terminal one otherwise."""
     if getattr(shell, "kernel", None) is not None:
@@ -128,9 +133,25 @@ def take_turn(
                 remark=lambda follow_up: chat.remark(follow_up, options),
                 called=chat.called(),
             )
+    except KeyboardInterrupt:  # outside a request or a tool: a paint, a footer, between rounds
+        raise _interrupted(answer) from None
     finally:
         chat.record(Turn(prompt, answer, cell_id, source, context=context, upto=upto))
     return answer
+
+
+def _interrupted(answer: Answer) -> Interrupted:
+    """Mark ``answer`` interrupted: as history it keeps its text, not calls that were never answered."""
+    answer.interrupted = True
+    answer.finished_at = answer.finished_at or time.monotonic()
+    kept = f"the {len(answer.text):,} characters above are kept" if answer.text else "the answer so far is kept"
+    rounds = f" with its {len(answer.rounds)} tool round(s)" if answer.rounds else ""
+    error = Interrupted(
+        f"Interrupted: the turn stopped; {kept}{rounds}, and tool calls that were not run are left out, "
+        "so the conversation can go on."
+    )
+    answer.error = str(error)
+    return error
 
 
 def converse(
@@ -180,8 +201,12 @@ def converse(
         if not calls:
             return
         refusal = final_reason = None  # why the calls are not run, and the turn's stop reason then
-        if answer.stop_reason != "tool_use":
-            refusal = f"Not run: the answer stopped ({answer.stop_reason}) before the call was complete."
+        if answer.stop_reason not in _CALLS_COMPLETE:
+            refusal = (
+                "Not run: the answer was cut at max_tokens before the call was complete."
+                if answer.stop_reason == "max_tokens"
+                else f"Not run: the answer stopped ({answer.stop_reason}) without asking for the result."
+            )
             final_reason = answer.stop_reason
         elif rounds >= max_rounds:
             refusal = f"Not run: the limit of {max_rounds} tool rounds for one cell was reached."
