@@ -291,6 +291,58 @@ def test_an_exception_inside_the_tool_is_reported_by_type_and_message_not_traceb
     assert raised.text.startswith("Error: checks raised ValidationError:") and "Traceback" not in raised.text
 
 
+class Unreadable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message for you")
+
+
+def bad_figure(x: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(1, 1))
+    axes.set_title(r"$\frac{1}{$")  # mathtext that fails only when the figure is drawn
+    plt.close(figure)
+    return figure
+
+
+def empty_image(x: int):
+    from PIL import Image
+
+    return Image.new("RGB", (0, 0))
+
+
+def unreadable(x: int):
+    raise Unreadable
+
+
+def exits(x: int):
+    import sys
+
+    sys.exit(3)
+
+
+@pytest.mark.parametrize(
+    ("func", "needles"),
+    [
+        (bad_figure, ["bad_figure ran, but its result could not be sent: ValueError"]),
+        (empty_image, ["empty_image ran, but its result could not be sent: ValueError", "empty image"]),
+        (lambda x: [empty_image(x)], ["could not be sent"]),
+        (unreadable, ["unreadable raised Unreadable: <message unreadable: RuntimeError>"]),
+        (exits, ["exits raised SystemExit: 3", "the kernel went on"]),
+    ],
+)
+def test_whatever_goes_wrong_in_a_call_is_an_error_result_not_a_failed_cell(func, needles):
+    name = getattr(func, "__name__", "f").replace("<lambda>", "f")
+    outcome = call_tool(offered(name, {name: func}), {"id": "t1", "name": name, "input": {"x": 1}})
+    assert not outcome.ok and outcome.text.startswith("Error: ")
+    for needle in needles:
+        assert needle in outcome.text
+    assert "⚠" in call_bundle({"id": "t1", "name": name, "input": {"x": 1}}, outcome)["text/plain"]
+
+
 def test_an_unknown_tool_is_answered_with_the_names_on_offer():
     toolbox = offered("f", {"f": lambda: 1})
     outcome = call_tool(toolbox, {"name": "rm_rf", "input": {}})
