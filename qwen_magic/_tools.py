@@ -12,6 +12,7 @@ Calling them, and showing a call, is ``_calls``; the rounds of a turn are ``_tur
 
 from __future__ import annotations
 
+import builtins
 import functools
 import inspect
 import json
@@ -162,6 +163,8 @@ def offered(spec: str | None, namespace: dict[str, Any]) -> Toolbox | None:
     found: list[tuple[str, Any]] = []
     if names:
         for name in dict.fromkeys(names):
+            if name not in namespace and callable(getattr(builtins, name, None)):
+                raise UsageError(f"--tools: {name!r} is a Python builtin, not a function of the notebook; {_WRAP}")
             if name not in namespace:
                 raise UsageError(
                     f"--tools: {name!r} is not defined in the notebook; define it first or check the spelling."
@@ -178,6 +181,25 @@ def offered(spec: str | None, namespace: dict[str, Any]) -> Toolbox | None:
             raise UsageError(f"--tools: two functions would both be called {made.name!r}; give one another name.")
         toolbox[made.name] = made
     return toolbox
+
+
+_WRAP = "wrap it in a def with type hints and a docstring, e.g. def size(items: list) -> int: return len(items)"
+
+
+def _builtin(value: Any) -> str:
+    """How to name a function written in C: Python's own builtin, or one from a module."""
+    return "a Python builtin" if getattr(builtins, getattr(value, "__name__", ""), None) is value else "a built-in function"
+
+
+def _partial_function(partial: functools.partial[Any]) -> Callable[..., Any]:
+    """A def standing in for ``partial``: the parameters it leaves open, its function's name, hints and docstring."""
+
+    @functools.wraps(partial.func)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return partial(*args, **kwargs)
+
+    call.__signature__ = inspect.signature(partial)  # type: ignore[attr-defined]
+    return call
 
 
 def _marked(namespace: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -203,7 +225,11 @@ def _make(name: str, value: Any) -> Tool:
     mark = inspect.getattr_static(value, _MARK, None)
     mark = mark if isinstance(mark, _Mark) else _Mark(None, None)
     func = value
-    if not (inspect.isroutine(value) or isinstance(value, functools.partial)):
+    if isinstance(value, functools.partial):
+        func = _partial_function(value)
+    elif inspect.isroutine(value) and not hasattr(inspect.unwrap(value), "__code__"):  # written in C
+        raise UsageError(f"--tools: {name!r} is {_builtin(value)}, which has no signature to describe; {_WRAP}")
+    elif not inspect.isroutine(value):
         func = value.__call__  # a callable object: its __call__ describes it
     if inspect.iscoroutinefunction(inspect.unwrap(func)):
         raise UsageError(f"--tools: {name!r} is an async function; offer a plain def that runs it.")

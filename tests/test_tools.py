@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
+import math
 from typing import Literal, Optional
 
 import pydantic
@@ -198,6 +200,11 @@ def test_bare_tools_without_marked_functions_says_how_to_mark():
         ({"K": Box}, "K", "is a class"),
         ({"variadic": lambda *args: args}, "variadic", "cannot be described as a tool"),
         ({"é": lambda: 1}, "é", "cannot be a tool name"),
+        ({}, "len", "'len' is a Python builtin, not a function of the notebook; wrap it in a def"),
+        ({"size": len}, "size", "'size' is a Python builtin, which has no signature to describe; wrap it in a def"),
+        ({"sq": math.sqrt}, "sq", "'sq' is a built-in function, which has no signature to describe; wrap it"),
+        ({"up": str.upper}, "up", "'up' is a built-in function"),
+        ({"push": [].append}, "push", "'push' is a built-in function"),
     ],
 )
 def test_what_cannot_be_offered_is_a_usage_error_naming_it(namespace, spec, needle):
@@ -231,6 +238,27 @@ def test_methods_and_callable_objects_are_offered_by_the_name_given():
     assert call_tool(toolbox, {"name": "add", "input": {"k": 2}}).text == "2"
     assert call_tool(toolbox, {"name": "shout", "input": {"word": "hi"}}).text == "HI"
     assert counter.n == 2
+
+
+def test_a_partial_is_offered_with_the_parameters_it_leaves_open():
+    def scale(factor: int, value: float, *, unit: str = "m") -> str:
+        """Scale a value."""
+        if value < 0:
+            raise ValueError("negative")
+        return f"{factor * value} {unit}"
+
+    namespace = {"double": functools.partial(scale, 2), "inches": functools.partial(scale, unit="in")}
+    toolbox = offered("double,inches", namespace)
+    double, inches = (toolbox[name].definition() for name in ("double", "inches"))
+    assert double["description"] == "Scale a value."
+    assert list(double["input_schema"]["properties"]) == ["value", "unit"] and double["input_schema"]["required"] == ["value"]
+    assert inches["input_schema"]["properties"]["unit"]["default"] == "in"
+    assert call_tool(toolbox, {"id": "1", "name": "double", "input": {"value": 1.5}}).text == "3.0 m"
+    assert call_tool(toolbox, {"id": "2", "name": "inches", "input": {"factor": 2, "value": 1}}).text == "2.0 in"
+    raised = call_tool(toolbox, {"id": "3", "name": "double", "input": {"value": -1}})
+    assert raised.text == "Error: double raised ValueError: negative"  # the function's own error, not a mismatch
+    mismatch = call_tool(toolbox, {"id": "4", "name": "double", "input": {"factor": 3, "value": 1}})
+    assert "do not match the schema" in mismatch.text
 
 
 def test_no_flag_offers_nothing():
