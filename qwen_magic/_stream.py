@@ -339,7 +339,8 @@ def _interrupted(answer: Answer) -> str:
     elif answer.thinking:
         return (
             f"Interrupted while thinking: the request was cancelled; "
-            f"{len(answer.thinking):,} characters of thinking kept (no answer text had arrived)."
+            f"{len(answer.thinking):,} characters of thinking kept on screen only: no answer text had arrived, "
+            "so the conversation does not keep this turn. Run the cell again."
         )
     else:
         kept = "nothing had arrived"

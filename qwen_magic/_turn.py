@@ -200,13 +200,11 @@ def converse(
         calls = calls_of(answer.tool_calls)
         if not calls:
             return
+        _unique_ids(calls, answer.rounds)
         refusal = final_reason = None  # why the calls are not run, and the turn's stop reason then
         if answer.stop_reason not in _CALLS_COMPLETE:
-            refusal = (
-                "Not run: the answer was cut at max_tokens before the call was complete."
-                if answer.stop_reason == "max_tokens"
-                else f"Not run: the answer stopped ({answer.stop_reason}) without asking for the result."
-            )
+            why = "before the call was complete" if answer.stop_reason == "max_tokens" else "without asking for the result"
+            refusal = f"Not run: the answer stopped ({answer.stop_reason}) {why}."
             final_reason = answer.stop_reason
         elif rounds >= max_rounds:
             refusal = f"Not run: the limit of {max_rounds} tool rounds for one cell was reached."
@@ -251,6 +249,21 @@ def converse(
         }
         if remark is not None:
             request = remark(request)
+
+
+def _unique_ids(calls: list[ToolUseBlockParam], rounds: list[Answer]) -> None:
+    """Give a call whose id the turn already used a new one (in place), so each result answers one call.
+
+    A model may reuse an id; results are matched by id, and the service refuses a history
+    holding the same id twice.
+    """
+    seen = {call["id"] for done in rounds for call in done.tool_calls}
+    for call in calls:
+        base, n = call["id"], 1
+        while call["id"] in seen:
+            n += 1
+            call["id"] = f"{base}_{n}"
+        seen.add(call["id"])
 
 
 def _run_calls(

@@ -159,7 +159,7 @@ def test_whole_calls_are_run_whatever_the_stop_reason_that_ended_them(server, st
 @pytest.mark.parametrize(
     ("stop_reason", "told"),
     [
-        ("max_tokens", "cut at max_tokens before the call was complete"),
+        ("max_tokens", "stopped (max_tokens) before the call was complete"),
         ("pause_turn", "stopped (pause_turn) without asking for the result"),
     ],
 )
@@ -234,3 +234,34 @@ def test_only_block_types_the_service_accepts_are_resent():
         {"type": "text", "text": "hi"},
         {"type": "tool_use", "id": "t1", "name": "f", "input": {"k": 1}},
     ]
+
+
+def test_calls_that_reuse_an_id_each_get_their_own_result(server):
+    same = [ToolCall("add", {"a": 1, "b": 2}, id="t1"), ToolCall("add", {"a": 3, "b": 4}, id="t1")]
+    again = [ToolCall("add", {"a": 5, "b": 6}, id="t1")]  # the next round reuses it too
+    server.queue(Stream(text="a", tool_calls=same), Stream(text="b", tool_calls=again), Stream(text="done"))
+    chat, calls = Conversation(), []
+    ask(server, chat, offered("add", adder(calls)), Interrupting([0]))
+    assert calls == [(1, 2), (3, 4), (5, 6)]
+    messages = next_messages(chat)
+    ids = [b["id"] for m in messages for b in m["content"] if b["type"] == "tool_use"]
+    assert len(set(ids)) == len(ids) == 3
+    results = [b["content"] for m in messages for b in m["content"] if b["type"] == "tool_result"]
+    assert results == ["3", "7", "11"]
+
+
+@pytest.mark.parametrize("reply", [Stream(text=""), Stream(text="  \n "), Stream(thinking="hm", text="")])
+def test_an_answer_without_text_says_so_in_the_footer(server, reply):
+    server.queue(reply)
+    chat = Conversation()
+    answer = ask(server, chat, None, Interrupting([0]))
+    assert "⚠ the answer has no text; the conversation does not keep this turn" in footer_text(answer)
+    assert chat.turns == []
+
+
+def test_an_interrupt_while_thinking_says_the_turn_is_not_kept(server):
+    server.queue(Stream(thinking="thinking hard " * 50, text="never", chunk=5))
+    chat = Conversation()
+    with pytest.raises(Interrupted, match="characters of thinking kept on screen only") as info:
+        ask(server, chat, None, Interrupting([4]))
+    assert "Run the cell again" in str(info.value) and chat.turns == []
