@@ -13,11 +13,13 @@ Calling them, and showing a call, is ``_calls``; the rounds of a turn are ``_tur
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import inspect
 import json
 import re
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -95,8 +97,11 @@ class Tool:
     def definition(self) -> ToolParam:
         """The entry for the request's ``tools``."""
         assert self.sdk is not None
-        spec = self.sdk.to_dict()
+        with _quiet_defaults():
+            spec = self.sdk.to_dict()
         schema = tidy_schema(dict(spec["input_schema"]))
+        if "additionalProperties" not in schema and _takes_any_keyword(self.func):
+            schema["additionalProperties"] = True  # ``**kwargs``: say so, or the model reads "no arguments"
         if spec.get("description"):
             return {"name": self.name, "description": spec["description"], "input_schema": schema}
         return {"name": self.name, "input_schema": schema}
@@ -121,6 +126,28 @@ class Tool:
             if _raised_inside(cause, self.func):
                 raise cause from None
             raise ArgumentMismatch(_validation_text(cause)) from None
+
+
+@contextlib.contextmanager
+def _quiet_defaults() -> Iterator[None]:
+    """Build a schema without pydantic's warning for a default that is not JSON (``when=object()``).
+
+    The default is left out of the schema, which is all the warning says; it has no place
+    in the cell's output.
+    """
+    from pydantic.json_schema import PydanticJsonSchemaWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PydanticJsonSchemaWarning)
+        yield
+
+
+def _takes_any_keyword(func: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 class ArgumentMismatch(Exception):
@@ -243,7 +270,8 @@ def _make(name: str, value: Any) -> Tool:
     from anthropic.lib.tools import BetaFunctionTool
 
     try:
-        sdk = BetaFunctionTool(func, name=tool_name, description=mark.description)
+        with _quiet_defaults():
+            sdk = BetaFunctionTool(func, name=tool_name, description=mark.description)
         made = Tool(tool_name, func, sdk)
         schema = made.schema()
     except Exception as exc:
@@ -341,7 +369,7 @@ def describe(toolbox: Toolbox) -> str:
                 cells = [f"`{name}`", f"`{_type_text(sub)}`", need, sub.get("description", "")]
                 lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
         else:
-            lines.append("*(no parameters)*")
+            lines.append("*(any named arguments)*" if schema.get("additionalProperties") is True else "*(no parameters)*")
         lines += ["", "```json", json.dumps(definition, indent=2, ensure_ascii=False), "```"]
     return "\n".join(lines)
 

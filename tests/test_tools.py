@@ -261,6 +261,30 @@ def test_a_partial_is_offered_with_the_parameters_it_leaves_open():
     assert "do not match the schema" in mismatch.text
 
 
+def test_keyword_catch_alls_are_offered_as_taking_any_named_argument():
+    def anything(**options) -> str:
+        """Take anything."""
+        return json.dumps(options)
+
+    def typed(a: int, **more: int) -> int:
+        return a + sum(more.values())
+
+    toolbox = offered("anything,typed", {"anything": anything, "typed": typed})
+    assert toolbox["anything"].schema() == {"type": "object", "properties": {}, "additionalProperties": True}
+    assert toolbox["typed"].schema()["additionalProperties"] == {"type": "integer"}
+    assert "*(any named arguments)*" in describe(toolbox)
+    assert call_tool(toolbox, {"id": "1", "name": "anything", "input": {"k": 1}}).text == '{"k": 1}'
+
+
+def test_a_default_that_is_not_json_is_left_out_without_a_warning(recwarn):
+    def when(x: int, at: object = object()) -> int:
+        return x
+
+    schema = offered("when", {"when": when})["when"].schema()
+    assert schema["required"] == ["x"] and "default" not in schema["properties"]["at"]
+    assert not recwarn.list
+
+
 def test_no_flag_offers_nothing():
     assert offered(None, {"f": qwen_magic.tool(lambda: 1)}) is None
 
