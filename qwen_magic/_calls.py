@@ -82,10 +82,11 @@ def call_tool(toolbox: Toolbox | None, block: ToolUseBlockParam, broken: str | N
             "Call it again with corrected arguments.",
             ok=False,
         )
-    except Exception as exc:
-        return Outcome(f"Error: {name} raised {_raised(exc)}", ok=False)
-    except SystemExit as exc:  # sys.exit() in a tool must not end the cell, let alone the loop
-        return Outcome(f"Error: {name} raised {_raised(exc)} (it tried to exit; the kernel went on).", ok=False)
+    except KeyboardInterrupt:  # the user's: the loop stops (``_turn._run_calls``)
+        raise
+    except BaseException as exc:  # also sys.exit() or a custom BaseException: neither may fail the cell
+        note = " (it tried to exit; the kernel went on)." if isinstance(exc, SystemExit) else ""
+        return Outcome(f"Error: {name} raised {_raised(exc)}{note}", ok=False)
     try:
         return result_outcome(value, name)
     except Exception as exc:  # an image that cannot be encoded, say: the tool ran, its result is lost

@@ -376,6 +376,14 @@ def exits(x: int):
     sys.exit(3)
 
 
+class Halt(BaseException):
+    pass
+
+
+def custom_base(x: int):
+    raise Halt("stop here")
+
+
 @pytest.mark.parametrize(
     ("func", "needles"),
     [
@@ -384,6 +392,7 @@ def exits(x: int):
         (lambda x: [empty_image(x)], ["could not be sent"]),
         (unreadable, ["unreadable raised Unreadable: <message unreadable: RuntimeError>"]),
         (exits, ["exits raised SystemExit: 3", "the kernel went on"]),
+        (custom_base, ["custom_base raised Halt: stop here"]),
     ],
 )
 def test_whatever_goes_wrong_in_a_call_is_an_error_result_not_a_failed_cell(func, needles):
