@@ -95,13 +95,20 @@ class Answer:
         return self.usage.output_tokens / seconds if seconds > 0 else None
 
     def history_content(self) -> list[dict[str, Any]]:
-        """The content to resend as the assistant turn: no thinking (DashScope rejects it)."""
+        """The content to resend as the assistant turn: text and tool calls only (see ``_RESENT``)."""
         if self.blocks and self.complete:
-            return [
-                b
-                for b in self.blocks
-                if b.get("type") not in ("thinking", "redacted_thinking")
-                and not (b.get("type") == "text" and not b.get("text", "").strip())
-            ]
+            kept = []
+            for block in self.blocks:
+                fields = _RESENT.get(block.get("type"))
+                if fields is None or (block["type"] == "text" and not str(block.get("text", "")).strip()):
+                    continue
+                kept.append({name: block[name] for name in fields if name in block})
+            return kept
         # A partial answer is kept as the text that was shown.
         return [{"type": "text", "text": self.text}] if self.text.strip() else []
+
+
+# The fields of each block type an assistant turn may resend. The service refuses thinking,
+# citations and block types of features it lacks (``server_tool_use`` …), and one refused
+# block in history would fail every later cell of the conversation.
+_RESENT: dict[Any, tuple[str, ...]] = {"text": ("type", "text"), "tool_use": ("type", "id", "name", "input")}

@@ -82,10 +82,24 @@ def call_tool(toolbox: Toolbox | None, block: ToolUseBlockParam, broken: str | N
             "Call it again with corrected arguments.",
             ok=False,
         )
-    except Exception as exc:
+    except KeyboardInterrupt:  # the user's: the loop stops (``_turn._run_calls``)
+        raise
+    except BaseException as exc:  # also sys.exit() or a custom BaseException: neither may fail the cell
+        note = " (it tried to exit; the kernel went on)." if isinstance(exc, SystemExit) else ""
+        return Outcome(f"Error: {name} raised {_raised(exc)}{note}", ok=False)
+    try:
+        return result_outcome(value, name)
+    except Exception as exc:  # an image that cannot be encoded, say: the tool ran, its result is lost
+        return Outcome(f"Error: {name} ran, but its result could not be sent: {_raised(exc)}", ok=False)
+
+
+def _raised(exc: BaseException) -> str:
+    """``Type: message`` of an exception, also when its message cannot be read."""
+    try:
         message = _cut(str(exc), PREVIEW_CHARS)
-        return Outcome(f"Error: {name} raised {type(exc).__name__}" + (f": {message}" if message else "."), ok=False)
-    return result_outcome(value, name)
+    except Exception as broken:
+        message = f"<message unreadable: {type(broken).__name__}>"
+    return type(exc).__name__ + (f": {message}" if message else ".")
 
 
 def result_outcome(value: Any, label: str = "result") -> Outcome:

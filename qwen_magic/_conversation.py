@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -167,13 +168,14 @@ class Conversation:
             start = len(index.messages)
             last = index.messages[-1] if index.messages else None
             inline = 0  # base64 characters of the turn's inline media
-            content = from_answer(turn.answer.history_content())
+            # The final answer's calls were never answered (the loop answers a round's calls
+            # and starts another): resent, they would fail every later request.
+            content: list[Block] = [b for b in from_answer(turn.answer.history_content()) if b["type"] != "tool_use"]
             if content or turn.answer.rounds:
                 inline = _inline_chars(turn.prompt)
                 _append(index, "user", detach_media(turn.prompt) if old else turn.prompt)
-                for done in turn.answer.rounds:
-                    index.append({"role": "assistant", "content": from_answer(done.history_content())})
-                    results = from_answer(done.tool_results)
+                for calls, results in _answered_rounds(turn.answer.rounds):
+                    index.append({"role": "assistant", "content": calls})
                     inline += _inline_chars(results)
                     index.append({"role": "user", "content": detach_media(results) if old else results})
                 if content:
@@ -299,6 +301,38 @@ def same_source(a: str, b: str) -> bool:
 
 def _cell_text(source: str) -> str:
     return "\n".join(line.rstrip() for line in source.strip().splitlines())
+
+
+def _answered_rounds(rounds: list[Answer]) -> Iterator[tuple[list[Block], list[Block]]]:
+    """Each tool round as history: its assistant content, and the results answering its calls first.
+
+    The loop answers every call of a round; should a round still hold a call without a
+    result (or a result without its call), the unmatched blocks are left out rather than
+    sent, and a round left with no call at all is dropped, so roles still alternate.
+    """
+    for done in rounds:
+        content, results = from_answer(done.history_content()), from_answer(done.tool_results)
+        asked = [b["id"] for b in content if b["type"] == "tool_use"]
+        answered = [b["tool_use_id"] for b in results if b["type"] == "tool_result"]
+        if asked and asked == answered and [b["type"] for b in results[: len(asked)]] == ["tool_result"] * len(asked):
+            yield content, results
+            continue
+        both = set(asked) & set(answered)
+        if not both:
+            continue
+        kept: list[Block] = []
+        calls: list[str] = []  # each answered id once, in the order called
+        for block in content:
+            if block["type"] == "tool_use":
+                if block["id"] not in both or block["id"] in calls:
+                    continue
+                calls.append(block["id"])
+            kept.append(block)
+        first: dict[str, Block] = {}
+        for block in results:
+            if block["type"] == "tool_result":
+                first.setdefault(block["tool_use_id"], block)
+        yield kept, [first[i] for i in calls] + [b for b in results if b["type"] != "tool_result"]
 
 
 def _inline_chars(blocks: list[Block]) -> int:

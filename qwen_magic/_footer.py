@@ -65,6 +65,9 @@ def footer_text(answer: Answer) -> str:
         parts.append(f"interrupted after {len(answer.text):,} characters")
     elif answer.error is not None:
         parts.append(f"failed after {len(answer.text):,} characters" if answer.text else "no answer")
+    elif answer.stop_reason is not None and not answer.text.strip() and not answer.tool_calls:
+        # A whole answer without text leaves no turn behind: say so, or it vanishes silently.
+        parts.append("⚠ the answer has no text" + ("" if answer.rounds else "; the conversation does not keep this turn"))
     return " · ".join(parts)
 
 

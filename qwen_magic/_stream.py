@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._answer import Answer, Usage
 from ._client import malformed_stream, translate
-from ._errors import Interrupted
+from ._errors import ConnectionFailed, Interrupted
 from ._text import mask_key
 
 if TYPE_CHECKING:
@@ -51,8 +51,22 @@ def run(
     The caller owns ``answer``, so whatever arrived before a failure or an interrupt is
     still there for it to keep in the conversation.
     """
-    view.start(answer)
     message = _Message()
+    try:
+        _run(client, request, view, answer, message, stream=stream)
+    except KeyboardInterrupt:  # after the stream: while the answer was painted (``view.finish``)
+        shown = answer.complete
+        answer.interrupted = True
+        answer.finished_at = answer.finished_at or time.monotonic()
+        error = Interrupted(_interrupted_painting(answer) if shown else _interrupted(answer))
+        answer.error = str(error)
+        raise error from None
+
+
+def _run(
+    client: anthropic.Anthropic, request: dict[str, Any], view: View, answer: Answer, message: _Message, *, stream: bool
+) -> None:
+    view.start(answer)
     # A view that wants the other events (a tool's input as it streams) has ``event()``:
     # it gets each event's JSON as a dict.
     other = getattr(view, "event", None)
@@ -76,6 +90,11 @@ def run(
                         other(data)
                     if pause is not None and (rest := pause()) > 0:
                         time.sleep(rest)
+            if not message.stopped:
+                raise ConnectionFailed(
+                    f"The stream from {client.base_url} ended before the answer finished (no message_stop); "
+                    "the text so far is kept. Run the cell again."
+                )
         else:
             reply = client.messages.create(**request)
             _first_token(answer)
@@ -99,7 +118,7 @@ def run(
         answer.error = str(error)
         raise error from None
     finally:
-        view.finish(answer)
+        view.finish(answer)  # may be interrupted too: ``run`` takes that as any other interrupt
 
 
 def _event_data(client: Any, events: Any) -> Iterator[Any]:
@@ -215,6 +234,9 @@ class _Message:
         self.usage: Usage | None = None
         self._usage: dict[str, Any] = {}  # the raw counts, as message_start and message_delta report them
         self.stop_reason: str | None = None
+        # Whether the service said the answer is over (a stop reason, or message_stop): a
+        # body that ends before that is an answer cut short, however cleanly it closed.
+        self.stopped = False
 
     def add(self, data: Any) -> tuple[str, str | None]:
         """Apply one event's JSON; return ``("text"|"thinking", delta)`` for a delta to paint."""
@@ -265,8 +287,11 @@ class _Message:
         elif kind == "message_start":
             self.usage = Usage.from_sdk(data["message"].get("usage") or {})
             self._usage = dict(data["message"].get("usage") or {})
+        elif kind == "message_stop":
+            self.stopped = True
         elif kind == "message_delta":
             self.stop_reason = data["delta"].get("stop_reason")
+            self.stopped = self.stopped or self.stop_reason is not None
             # Counts on a message_delta are totals: they overwrite; absent ones keep the start's.
             self._usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
             self.usage = Usage.from_sdk(self._usage)
@@ -314,11 +339,18 @@ def _interrupted(answer: Answer) -> str:
     elif answer.thinking:
         return (
             f"Interrupted while thinking: the request was cancelled; "
-            f"{len(answer.thinking):,} characters of thinking kept (no answer text had arrived)."
+            f"{len(answer.thinking):,} characters of thinking kept on screen only: no answer text had arrived, "
+            "so the conversation does not keep this turn. Run the cell again."
         )
     else:
         kept = "nothing had arrived"
     return f"Interrupted: the request was cancelled; {kept}."
+
+
+def _interrupted_painting(answer: Answer) -> str:
+    """What Ctrl-C kept when the whole answer had arrived and was being painted."""
+    calls = " Its tool calls were not run." if answer.tool_calls else ""
+    return f"Interrupted while the answer was shown: its {len(answer.text):,} characters are kept.{calls}"
 
 
 def _kind(data: Any) -> str:

@@ -12,11 +12,14 @@ Calling them, and showing a call, is ``_calls``; the rounds of a turn are ``_tur
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import functools
 import inspect
 import json
 import re
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -94,8 +97,11 @@ class Tool:
     def definition(self) -> ToolParam:
         """The entry for the request's ``tools``."""
         assert self.sdk is not None
-        spec = self.sdk.to_dict()
+        with _quiet_defaults():
+            spec = self.sdk.to_dict()
         schema = tidy_schema(dict(spec["input_schema"]))
+        if "additionalProperties" not in schema and _takes_any_keyword(self.func):
+            schema["additionalProperties"] = True  # ``**kwargs``: say so, or the model reads "no arguments"
         if spec.get("description"):
             return {"name": self.name, "description": spec["description"], "input_schema": schema}
         return {"name": self.name, "input_schema": schema}
@@ -120,6 +126,28 @@ class Tool:
             if _raised_inside(cause, self.func):
                 raise cause from None
             raise ArgumentMismatch(_validation_text(cause)) from None
+
+
+@contextlib.contextmanager
+def _quiet_defaults() -> Iterator[None]:
+    """Build a schema without pydantic's warning for a default that is not JSON (``when=object()``).
+
+    The default is left out of the schema, which is all the warning says; it has no place
+    in the cell's output.
+    """
+    from pydantic.json_schema import PydanticJsonSchemaWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PydanticJsonSchemaWarning)
+        yield
+
+
+def _takes_any_keyword(func: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 class ArgumentMismatch(Exception):
@@ -162,6 +190,8 @@ def offered(spec: str | None, namespace: dict[str, Any]) -> Toolbox | None:
     found: list[tuple[str, Any]] = []
     if names:
         for name in dict.fromkeys(names):
+            if name not in namespace and callable(getattr(builtins, name, None)):
+                raise UsageError(f"--tools: {name!r} is a Python builtin, not a function of the notebook; {_WRAP}")
             if name not in namespace:
                 raise UsageError(
                     f"--tools: {name!r} is not defined in the notebook; define it first or check the spelling."
@@ -178,6 +208,25 @@ def offered(spec: str | None, namespace: dict[str, Any]) -> Toolbox | None:
             raise UsageError(f"--tools: two functions would both be called {made.name!r}; give one another name.")
         toolbox[made.name] = made
     return toolbox
+
+
+_WRAP = "wrap it in a def with type hints and a docstring, e.g. def size(items: list) -> int: return len(items)"
+
+
+def _builtin(value: Any) -> str:
+    """How to name a function written in C: Python's own builtin, or one from a module."""
+    return "a Python builtin" if getattr(builtins, getattr(value, "__name__", ""), None) is value else "a built-in function"
+
+
+def _partial_function(partial: functools.partial[Any]) -> Callable[..., Any]:
+    """A def standing in for ``partial``: the parameters it leaves open, its function's name, hints and docstring."""
+
+    @functools.wraps(partial.func)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return partial(*args, **kwargs)
+
+    call.__signature__ = inspect.signature(partial)  # type: ignore[attr-defined]
+    return call
 
 
 def _marked(namespace: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -203,7 +252,11 @@ def _make(name: str, value: Any) -> Tool:
     mark = inspect.getattr_static(value, _MARK, None)
     mark = mark if isinstance(mark, _Mark) else _Mark(None, None)
     func = value
-    if not (inspect.isroutine(value) or isinstance(value, functools.partial)):
+    if isinstance(value, functools.partial):
+        func = _partial_function(value)
+    elif inspect.isroutine(value) and not hasattr(inspect.unwrap(value), "__code__"):  # written in C
+        raise UsageError(f"--tools: {name!r} is {_builtin(value)}, which has no signature to describe; {_WRAP}")
+    elif not inspect.isroutine(value):
         func = value.__call__  # a callable object: its __call__ describes it
     if inspect.iscoroutinefunction(inspect.unwrap(func)):
         raise UsageError(f"--tools: {name!r} is an async function; offer a plain def that runs it.")
@@ -217,7 +270,8 @@ def _make(name: str, value: Any) -> Tool:
     from anthropic.lib.tools import BetaFunctionTool
 
     try:
-        sdk = BetaFunctionTool(func, name=tool_name, description=mark.description)
+        with _quiet_defaults():
+            sdk = BetaFunctionTool(func, name=tool_name, description=mark.description)
         made = Tool(tool_name, func, sdk)
         schema = made.schema()
     except Exception as exc:
@@ -315,7 +369,7 @@ def describe(toolbox: Toolbox) -> str:
                 cells = [f"`{name}`", f"`{_type_text(sub)}`", need, sub.get("description", "")]
                 lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
         else:
-            lines.append("*(no parameters)*")
+            lines.append("*(any named arguments)*" if schema.get("additionalProperties") is True else "*(no parameters)*")
         lines += ["", "```json", json.dumps(definition, indent=2, ensure_ascii=False), "```"]
     return "\n".join(lines)
 

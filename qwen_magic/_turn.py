@@ -42,6 +42,11 @@ if TYPE_CHECKING:
     from ._context_build import Context
 
 
+# Stop reasons after which every call is whole: some compatible services end a calling
+# answer with ``end_turn``; its calls are run as if it said ``tool_use``.
+_CALLS_COMPLETE = ("tool_use", "end_turn", "stop_sequence")
+
+
 def view_for(shell: Any) -> View:
     """A notebook painter under a kernel, a terminal one otherwise."""
     if getattr(shell, "kernel", None) is not None:
@@ -128,9 +133,25 @@ def take_turn(
                 remark=lambda follow_up: chat.remark(follow_up, options),
                 called=chat.called(),
             )
+    except KeyboardInterrupt:  # outside a request or a tool: a paint, a footer, between rounds
+        raise _interrupted(answer) from None
     finally:
         chat.record(Turn(prompt, answer, cell_id, source, context=context, upto=upto))
     return answer
+
+
+def _interrupted(answer: Answer) -> Interrupted:
+    """Mark ``answer`` interrupted: as history it keeps its text, not calls that were never answered."""
+    answer.interrupted = True
+    answer.finished_at = answer.finished_at or time.monotonic()
+    kept = f"the {len(answer.text):,} characters above are kept" if answer.text else "the answer so far is kept"
+    rounds = f" with its {len(answer.rounds)} tool round(s)" if answer.rounds else ""
+    error = Interrupted(
+        f"Interrupted: the turn stopped; {kept}{rounds}, and tool calls that were not run are left out, "
+        "so the conversation can go on."
+    )
+    answer.error = str(error)
+    return error
 
 
 def converse(
@@ -179,9 +200,11 @@ def converse(
         calls = calls_of(answer.tool_calls)
         if not calls:
             return
+        _unique_ids(calls, answer.rounds)
         refusal = final_reason = None  # why the calls are not run, and the turn's stop reason then
-        if answer.stop_reason != "tool_use":
-            refusal = f"Not run: the answer stopped ({answer.stop_reason}) before the call was complete."
+        if answer.stop_reason not in _CALLS_COMPLETE:
+            why = "before the call was complete" if answer.stop_reason == "max_tokens" else "without asking for the result"
+            refusal = f"Not run: the answer stopped ({answer.stop_reason}) {why}."
             final_reason = answer.stop_reason
         elif rounds >= max_rounds:
             refusal = f"Not run: the limit of {max_rounds} tool rounds for one cell was reached."
@@ -226,6 +249,21 @@ def converse(
         }
         if remark is not None:
             request = remark(request)
+
+
+def _unique_ids(calls: list[ToolUseBlockParam], rounds: list[Answer]) -> None:
+    """Give a call whose id the turn already used a new one (in place), so each result answers one call.
+
+    A model may reuse an id; results are matched by id, and the service refuses a history
+    holding the same id twice.
+    """
+    seen = {call["id"] for done in rounds for call in done.tool_calls}
+    for call in calls:
+        base, n = call["id"], 1
+        while call["id"] in seen:
+            n += 1
+            call["id"] = f"{base}_{n}"
+        seen.add(call["id"])
 
 
 def _run_calls(

@@ -177,6 +177,26 @@ def test_failures_go_back_to_the_model_as_text_and_the_loop_goes_on(tools):
     assert run.markdown == "Sorry about that."
 
 
+BAD_FIGURE = """
+import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
+def bad_fig(x: int):  # its title's mathtext fails only when the figure is drawn
+    figure, axes = plt.subplots(); axes.set_title(r'$\\frac{1}{$'); plt.close(figure); return figure
+"""
+
+
+def test_a_result_that_cannot_be_sent_is_an_error_result_and_the_loop_goes_on(tools):
+    assert tools.run(BAD_FIGURE).status == "ok"
+    tools.server.queue(
+        Stream(text="Drawing.", tool_calls=[ToolCall("bad_fig", {"x": 1}, id="c1")]), Stream(text="It did not draw.")
+    )
+    run = tools.run("%%qwen --tools bad_fig\nDraw")
+    ok(run)
+    result = tools.server.requests[1].body["messages"][2]["content"][0]["content"]
+    assert result.startswith("Error: bad_fig ran, but its result could not be sent: ValueError")
+    assert "⚠" in panels(run)[0]["text/plain"] and "running" not in panels(run)[0]["text/plain"]
+    assert run.markdown.endswith("It did not draw.")  # the loop went on to the next answer
+
+
 def test_the_round_limit_stops_with_a_clear_message_and_leaves_history_valid(tools):
     tools.run("%qwen config max_tool_rounds=2")
     tools.server.queue(*(Stream(tool_calls=[ToolCall("add", {"a": n, "b": n}, id=f"r{n}")]) for n in (1, 2, 3)))

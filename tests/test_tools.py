@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
+import math
 from typing import Literal, Optional
 
 import pydantic
@@ -198,6 +200,11 @@ def test_bare_tools_without_marked_functions_says_how_to_mark():
         ({"K": Box}, "K", "is a class"),
         ({"variadic": lambda *args: args}, "variadic", "cannot be described as a tool"),
         ({"é": lambda: 1}, "é", "cannot be a tool name"),
+        ({}, "len", "'len' is a Python builtin, not a function of the notebook; wrap it in a def"),
+        ({"size": len}, "size", "'size' is a Python builtin, which has no signature to describe; wrap it in a def"),
+        ({"sq": math.sqrt}, "sq", "'sq' is a built-in function, which has no signature to describe; wrap it"),
+        ({"up": str.upper}, "up", "'up' is a built-in function"),
+        ({"push": [].append}, "push", "'push' is a built-in function"),
     ],
 )
 def test_what_cannot_be_offered_is_a_usage_error_naming_it(namespace, spec, needle):
@@ -231,6 +238,51 @@ def test_methods_and_callable_objects_are_offered_by_the_name_given():
     assert call_tool(toolbox, {"name": "add", "input": {"k": 2}}).text == "2"
     assert call_tool(toolbox, {"name": "shout", "input": {"word": "hi"}}).text == "HI"
     assert counter.n == 2
+
+
+def test_a_partial_is_offered_with_the_parameters_it_leaves_open():
+    def scale(factor: int, value: float, *, unit: str = "m") -> str:
+        """Scale a value."""
+        if value < 0:
+            raise ValueError("negative")
+        return f"{factor * value} {unit}"
+
+    namespace = {"double": functools.partial(scale, 2), "inches": functools.partial(scale, unit="in")}
+    toolbox = offered("double,inches", namespace)
+    double, inches = (toolbox[name].definition() for name in ("double", "inches"))
+    assert double["description"] == "Scale a value."
+    assert list(double["input_schema"]["properties"]) == ["value", "unit"] and double["input_schema"]["required"] == ["value"]
+    assert inches["input_schema"]["properties"]["unit"]["default"] == "in"
+    assert call_tool(toolbox, {"id": "1", "name": "double", "input": {"value": 1.5}}).text == "3.0 m"
+    assert call_tool(toolbox, {"id": "2", "name": "inches", "input": {"factor": 2, "value": 1}}).text == "2.0 in"
+    raised = call_tool(toolbox, {"id": "3", "name": "double", "input": {"value": -1}})
+    assert raised.text == "Error: double raised ValueError: negative"  # the function's own error, not a mismatch
+    mismatch = call_tool(toolbox, {"id": "4", "name": "double", "input": {"factor": 3, "value": 1}})
+    assert "do not match the schema" in mismatch.text
+
+
+def test_keyword_catch_alls_are_offered_as_taking_any_named_argument():
+    def anything(**options) -> str:
+        """Take anything."""
+        return json.dumps(options)
+
+    def typed(a: int, **more: int) -> int:
+        return a + sum(more.values())
+
+    toolbox = offered("anything,typed", {"anything": anything, "typed": typed})
+    assert toolbox["anything"].schema() == {"type": "object", "properties": {}, "additionalProperties": True}
+    assert toolbox["typed"].schema()["additionalProperties"] == {"type": "integer"}
+    assert "*(any named arguments)*" in describe(toolbox)
+    assert call_tool(toolbox, {"id": "1", "name": "anything", "input": {"k": 1}}).text == '{"k": 1}'
+
+
+def test_a_default_that_is_not_json_is_left_out_without_a_warning(recwarn):
+    def when(x: int, at: object = object()) -> int:
+        return x
+
+    schema = offered("when", {"when": when})["when"].schema()
+    assert schema["required"] == ["x"] and "default" not in schema["properties"]["at"]
+    assert not recwarn.list
 
 
 def test_no_flag_offers_nothing():
@@ -289,6 +341,67 @@ def test_an_exception_inside_the_tool_is_reported_by_type_and_message_not_traceb
     assert (outcome.ok, outcome.text) == (False, "Error: fragile raised ValueError: x must be even")
     raised = call_tool(toolbox, {"name": "checks", "input": {"x": 1}})
     assert raised.text.startswith("Error: checks raised ValidationError:") and "Traceback" not in raised.text
+
+
+class Unreadable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message for you")
+
+
+def bad_figure(x: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(1, 1))
+    axes.set_title(r"$\frac{1}{$")  # mathtext that fails only when the figure is drawn
+    plt.close(figure)
+    return figure
+
+
+def empty_image(x: int):
+    from PIL import Image
+
+    return Image.new("RGB", (0, 0))
+
+
+def unreadable(x: int):
+    raise Unreadable
+
+
+def exits(x: int):
+    import sys
+
+    sys.exit(3)
+
+
+class Halt(BaseException):
+    pass
+
+
+def custom_base(x: int):
+    raise Halt("stop here")
+
+
+@pytest.mark.parametrize(
+    ("func", "needles"),
+    [
+        (bad_figure, ["bad_figure ran, but its result could not be sent: ValueError"]),
+        (empty_image, ["empty_image ran, but its result could not be sent: ValueError", "empty image"]),
+        (lambda x: [empty_image(x)], ["could not be sent"]),
+        (unreadable, ["unreadable raised Unreadable: <message unreadable: RuntimeError>"]),
+        (exits, ["exits raised SystemExit: 3", "the kernel went on"]),
+        (custom_base, ["custom_base raised Halt: stop here"]),
+    ],
+)
+def test_whatever_goes_wrong_in_a_call_is_an_error_result_not_a_failed_cell(func, needles):
+    name = getattr(func, "__name__", "f").replace("<lambda>", "f")
+    outcome = call_tool(offered(name, {name: func}), {"id": "t1", "name": name, "input": {"x": 1}})
+    assert not outcome.ok and outcome.text.startswith("Error: ")
+    for needle in needles:
+        assert needle in outcome.text
+    assert "⚠" in call_bundle({"id": "t1", "name": name, "input": {"x": 1}}, outcome)["text/plain"]
 
 
 def test_an_unknown_tool_is_answered_with_the_names_on_offer():
