@@ -13,6 +13,7 @@ from ._publish import Bundle
 def thinking_bundle(thinking: str, *, live: bool, seconds: float | None = None, window: int = 0) -> Bundle:
     """Thinking in a ``<details>`` block: open with its latest lines while live, closed after."""
     from ._markdown import text_html  # markdown-it and nh3 load in the warm-up, not with %load_ext
+
     shown = thinking[-window:] if live and window and len(thinking) > window else thinking
     prefix = "…" if len(shown) < len(thinking) else ""
     if live:
@@ -95,8 +96,10 @@ def provenance(answer: Answer) -> dict[str, Any]:
 
 def footer_bundle(answer: Answer) -> Bundle:
     """The usage line as static output that survives saving."""
+    from ._markdown import text_html  # the model's name, a cassette's or a stop reason may hold dollars
+
     text = footer_text(answer)
     return {
-        "text/html": f'<div class="qwen-usage" style="color:#888;font-size:0.85em">{html.escape(text)}</div>',
+        "text/html": f'<div class="qwen-usage" style="color:#888;font-size:0.85em">{text_html(text)}</div>',
         "text/plain": text,
     }
