@@ -68,6 +68,7 @@ _CONTAINER_NAMES = {"mp4": "MP4 or QuickTime", "matroska": "WebM or Matroska", "
 PREVIEW_HEIGHT = 160  # pixels
 SMALL_ENOUGH_TO_SHOW = 256 * 1024  # bytes of an image shown as its own preview without Pillow
 MAX_BMP = 64 * 1024 * 1024  # bytes of a BMP file read to convert it to PNG
+_BMP_HEADER_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)  # a BMP's second header: b"BM…" alone is not one
 
 
 class MediaBlock(dict[str, Any]):
@@ -188,9 +189,6 @@ def sniff_video(data: bytes) -> str | None:
     return None
 
 
-_BMP_HEADER_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)  # a BMP's second header: b"BM…" alone is not one
-
-
 # -- local files ---------------------------------------------------------------------------
 
 
@@ -231,13 +229,14 @@ def file_block(typed: str, kind: MediaKind | None = None) -> MediaBlockParam:
             raise UsageError(f"Cannot read {typed} ({path}): {_files.reason(exc)}.") from None
     if len(data) > limit:  # it grew after the size was checked
         raise UsageError(f"{typed} grew past {human_size(limit)} while it was read: send it once it is written.")
+    if not data:
+        raise UsageError(f"{typed} is empty (0 bytes): there is nothing to send. Check that it was saved completely.")
     if told == "video":
         _check_video(data, suffix, typed)
         return inline_block("video", data, VIDEO_TYPES[suffix], typed)
     media_type = sniff_image(data)
     if media_type is None:
-        empty = "it is empty" if not data else "its first bytes are not an image header"
-        raise UsageError(f"{typed} is not a PNG, JPEG, GIF, WebP or BMP image ({empty}): {CONVERT}")
+        raise UsageError(f"{typed} is not a PNG, JPEG, GIF, WebP or BMP image (its first bytes are not an image header): {CONVERT}")
     if media_type == "image/bmp":
         data, media_type = bmp_to_png(data, typed), "image/png"
     # The content decides the media type: a JPEG saved as .png is still sent as a JPEG.
@@ -250,8 +249,6 @@ CONVERT = "convert it to PNG or JPEG (e.g. open it in an image viewer and export
 def _check_video(data: bytes, suffix: str, typed: str) -> None:
     """A ``UsageError`` unless ``data`` starts like the container its extension names."""
     expected = _CONTAINERS[suffix]
-    if not data:
-        raise UsageError(f"{typed} is empty (0 bytes): there is no video to send. Check that it was saved completely.")
     found = sniff_video(data)
     if found == expected:
         return

@@ -375,7 +375,6 @@ def _token(token: str) -> list[Block] | None:
         told = _media.url_kind(token)
         if told is not None and token[scheme.end() :].startswith("//"):
             _url(token, told, token)  # raises: clearly media, under a scheme that cannot be sent
-        return None
     return None
 
 

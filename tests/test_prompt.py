@@ -388,6 +388,13 @@ def test_an_image_in_another_format_under_a_known_extension_says_to_convert_it(f
         build_prompt("odd.jpg")
 
 
+@pytest.mark.parametrize("name", ["zero.png", "zero.jpg", "zero.bmp", "zero.mov", "zero.avi"])
+def test_an_empty_media_file_says_it_is_empty(files, name):
+    (files / name).write_bytes(b"")
+    with pytest.raises(UsageError, match=r"is empty \(0 bytes\)"):
+        build_prompt(name)
+
+
 def test_a_size_just_over_the_limit_reads_as_bytes_not_the_same_rounded_number():
     limit = 3 * _media.MAX_INLINE // 4
     with pytest.raises(UsageError) as error:
