@@ -63,8 +63,6 @@ _EXPLICIT = re.compile(r"^(image|video):(.+)$")
 _GLUED = set("\\$^_#%@}")
 _F_STRING = re.compile(r"(?<![\w'\"])(?:[rR]?[fF]|[fF][rR])(\"\"\"|'''|\"|')")
 _OPENERS, _CLOSERS = "([<\"'*", ").,;:!?]>\"'*"
-# Beyond ASCII, any punctuation or format character around a token is trimmed.
-_OPENING, _CLOSING = ("Ps", "Pi", "Pf", "Po", "Cf"), ("Pe", "Pi", "Pf", "Po", "Cf")
 
 
 def build_prompt(
@@ -339,9 +337,9 @@ def _word(char: str) -> bool:
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     """The token without the punctuation around it: ``(see photo.png).`` → ``photo.png``."""
-    while start < end and _around(text[start], _OPENERS, _OPENING):
+    while start < end and _around(text[start], _OPENERS):
         start += 1
-    while end > start and _around(text[end - 1], _CLOSERS, _CLOSING):
+    while end > start and _around(text[end - 1], _CLOSERS):
         closer = text[end - 1]
         # A URL may end in a bracket of its own (…/Foo_(bar)): keep it while it is balanced.
         opener = {")": "(", "]": "["}.get(closer)
@@ -351,9 +349,12 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _around(char: str, ascii_ones: str, categories: tuple[str, ...]) -> bool:
-    """Whether ``char`` is punctuation that may stand around a path or URL (ASCII: only ``ascii_ones``)."""
-    return char in ascii_ones if char.isascii() else unicodedata.category(char) in categories
+def _around(char: str, ascii_ones: str) -> bool:
+    """Whether ``char`` may stand around a path or URL: ``ascii_ones``, or any other punctuation or format character."""
+    if char.isascii():
+        return char in ascii_ones
+    category = unicodedata.category(char)
+    return category[0] == "P" or category == "Cf"
 
 
 def _token(token: str) -> list[Block] | None:

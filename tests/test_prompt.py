@@ -9,6 +9,8 @@ from pathlib import Path, PurePath, PurePosixPath
 
 import pytest
 from helpers import shape, text
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from IPython.core.error import UsageError
 
 from qwen_magic import _media
@@ -302,6 +304,24 @@ def test_unicode_punctuation_around_a_file_name_is_not_part_of_it(files, cell):
     (files / "照片.png").write_bytes(PNG)
     images = [b for b in build_prompt(cell) if b["type"] == "image"]
     assert images and all(b["source"]["media_type"] in ("image/png", "image/jpeg") for b in images)
+
+
+_NON_ASCII_PUNCTUATION = st.text(
+    st.characters(categories=["Ps", "Pe", "Pi", "Pf", "Po", "Pd", "Cf", "Zs"], min_codepoint=0x80), max_size=3
+)
+
+
+@given(before=_NON_ASCII_PUNCTUATION, after=_NON_ASCII_PUNCTUATION)
+@settings(max_examples=300, deadline=None)
+def test_any_punctuation_or_invisible_character_around_a_file_name_leaves_it_sent(tmp_path_factory, before, after):
+    """Whatever script's punctuation, spaces or format characters stand around it, the file is sent once."""
+    folder = tmp_path_factory.getbasetemp() / "punctuation"
+    folder.mkdir(exist_ok=True)
+    (folder / "photo.png").write_bytes(PNG)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        for cell in (f"看 {before}photo.png{after} ok", f"{before}photo.png{after}", f"see {before}https://x.com/a.png{after}"):
+            assert len([b for b in build_prompt(cell) if b["type"] == "image"]) == 1, cell
 
 
 @pytest.mark.parametrize(
