@@ -75,12 +75,17 @@ def _turn_cell(new_markdown_cell: NewCell, turn: Turn, number: int) -> NotebookN
         return f"QWENMAGICFRAGMENT{len(fragments) - 1}END"
 
     def attached(block: Mapping[str, Any]) -> str:
-        """An inline image as a cell attachment, placed where it stood."""
+        """An inline image as a cell attachment, placed where it stood.
+
+        nbconvert and JupyterLab resolve ``attachment:`` only in a markdown image, never in
+        raw HTML: the image is a paragraph of its own between two HTML blocks (a blank line
+        ends one). Its name and alt text hold nothing marked or the math pass could read.
+        """
         source = block["source"]
         media_type = source.get("media_type", "image/png")
         name = f"turn{number}-{len(attachments) + 1}.{media_type.split('/')[-1]}"
         attachments[name] = {media_type: source.get("data", "")}
-        return own(f"![image](attachment:{name})")
+        return own(f"</div>\n\n![image](attachment:{name})\n\n<div>")
 
     parts = [f"### {number}. You", ""]
     if turn.context is not None:  # the notebook context sent with the prompt, collapsed
@@ -110,11 +115,6 @@ def _turn_cell(new_markdown_cell: NewCell, turn: Turn, number: int) -> NotebookN
     source = export_html("\n".join(parts))
     for index, markup in enumerate(fragments):
         placeholder = f"QWENMAGICFRAGMENT{index}END"
-        if markup.startswith("!["):
-            # nbconvert and JupyterLab resolve attachment: only in a markdown image, never in
-            # raw HTML: the image is its own paragraph between two HTML blocks (a blank line
-            # ends one). Its name and alt text hold nothing marked or the math pass could read.
-            markup = f"</div>\n\n{markup}\n\n<div>"
         source = source.replace(f"<p>{placeholder}</p>", markup, 1).replace(placeholder, markup, 1)
     cell = new_markdown_cell(mask_key(source))  # the key never goes into a file
     if attachments:
