@@ -56,6 +56,7 @@ _BREAKS = "\u200b-\u200d\u2060\ufeff\u2014\u2015\u2018\u2019\u201c\u201d\u2026\u
 _TOKEN = re.compile(rf"(?:[^\s,{_BREAKS}]|,(?![A-Za-z][A-Za-z0-9+.-]*://))+")
 _CJK = re.compile(r"[\u2e80-\u2fff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _JOINED_WORDS = 6  # words before a missing file's name tried as part of it (my photo.png)
+_NAME_MAX = 255  # characters of a file name tried after Chinese text glued before it
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")  # two letters at least: C:\ is a drive
 _PATH = re.compile(r"^[\w~./+@%=-]+$")
 _EXPLICIT = re.compile(r"^(image|video):(.+)$")
@@ -387,11 +388,13 @@ def _file(text: str, start: int, end: int, words: list[int]) -> tuple[int, int, 
     (``my photo.png``). Each is sent only if it exists. A plain name that stays missing is a
     ``UsageError``; odd characters (``it's.png``) are sent only when the file exists.
     """
+    token = text[start:end]
+    if not _media_name(token.rstrip("_")):  # most words: nothing to look up
+        return None
     for first, last in _names(text, start, end, words):
         name = text[first:last]
-        if (_media.kind_of(name) or _media.unsupported_image(name)) and _exists(name):
+        if _media_name(name) and _exists(name):
             return first, last, [_media.file_block(name)]
-    token = text[start:end]
     if _PATH.match(token) and _media.kind_of(token) is not None:
         return start, end, [_media.file_block(token)]  # says the file is missing
     return None
@@ -405,12 +408,17 @@ def _names(text: str, start: int, end: int, words: list[int]) -> Iterator[tuple[
     if inner and token[0] == token[-1] == "_":
         first = start + token.index(inner)
         yield first, first + len(inner)
-    for index in range(1, len(token)):
+    for index in range(max(1, len(token) - _NAME_MAX), len(token)):  # a longer name is no file's
         if _CJK.match(token[index - 1]):
             yield start + index, end
     for first in reversed(words[-_JOINED_WORDS:]):
         if "\n" not in text[first:start]:
             yield first, end
+
+
+def _media_name(name: str) -> bool:
+    """Whether ``name`` ends in an image or video extension, one the service takes or not."""
+    return _media.kind_of(name) is not None or _media.unsupported_image(name) is not None
 
 
 def _exists(typed: str) -> bool:

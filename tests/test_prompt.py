@@ -324,6 +324,20 @@ def test_any_punctuation_or_invisible_character_around_a_file_name_leaves_it_sen
             assert len([b for b in build_prompt(cell) if b["type"] == "image"]) == 1, cell
 
 
+def test_names_are_looked_up_only_for_words_ending_in_a_media_extension(files, monkeypatch):
+    """Prose costs no file lookups, and a long word glued to Chinese text at most one per character of a name."""
+    import os.path
+
+    looked: list[str] = []
+    real = os.path.lexists
+    monkeypatch.setattr(os.path, "lexists", lambda path: looked.append(str(path)) or real(path))
+    build_prompt("The quick brown fox, again and again. " * 2000 + "描述" * 5000)
+    assert looked == []
+    with pytest.raises(UsageError):
+        build_prompt("描述" * 10_000 + ".png")
+    assert 0 < len(looked) <= 300
+
+
 @pytest.mark.parametrize(
     "cell", ["see https://x.com/a.png。", "看 https://x.com/a.png，", "（https://x.com/a.png）", "https://x.com/a.png—ok"]
 )
