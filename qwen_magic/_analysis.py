@@ -11,6 +11,8 @@ import sys
 import traceback
 from typing import Any
 
+from ._context_build import _plural
+
 SUMMARY_LIMIT = 4000  # characters of a DataFrame/Series/array summary
 REPR_LIMIT = 2000  # characters of any other object's repr
 TRACEBACK_LIMIT = 6000  # characters of a traceback sent by %qwen explain
@@ -54,7 +56,7 @@ def short_repr(value: Any) -> str:
 
 def _frame(df: Any, name: str) -> str:
     rows, cols = df.shape
-    lines = [f"DataFrame `{name}`: {rows:,} rows × {cols:,} columns", "", "| column | dtype | non-null |", "|---|---|--:|"]
+    lines = [f"DataFrame `{name}`: {_plural(rows, 'row')} × {_plural(cols, 'column')}", "", "| column | dtype | non-null |", "|---|---|--:|"]
     counts = df.notna().sum()
     for column in list(df.columns)[:40]:
         lines.append(f"| {column} | {df[column].dtype} | {int(counts[column]):,} |")
@@ -67,8 +69,9 @@ def _frame(df: Any, name: str) -> str:
 
 
 def _series(series: Any, name: str) -> str:
+    own_name = "" if series.name is None else f" ({series.name!r})"  # an unnamed Series: no "(None)"
     lines = [
-        f"Series `{name}` ({series.name!r}): {len(series):,} values, dtype {series.dtype}, "
+        f"Series `{name}`{own_name}: {_plural(len(series), 'value')}, dtype {series.dtype}, "
         f"{int(series.isna().sum()):,} missing",
         "```text",
         series.head(8).to_string(max_rows=8),

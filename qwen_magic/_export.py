@@ -74,6 +74,19 @@ def _turn_cell(new_markdown_cell: NewCell, turn: Turn, number: int) -> NotebookN
         fragments.append(markup)
         return f"QWENMAGICFRAGMENT{len(fragments) - 1}END"
 
+    def attached(block: Mapping[str, Any]) -> str:
+        """An inline image as a cell attachment, placed where it stood.
+
+        nbconvert and JupyterLab resolve ``attachment:`` only in a markdown image, never in
+        raw HTML: the image is a paragraph of its own between two HTML blocks (a blank line
+        ends one). Its name and alt text hold nothing marked or the math pass could read.
+        """
+        source = block["source"]
+        media_type = source.get("media_type", "image/png")
+        name = f"turn{number}-{len(attachments) + 1}.{media_type.split('/')[-1]}"
+        attachments[name] = {media_type: source.get("data", "")}
+        return own(f"</div>\n\n![image](attachment:{name})\n\n<div>")
+
     parts = [f"### {number}. You", ""]
     if turn.context is not None:  # the notebook context sent with the prompt, collapsed
         summary, sent = _escape(turn.context.summary()), _escape(turn.context.preview())
@@ -84,8 +97,10 @@ def _turn_cell(new_markdown_cell: NewCell, turn: Turn, number: int) -> NotebookN
         kind = block.get("type")
         if kind == "text":
             parts += [_quote(block["text"]), ""]
+        elif kind == "image" and block.get("source", {}).get("type") == "base64":
+            parts += [attached(block), ""]
         elif kind in ("image", "video"):
-            parts += [own(_media(block, attachments, number)), ""]
+            parts += [own(_media(block)), ""]
     answer = turn.answer
     parts += [f"### Qwen ({answer.model})", ""]
     if answer.thinking:
@@ -107,8 +122,8 @@ def _turn_cell(new_markdown_cell: NewCell, turn: Turn, number: int) -> NotebookN
     return cell
 
 
-def _media(block: Mapping[str, Any], attachments: dict[str, dict[str, str]], number: int) -> str:
-    """What the user sent, as markup of our own: their images are shown, as in the live preview."""
+def _media(block: Mapping[str, Any]) -> str:
+    """What the user sent by URL or as a video, as markup of our own: images shown, as in the live preview."""
     source = block.get("source", {})
     if source.get("type") == "url":
         url = _escape(source["url"])
@@ -116,10 +131,6 @@ def _media(block: Mapping[str, Any], attachments: dict[str, dict[str, str]], num
             return f'<img src="{url}" alt="image">' if source["url"].startswith(("http://", "https://")) else url
         return f'<a href="{url}" rel="noopener noreferrer">▶ video: {url}</a>'
     media_type = source.get("media_type", "application/octet-stream")
-    if block["type"] == "image":
-        name = f"turn{number}-{len(attachments) + 1}.{media_type.split('/')[-1]}"
-        attachments[name] = {media_type: source.get("data", "")}
-        return f'<img src="attachment:{_escape(name)}" alt="image">'
     size = len(base64.b64decode(source.get("data", ""), validate=False)) if source.get("data") else 0
     return f"<em>(a {_escape(media_type)} video of {size:,} bytes was sent inline)</em>"
 

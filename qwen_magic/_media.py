@@ -52,9 +52,23 @@ VIDEO_TYPES = {
     ".webm": "video/webm",
 }
 INLINE_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+# Image files people have that the service does not take: named in a cell, they are an
+# error saying to convert them, not a word sent as text.
+UNSUPPORTED_IMAGES = {
+    ".heic": "HEIC",
+    ".heif": "HEIF",
+    ".avif": "AVIF",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".svg": "SVG",
+}
+# The container each video extension's file must hold, and the name it goes by.
+_CONTAINERS = {".mp4": "mp4", ".mov": "mp4", ".webm": "matroska", ".mkv": "matroska", ".avi": "avi"}
+_CONTAINER_NAMES = {"mp4": "MP4 or QuickTime", "matroska": "WebM or Matroska", "avi": "AVI"}
 PREVIEW_HEIGHT = 160  # pixels
 SMALL_ENOUGH_TO_SHOW = 256 * 1024  # bytes of an image shown as its own preview without Pillow
 MAX_BMP = 64 * 1024 * 1024  # bytes of a BMP file read to convert it to PNG
+_BMP_HEADER_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)  # a BMP's second header: b"BM…" alone is not one
 
 
 class MediaBlock(dict[str, Any]):
@@ -83,6 +97,11 @@ def kind_of(path: str) -> MediaKind | None:
     if suffix in VIDEO_TYPES:
         return "video"
     return None
+
+
+def unsupported_image(path: str) -> str | None:
+    """The format (``"HEIC"``) of an image extension the service does not take, else None."""
+    return UNSUPPORTED_IMAGES.get(PurePosixPath(path).suffix.lower())
 
 
 def url_kind(url: str) -> MediaKind | None:
@@ -125,9 +144,12 @@ def check_size(kind: str, size: int, label: str) -> None:
         if kind == "image"
         else "send a shorter or lower-resolution clip"
     )
+    size_text, limit_text = human_size(size), human_size(MAX_INLINE * 3 // 4)
+    if size_text == limit_text:  # just over: rounded, both would read 7.5 MB
+        size_text, limit_text = f"{size:,} bytes", f"{MAX_INLINE * 3 // 4:,} bytes"
     raise UsageError(
-        f"{label} is {human_size(size)}: too large to send inline. DashScope takes at most 10 MB per inline "
-        f"{kind} once base64-encoded (about {human_size(MAX_INLINE * 3 // 4)} of file). Put it at an http(s) URL "
+        f"{label} is {size_text}: too large to send inline. DashScope takes at most 10 MB per inline "
+        f"{kind} once base64-encoded (about {limit_text} of file). Put it at an http(s) URL "
         f"and write that URL in the cell instead, or {smaller}."
     )
 
@@ -151,8 +173,19 @@ def sniff_image(data: bytes) -> ImageMediaType | Literal["image/bmp"] | None:
         return "image/gif"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
-    if data.startswith(b"BM"):
+    if data.startswith(b"BM") and int.from_bytes(data[14:18], "little") in _BMP_HEADER_SIZES:
         return "image/bmp"
+    return None
+
+
+def sniff_video(data: bytes) -> str | None:
+    """The container the first bytes announce: ``"mp4"`` (MP4/QuickTime), ``"matroska"`` (WebM/MKV), ``"avi"``."""
+    if data[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):  # QuickTime may start with any atom
+        return "mp4"
+    if data.startswith(b"\x1a\x45\xdf\xa3"):  # EBML
+        return "matroska"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "avi"
     return None
 
 
@@ -165,6 +198,9 @@ def file_block(typed: str, kind: MediaKind | None = None) -> MediaBlockParam:
     ``kind`` is what an explicit ``image:``/``video:`` asked for; the extension must agree.
     """
     told = kind_of(typed)
+    unsupported = unsupported_image(typed)
+    if told is None and unsupported is not None:
+        raise UsageError(f"{typed} is {_an(unsupported)} image, which the service does not take: {CONVERT}")
     if told is None:
         known = ", ".join(s.lstrip(".") for s in (IMAGE_TYPES if kind != "video" else VIDEO_TYPES))
         raise UsageError(
@@ -174,7 +210,10 @@ def file_block(typed: str, kind: MediaKind | None = None) -> MediaBlockParam:
     if kind is not None and told != kind:
         raise UsageError(f"{typed} is {a(told)}, not {a(kind)}: write {told}:{typed}.")
     path = _files.resolve(typed)
-    keep_text = f"To mention a file name without sending the file, put it in backticks: `{typed}`."
+    keep_text = (
+        f"To mention a file name without sending the file, put it in backticks: `{typed}`. "
+        "A name with spaces goes in a markdown image: ![](<my photo.png>)."
+    )
     suffix = path.suffix.lower()
     # A BMP shrinks when it becomes PNG: it is judged after converting, but read only up to MAX_BMP.
     limit = MAX_BMP if suffix == ".bmp" else MAX_INLINE * 3 // 4
@@ -190,17 +229,33 @@ def file_block(typed: str, kind: MediaKind | None = None) -> MediaBlockParam:
             raise UsageError(f"Cannot read {typed} ({path}): {_files.reason(exc)}.") from None
     if len(data) > limit:  # it grew after the size was checked
         raise UsageError(f"{typed} grew past {human_size(limit)} while it was read: send it once it is written.")
+    if not data:
+        raise UsageError(f"{typed} is empty (0 bytes): there is nothing to send. Check that it was saved completely.")
     if told == "video":
+        _check_video(data, suffix, typed)
         return inline_block("video", data, VIDEO_TYPES[suffix], typed)
     media_type = sniff_image(data)
     if media_type is None:
-        raise UsageError(
-            f"{typed} is not a PNG, JPEG, GIF, WebP or BMP image (its first bytes are not an image header)."
-        )
+        raise UsageError(f"{typed} is not a PNG, JPEG, GIF, WebP or BMP image (its first bytes are not an image header): {CONVERT}")
     if media_type == "image/bmp":
-        data, media_type = _bmp_to_png(data, typed), "image/png"
+        data, media_type = bmp_to_png(data, typed), "image/png"
     # The content decides the media type: a JPEG saved as .png is still sent as a JPEG.
     return inline_block("image", data, media_type, typed)
+
+
+CONVERT = "convert it to PNG or JPEG (e.g. open it in an image viewer and export it, or with Pillow) and send that file."
+
+
+def _check_video(data: bytes, suffix: str, typed: str) -> None:
+    """A ``UsageError`` unless ``data`` starts like the container its extension names."""
+    expected = _CONTAINERS[suffix]
+    found = sniff_video(data)
+    if found == expected:
+        return
+    wanted = f"{typed} is not {_an(_CONTAINER_NAMES[expected])} video"
+    if found is None:
+        raise UsageError(f"{wanted} (its first bytes are not a video header): send the video file itself, as MP4.")
+    raise UsageError(f"{wanted}: it holds {_an(_CONTAINER_NAMES[found])} video. Give it the right extension or convert it to MP4.")
 
 
 def a(kind: str) -> str:
@@ -208,7 +263,13 @@ def a(kind: str) -> str:
     return "an image" if kind == "image" else "a video"
 
 
-def _bmp_to_png(data: bytes, label: str) -> bytes:
+def _an(name: str) -> str:
+    """``an HEIC``, ``a TIFF``, ``an MP4 or QuickTime``: the article a format's name is read with."""
+    return f"an {name}" if name[0] in "AEFHILMNORSX" else f"a {name}"
+
+
+def bmp_to_png(data: bytes, label: str) -> bytes:
+    """A BMP image's bytes as PNG (the service takes no BMP); a ``UsageError`` without Pillow or for a broken one."""
     try:
         from PIL import Image
     except ImportError:

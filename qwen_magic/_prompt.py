@@ -9,27 +9,32 @@ What the text may hold besides prose (README, "Images and video"):
   (also ``image:path``, whose extension must agree).
 - ``photo.png``, ``~/clips/run.mp4``, ``/data/scan.jpg``: a whole token ending in a media
   extension is a local file, sent inline (base64); a missing file is a ``UsageError``.
+  Tokens end at spaces and at CJK or typographic punctuation (``请看 photo.png。``). A name
+  with spaces or odd characters (``photo (1).png``) is found when that file exists.
 - ``{fig}``, ``{imgs[0]}``, ``{res.figure}``, ``{d["k"]}``: a name from the user's
   namespace, with attribute and constant-index access, is replaced by its value (an image
   for PIL images, matplotlib figures and image bytes, else its text). The expression is
   parsed with ``ast`` and only walked, never evaluated; anything else in braces stays
   as typed.
 
-Nothing inside inline code or fenced code blocks is touched: backticks keep text as typed.
+Nothing inside inline code, fenced or indented code blocks is touched: backticks keep text as typed.
 """
 
 from __future__ import annotations
 
 import ast
+import os
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from IPython.core.error import UsageError
 
-from . import _media
+from . import _files, _media
+from ._code import chunks
 from ._text import current_key, mask_key
 
 if TYPE_CHECKING:
@@ -38,15 +43,20 @@ if TYPE_CHECKING:
     from ._blocks import Block
     from ._media import MediaKind
 
-_FENCE = re.compile(r"^ {0,3}(`{3,}(?=[^`\n]*$)|~{3,})", re.MULTILINE)
-_INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)", re.DOTALL)
 # Spans decided before tokens: markdown images, markdown links (kept as text) and {name}.
 _SPANS = re.compile(
     r"(?P<image>!\[[^\]\n]*\]\(\s*(?P<dest><[^>\n]*>|[^\s)]+)(?:\s+(?:\"[^\"\n]*\"|'[^'\n]*'))?\s*\))"
-    r"|(?P<link>\[[^\]\n]*\]\([^)\n]*\))"
+    # A link's text may hold [brackets] but not an image: [![](a.png)](url) is a linked image.
+    r"|(?P<link>\[(?:[^\[\]\n]|(?<!!)\[[^\[\]\n]*\])*\]\([^)\n]*\))"
     r"|(?P<name>(?<!\{)\{(?P<expr>[^{}\n]{1,200})\}(?!\}))"
 )
-_TOKEN = re.compile(r"\S+")
+# Tokens end at spaces, at invisible format characters, at CJK and typographic punctuation
+# (Chinese text puts 。，、（ right after a word) and at a comma that starts another URL.
+_BREAKS = "\u200b-\u200d\u2060\ufeff\u2014\u2015\u2018\u2019\u201c\u201d\u2026\u3000-\u3003\u3008-\u3011\u3014-\u301f\uff01\uff08\uff09\uff0c\uff1a\uff1b\uff1f\uff3b\uff3d\uff5b\uff5d\uff61-\uff64"
+_TOKEN = re.compile(rf"(?:[^\s,{_BREAKS}]|,(?![A-Za-z][A-Za-z0-9+.-]*://))+")
+_CJK = re.compile(r"[\u2e80-\u2fff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_JOINED_WORDS = 6  # words before a missing file's name tried as part of it (my photo.png)
+_NAME_MAX = 255  # characters of a file name tried after Chinese text glued before it
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")  # two letters at least: C:\ is a drive
 _PATH = re.compile(r"^[\w~./+@%=-]+$")
 _EXPLICIT = re.compile(r"^(image|video):(.+)$")
@@ -67,7 +77,7 @@ def build_prompt(
     if not text.strip():
         raise UsageError("The cell is empty: write a question below the %%qwen line.")
     parts: list[Block] = []
-    for chunk, code in _chunks(text):
+    for chunk, code in chunks(text):
         parts.extend([_text(chunk)] if code else _scan(chunk, namespace or {}, masked))
     blocks = _tidy(parts)
     if not blocks:
@@ -92,6 +102,9 @@ Converter = Callable[[Any, str], "list[Block] | None"]
 
 
 def _image_value(value: Any, label: str) -> list[Block] | None:
+    if isinstance(value, (bytes, bytearray, memoryview)) and _media.sniff_image(bytes(value[:18])) == "image/bmp":
+        png = _media.bmp_to_png(bytes(value), label)  # as a BMP file is: the service takes no BMP
+        return [_media.inline_block("image", png, "image/png", label)]
     encoded = _media.image_bytes(value)
     if encoded is None:
         return None
@@ -112,10 +125,10 @@ def _image_list(value: Any, label: str) -> list[Block] | None:
 
 
 def _path_value(value: Any, label: str) -> list[Block] | None:
-    """A ``pathlib.Path`` to an image or video file is that file; any other path its text."""
-    if not isinstance(value, Path):
+    """A ``pathlib`` path to an image or video file is that file; any other path its text."""
+    if not isinstance(value, PurePath):
         return None
-    if _media.kind_of(str(value)) is None:
+    if _media.kind_of(str(value)) is None and not (_media.unsupported_image(str(value)) and _exists(str(value))):
         return [_text(str(value))]
     return [_media.file_block(str(value))]
 
@@ -243,30 +256,6 @@ def _text(text: str) -> TextBlockParam:
     return {"type": "text", "text": text}
 
 
-def _chunks(text: str) -> Iterator[tuple[str, bool]]:
-    """The text cut into ``(piece, is_code)``: fenced code blocks and inline code spans are code."""
-    position = 0
-    while (opening := _FENCE.search(text, position)) is not None:
-        fence = opening.group(1)
-        closing = re.compile(rf"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.MULTILINE)
-        line_end = text.find("\n", opening.end())
-        end_match = closing.search(text, line_end + 1) if line_end != -1 else None
-        end = len(text) if end_match is None else end_match.end()  # unclosed: code to the end
-        yield from _inline_chunks(text[position : opening.start()])
-        yield text[opening.start() : end], True
-        position = end
-    yield from _inline_chunks(text[position:])
-
-
-def _inline_chunks(text: str) -> Iterator[tuple[str, bool]]:
-    position = 0
-    for span in _INLINE_CODE.finditer(text):
-        yield text[position : span.start()], False
-        yield span.group(), True
-        position = span.end()
-    yield text[position:], False
-
-
 def _scan(text: str, namespace: dict[str, Any], masked: list[str] | None = None) -> list[Block]:
     """Blocks for prose: text with media and ``{name}`` values put where they stood."""
     replacements: list[tuple[int, int, list[Block]]] = []
@@ -281,14 +270,20 @@ def _scan(text: str, namespace: dict[str, Any], masked: list[str] | None = None)
                 label = match.group("name")
                 blocks = _without_key(_encodable(value_blocks(value, label), label), label, masked)
                 replacements.append((*match.span(), blocks))
+    words: list[int] = []  # where the words since the last media or span start
     for token in _TOKEN.finditer(text):
         start, end = token.span()
         if any(s < end and start < e for s, e in taken):
+            words = []
             continue
         core_start, core_end = _trim(text, start, end)
         made = _token(text[core_start:core_end])
-        if made is not None:
-            replacements.append((core_start, core_end, made))
+        media = (core_start, core_end, made) if made is not None else _file(text, core_start, core_end, words)
+        if media is None:
+            words.append(core_start)
+        else:
+            replacements.append(media)
+            words = []
     parts: list[Block] = []
     position = 0
     for start, end, blocks in sorted(replacements, key=lambda r: r[0]):
@@ -343,9 +338,9 @@ def _word(char: str) -> bool:
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     """The token without the punctuation around it: ``(see photo.png).`` → ``photo.png``."""
-    while start < end and text[start] in _OPENERS:
+    while start < end and _around(text[start], _OPENERS):
         start += 1
-    while end > start and text[end - 1] in _CLOSERS:
+    while end > start and _around(text[end - 1], _CLOSERS):
         closer = text[end - 1]
         # A URL may end in a bracket of its own (…/Foo_(bar)): keep it while it is balanced.
         opener = {")": "(", "]": "["}.get(closer)
@@ -355,8 +350,16 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+def _around(char: str, ascii_ones: str) -> bool:
+    """Whether ``char`` may stand around a path or URL: ``ascii_ones``, or any other punctuation or format character."""
+    if char.isascii():
+        return char in ascii_ones
+    category = unicodedata.category(char)
+    return category[0] == "P" or category == "Cf"
+
+
 def _token(token: str) -> list[Block] | None:
-    """A whole token that is a media URL, an explicit ``image:``/``video:`` or a media file."""
+    """A whole token that is a media URL or an explicit ``image:``/``video:``."""
     explicit = _EXPLICIT.match(token)
     if explicit is not None:
         told_kind, target = explicit.groups()
@@ -374,10 +377,56 @@ def _token(token: str) -> list[Block] | None:
         told = _media.url_kind(token)
         if told is not None and token[scheme.end() :].startswith("//"):
             _url(token, told, token)  # raises: clearly media, under a scheme that cannot be sent
-        return None
-    if _PATH.match(token) and _media.kind_of(token) is not None:
-        return [_media.file_block(token)]
     return None
+
+
+def _file(text: str, start: int, end: int, words: list[int]) -> tuple[int, int, list[Block]] | None:
+    """The local file ``text[start:end]`` names, as ``(start, end, blocks)``; None for other words.
+
+    A name that is no file may still be part of one: the name inside ``_emphasis_``, the end
+    of a word glued to Chinese text (``描述照片.png``), or the name with the words before it
+    (``my photo.png``). Each is sent only if it exists. A plain name that stays missing is a
+    ``UsageError``; odd characters (``it's.png``) are sent only when the file exists.
+    """
+    token = text[start:end]
+    if not _media_name(token.rstrip("_")):  # most words: nothing to look up
+        return None
+    for first, last in _names(text, start, end, words):
+        name = text[first:last]
+        if _media_name(name) and _exists(name):
+            return first, last, [_media.file_block(name)]
+    if _PATH.match(token) and _media.kind_of(token) is not None:
+        return start, end, [_media.file_block(token)]  # says the file is missing
+    return None
+
+
+def _names(text: str, start: int, end: int, words: list[int]) -> Iterator[tuple[int, int]]:
+    """Where a file's name may stand around ``text[start:end]``, most likely first."""
+    yield start, end
+    token = text[start:end]
+    inner = token.strip("_")
+    if inner and token[0] == token[-1] == "_":
+        first = start + token.index(inner)
+        yield first, first + len(inner)
+    for index in range(max(1, len(token) - _NAME_MAX), len(token)):  # a longer name is no file's
+        if _CJK.match(token[index - 1]):
+            yield start + index, end
+    for first in reversed(words[-_JOINED_WORDS:]):
+        if "\n" not in text[first:start]:
+            yield first, end
+
+
+def _media_name(name: str) -> bool:
+    """Whether ``name`` ends in an image or video extension, one the service takes or not."""
+    return _media.kind_of(name) is not None or _media.unsupported_image(name) is not None
+
+
+def _exists(typed: str) -> bool:
+    """Whether a file (or a link, even a broken one) is at ``typed``; never raises."""
+    try:
+        return os.path.lexists(_files.resolve(typed))
+    except UsageError:
+        return False
 
 
 def _markdown_image(dest: str) -> Block:

@@ -24,6 +24,9 @@ def test_series_and_array_summaries():
     np = pytest.importorskip("numpy")
     s = pd.Series([1.0, None, 3.0], name="x")
     assert "Series `s` ('x'): 3 values, dtype float64, 1 missing" in describe(s, "s")
+    assert "Series `t`: 1 value, dtype int64, 0 missing" in describe(pd.Series([7]), "t")
+    assert describe(pd.DataFrame({"a": [1]}), "one").startswith("DataFrame `one`: 1 row × 1 column\n")
+    assert describe(pd.DataFrame({"a": [], "b": []}), "none").startswith("DataFrame `none`: 0 rows × 2 columns\n")
     a = np.arange(10_000).reshape(100, 100)
     text = describe(a, "a")
     assert "shape (100, 100), dtype int64" in text and "..." in text and len(text) < 1500

@@ -32,7 +32,7 @@ def test_export_writes_one_markdown_cell_per_turn(fresh, tmp_path):
     assert "<h3>1. You</h3>" in first and f'<img src="{PNG_URL}" alt="image">' in first
     assert "<details><summary>Thinking</summary>" in first and "I should &lt;compare&gt; them." in first
     assert "<h2>Answer</h2>" in first and "42 in" in first
-    assert '<img src="attachment:turn2-1.png" alt="image">' in second
+    assert "\n\n![image](attachment:turn2-1.png)\n\n" in second
     assert nb.cells[2].attachments["turn2-1.png"]["image/png"]
     assert "<script>" not in second  # prompt text is sanitized too
 
@@ -64,3 +64,52 @@ def test_export_summarises_tool_calls(fresh, tmp_path):
     turn = nbformat.read(target, as_version=4).cells[1].source
     assert "🔧 add({&quot;a&quot;: 2, &quot;b&quot;: 3})" in turn or '🔧 add({"a": 2, "b": 3})' in turn
     assert "<pre>5</pre>" in turn and "It is 5." in turn
+
+
+def _exported_with_inline_images(fresh, tmp_path):
+    """A conversation whose prompts hold inline images (a file, a value, two in a row) and a URL."""
+    fresh.run(
+        "from PIL import Image\n"
+        f"Image.new('RGB', (8, 8), 'red').save({str(tmp_path / 'red.png')!r})\n"
+        "blue = Image.new('RGB', (8, 8), 'blue')\n"
+        "green = Image.new('RGBA', (4, 4), 'green')"
+    )
+    fresh.run(f"%%qwen\nDescribe {tmp_path / 'red.png'} and {{blue}}")
+    fresh.run(f"%%qwen\n{{green}} {{blue}} then {PNG_URL}")
+    target = tmp_path / "pictures.ipynb"
+    run = fresh.run(f"%qwen export {target}")
+    assert run.status == "ok", run.error_text
+    return target
+
+
+def test_exported_inline_images_become_data_uris_in_nbconvert_html(fresh, tmp_path):
+    """nbconvert resolves attachments only in markdown images: each one is a data: URI in the HTML."""
+    import re
+
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(_exported_with_inline_images(fresh, tmp_path), as_version=4)
+    names = [name for cell in nb.cells for name in cell.get("attachments", {})]
+    assert names == ["turn1-1.png", "turn1-2.png", "turn2-1.png", "turn2-2.png"]
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    sources = re.findall(r'<img [^>]*src="([^"]*)"', body)
+    assert "attachment:" not in body
+    assert sum(src.startswith("data:image/png;base64,") for src in sources) == len(names)
+    assert PNG_URL in sources
+
+
+def test_exported_inline_images_read_in_marked_as_images(fresh, tmp_path):
+    """JupyterLab's marked reads each attachment as an image between the cell's HTML blocks, and nothing else changes."""
+    from test_markdown import _jupyterlab_markdown, _marked_dir
+
+    folder = _marked_dir()
+    assert folder is not None
+    nb = nbformat.read(_exported_with_inline_images(fresh, tmp_path), as_version=4)
+    turns = [cell.source for cell in nb.cells[1:]]
+    results = _jupyterlab_markdown(turns, tmp_path, folder)
+    for source, result in zip(turns, results, strict=True):
+        html = str(result["html"])
+        names = [line[len("![image](attachment:") : -1] for line in source.splitlines() if line.startswith("![image]")]
+        assert result["bad"] == [f"img[attachment:{name}]" for name in names]  # the oracle allows only http(s)
+        assert all(f'<p><img src="attachment:{name}" alt="image"></p>' in html for name in names)
+        assert html.count("<div>") == html.count("</div>") == len(names) + 1

@@ -113,10 +113,16 @@ def test_a_matplotlib_figure_and_a_pil_image_from_the_namespace(fresh):
         ("image:data:image/png;base64,iVBORw0KGgo=", "data: URLs cannot be sent"),
         ("image:{tmp}/notes.txt please", "cannot tell what kind of file"),
         ("video:{tmp}/photo.png", "is an image, not a video"),
+        ("see {tmp}/zero.mp4", "is empty (0 bytes)"),
+        ("see {tmp}/text.mp4", "is not an MP4 or QuickTime video"),
+        ("请看 {tmp}/IMG_0001.HEIC。", "convert it to PNG or JPEG"),
     ],
 )
 def test_media_errors_are_usage_errors_that_send_nothing(fresh, tmp_path, cell, expected):
     (tmp_path / "photo.png").write_bytes(PNG)
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    (tmp_path / "text.mp4").write_bytes(b"hello world, not a video")
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 20)
     with (tmp_path / "big.png").open("wb") as f:
         f.truncate(11 * 1024 * 1024)
     before = len(fresh.server.requests)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import io
 import sys
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 
 import pytest
 from helpers import shape, text
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from IPython.core.error import UsageError
 
 from qwen_magic import _media
@@ -23,6 +25,7 @@ JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 32
 GIF = b"GIF89a" + b"\x00" * 32
 WEBP = b"RIFF\x24\x00\x00\x00WEBPVP8 " + b"\x00" * 32
 MP4 = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 32
+WEBM = b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm" + b"\x00" * 32
 
 
 def url(kind: str, address: str) -> dict:
@@ -39,7 +42,7 @@ def files(tmp_path, monkeypatch):
     (tmp_path / "pic.webp").write_bytes(WEBP)
     (tmp_path / "clip.mp4").write_bytes(MP4)
     (tmp_path / "clip.mov").write_bytes(MP4)
-    (tmp_path / "clip.webm").write_bytes(MP4)
+    (tmp_path / "clip.webm").write_bytes(WEBM)
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "inner.png").write_bytes(PNG)
     return tmp_path
@@ -175,7 +178,7 @@ def test_local_files_become_base64_blocks_typed_by_content(files):
         ("text", "; then"),
         ("video", "video/mp4", MP4),
         ("video", "video/quicktime", MP4),
-        ("video", "video/webm", MP4),
+        ("video", "video/webm", WEBM),
     ]
     assert [getattr(b, "label", None) for b in blocks if b["type"] != "text"][:2] == ["photo.png", "./shot.jpg"]
 
@@ -246,6 +249,201 @@ def test_a_path_with_spaces_goes_in_a_markdown_image(files):
     ]
 
 
+# Names as downloads, screenshots and phones write them: each is sent when the file exists.
+DOWNLOAD_NAMES = [
+    "photo (1).png",
+    "photo(1).png",
+    "foo[1].png",
+    "a,b.png",
+    "it's.png",
+    "cafe\u0301.png",  # decomposed, as macOS writes it
+    "IMG_0001 copy.jpg",
+    "Screenshot 2024-05-01 at 10.00.00.png",
+    "Screen Shot 2020-01-01 at 9.41.05 AM.png",
+    "my picture.png",
+    "chart - final (2).png",
+    "image (3) [edited].jpeg",
+    "Bild_2023-07-14_#1.png",
+    "照片.png",
+    "截图 2024-05-01 10.00.00.png",
+    "WhatsApp Image 2024-01-01 at 12.00.00.jpeg",
+]
+
+
+@pytest.mark.parametrize("name", DOWNLOAD_NAMES)
+@pytest.mark.parametrize("around", ["Describe {}", "Describe {}.", "What is in '{}'?", 'See "{}", please', "({})", "请描述 {}。"])
+def test_existing_files_with_real_world_names_are_sent(files, name, around):
+    (files / name).write_bytes(PNG)
+    blocks = build_prompt(around.format(name))
+    assert [getattr(b, "label", None) for b in blocks if b["type"] == "image"] == [name]
+    assert name not in prompt_text([b for b in blocks if b["type"] == "text"])
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "请描述 photo.png。",
+        "请看 photo.png，谢谢",
+        "（photo.png）",
+        "「photo.png」",
+        "“photo.png”",
+        "photo.png、shot.jpg",
+        "see photo.png—ok",
+        "see photo.png…",
+        "see photo.png\u200b",
+        "see \u200bphoto.png",
+        "see \ufeffphoto.png\u2060",
+        "see ¡photo.png!",
+        "描述photo.png",
+        "描述照片.png",
+        "_photo.png_",
+        "__photo.png__",
+    ],
+)
+def test_unicode_punctuation_around_a_file_name_is_not_part_of_it(files, cell):
+    (files / "照片.png").write_bytes(PNG)
+    images = [b for b in build_prompt(cell) if b["type"] == "image"]
+    assert images and all(b["source"]["media_type"] in ("image/png", "image/jpeg") for b in images)
+
+
+_NON_ASCII_PUNCTUATION = st.text(
+    st.characters(categories=["Ps", "Pe", "Pi", "Pf", "Po", "Pd", "Cf", "Zs"], min_codepoint=0x80), max_size=3
+)
+
+
+@given(before=_NON_ASCII_PUNCTUATION, after=_NON_ASCII_PUNCTUATION)
+@settings(max_examples=300, deadline=None)
+def test_any_punctuation_or_invisible_character_around_a_file_name_leaves_it_sent(tmp_path_factory, before, after):
+    """Whatever script's punctuation, spaces or format characters stand around it, the file is sent once."""
+    folder = tmp_path_factory.getbasetemp() / "punctuation"
+    folder.mkdir(exist_ok=True)
+    (folder / "photo.png").write_bytes(PNG)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        for cell in (f"看 {before}photo.png{after} ok", f"{before}photo.png{after}", f"see {before}https://x.com/a.png{after}"):
+            assert len([b for b in build_prompt(cell) if b["type"] == "image"]) == 1, cell
+
+
+def test_names_are_looked_up_only_for_words_ending_in_a_media_extension(files, monkeypatch):
+    """Prose costs no file lookups, and a long word glued to Chinese text at most one per character of a name."""
+    import os.path
+
+    looked: list[str] = []
+    real = os.path.lexists
+    monkeypatch.setattr(os.path, "lexists", lambda path: looked.append(str(path)) or real(path))
+    build_prompt("The quick brown fox, again and again. " * 2000 + "描述" * 5000)
+    assert looked == []
+    with pytest.raises(UsageError):
+        build_prompt("描述" * 10_000 + ".png")
+    assert 0 < len(looked) <= 300
+
+
+@pytest.mark.parametrize(
+    "cell", ["see https://x.com/a.png。", "看 https://x.com/a.png，", "（https://x.com/a.png）", "https://x.com/a.png—ok"]
+)
+def test_unicode_punctuation_after_a_url_is_not_part_of_it(cell):
+    (image,) = [b for b in build_prompt(cell) if b["type"] == "image"]
+    assert image["source"]["url"] == "https://x.com/a.png"
+
+
+def test_urls_joined_by_commas_are_separate():
+    blocks = build_prompt("see https://x.com/a.png,https://x.com/b.png,http://y.org/v.mp4 and a,b,c")
+    assert [b["source"]["url"] for b in blocks if b["type"] != "text"] == [
+        "https://x.com/a.png",
+        "https://x.com/b.png",
+        "http://y.org/v.mp4",
+    ]
+    assert build_prompt("https://x.com/a.png?w=1,2")[0]["source"]["url"] == "https://x.com/a.png?w=1,2"
+
+
+def test_a_missing_name_after_other_words_points_to_the_markdown_form(files):
+    with pytest.raises(UsageError, match=r"No such file: photo2\.png.*!\[\]\(<my photo\.png>\)"):
+        build_prompt("Describe my photo2.png")
+
+
+def test_words_are_joined_only_into_a_file_that_exists_and_not_across_lines_or_media(files):
+    (files / "a b.png").write_bytes(PNG)
+    with pytest.raises(UsageError, match=r"No such file: b\.png"):
+        build_prompt("a\nb.png")
+    (files / "photo.png b.png").write_bytes(PNG)
+    with pytest.raises(UsageError, match=r"No such file: b\.png"):  # photo.png was sent: not part of the next name
+        build_prompt("photo.png b.png")
+    (files / "my photo.png").write_bytes(PNG)  # the name typed is taken first when it exists
+    assert [b.label for b in build_prompt("my photo.png") if b["type"] == "image"] == ["photo.png"]
+
+
+@pytest.mark.parametrize("name", ["IMG_0001.HEIC", "f.heic", "g.svg", "h.tiff", "i.tif", "j.avif", "k.heif"])
+def test_an_existing_image_the_service_does_not_take_says_to_convert_it(files, name):
+    (files / name).write_bytes(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 20)
+    for cell, namespace in [(f"see {name}", {}), ("see {p}", {"p": Path(name)}), (f"image:{name}", {}), (f"![]({name})", {})]:
+        with pytest.raises(UsageError, match=r"convert it to PNG or JPEG"):
+            build_prompt(cell, namespace)
+    assert build_prompt("HEIC files such as x.heic are not sent") == [text("HEIC files such as x.heic are not sent")]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "needle"),
+    [
+        ("zero.mp4", b"", "is empty"),
+        ("zero.webm", b"", "is empty"),
+        ("text.mp4", b"hello world, not a video", "not an MP4 or QuickTime video"),
+        ("text.mov", b"hello world, not a video", "not an MP4 or QuickTime video"),
+        ("text.avi", b"RIFF\x00\x00\x00\x00WAVEfmt ", "not an AVI video"),
+        ("text.mkv", PNG, "not a WebM or Matroska video"),
+        ("mp4.webm", MP4, "holds an MP4 or QuickTime video"),
+    ],
+)
+def test_a_video_file_must_hold_the_container_its_extension_names(files, name, data, needle):
+    (files / name).write_bytes(data)
+    with pytest.raises(UsageError, match=needle):
+        build_prompt(f"see {name}")
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("a.mp4", MP4),
+        ("old.mov", b"\x00\x00\x00\x08wide\x00\x00\x00\x10mdat"),
+        ("a.webm", WEBM),
+        ("a.mkv", b"\x1a\x45\xdf\xa3" + b"\x00" * 20),
+        ("a.avi", b"RIFF\x00\x00\x00\x00AVI LIST"),
+    ],
+)
+def test_each_accepted_video_container_is_sent(files, name, data):
+    (files / name).write_bytes(data)
+    (block,) = build_prompt(name)
+    assert block["type"] == "video" and base64.b64decode(block["source"]["data"]) == data
+
+
+@pytest.mark.parametrize("header", [b"II*\x00", b"\x00\x00\x00\x18ftypheic", b"<svg"])
+def test_an_image_in_another_format_under_a_known_extension_says_to_convert_it(files, header):
+    (files / "odd.jpg").write_bytes(header + b"\x00" * 30)
+    with pytest.raises(UsageError, match="convert it to PNG or JPEG"):
+        build_prompt("odd.jpg")
+
+
+@pytest.mark.parametrize("name", ["zero.png", "zero.jpg", "zero.bmp", "zero.mov", "zero.avi"])
+def test_an_empty_media_file_says_it_is_empty(files, name):
+    (files / name).write_bytes(b"")
+    with pytest.raises(UsageError, match=r"is empty \(0 bytes\)"):
+        build_prompt(name)
+
+
+def test_a_size_just_over_the_limit_reads_as_bytes_not_the_same_rounded_number():
+    limit = 3 * _media.MAX_INLINE // 4
+    with pytest.raises(UsageError) as error:
+        _media.check_size("image", limit + 1, "edge.png")
+    assert f"is {limit + 1:,} bytes" in str(error.value) and f"about {limit:,} bytes" in str(error.value)
+    with pytest.raises(UsageError, match=r"is 9\.0 MB.*about 7\.5 MB"):
+        _media.check_size("image", 9 * 1024 * 1024, "big.png")
+
+
+def test_a_linked_image_is_sent_and_a_link_with_brackets_stays_text(files):
+    blocks = build_prompt("see [![](photo.png)](https://x.com) and [a [b] c](https://x.com/d.png)")
+    assert [b["type"] for b in blocks] == ["text", "image", "text"]
+    assert "[a [b] c](https://x.com/d.png)" in blocks[-1]["text"]
+
+
 def test_bmp_is_converted_to_png(files):
     image_module = pytest.importorskip("PIL.Image")
     image_module.new("RGB", (3, 2), "red").save(files / "old.bmp")
@@ -255,7 +453,7 @@ def test_bmp_is_converted_to_png(files):
 
 
 def test_bmp_without_pillow_says_what_to_do(files, monkeypatch):
-    (files / "old.bmp").write_bytes(b"BM" + b"\x00" * 60)
+    (files / "old.bmp").write_bytes(b"BM" + b"\x00" * 12 + b"\x28" + b"\x00" * 47)  # a 40-byte info header
     monkeypatch.setitem(sys.modules, "PIL", None)
     with pytest.raises(UsageError, match="pip install pillow"):
         build_prompt("old.bmp")
@@ -269,6 +467,32 @@ def test_code_spans_and_fenced_blocks_stay_as_typed(files):
         "Done."
     )
     assert build_prompt(cell, {"x": 1}) == [text(cell)]
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "    see missing.png {x}",
+        "Run this:\n\n    convert missing.png out.jpg\n    open https://x.org/a.png\n\nDone.",
+        "Run this:\n\n\tcat missing.png\n\n    and {x}\n",
+        "```\nx\n```\n    missing.png",
+    ],
+)
+def test_indented_code_blocks_stay_as_typed(files, cell):
+    assert build_prompt(cell, {"x": 1}) == [text(cell.strip())]
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "Look at this\n    photo.png",  # a paragraph's continuation line, not code
+        "- first item\n\n    photo.png in the item",  # an item's second paragraph
+        "1. step\n   more\n\n    photo.png",
+        "    code line\n\nthen photo.png",
+    ],
+)
+def test_indented_lines_that_are_not_code_blocks_are_scanned(files, cell):
+    assert [b.label for b in build_prompt(cell) if b["type"] == "image"] == ["photo.png"]
 
 
 # -- {name} ---------------------------------------------------------------------------------
@@ -399,9 +623,21 @@ def test_matplotlib_figures_and_axes_become_png():
     assert base64.b64decode(blocks[1]["source"]["data"]).startswith(b"\x89PNG")
 
 
-def test_a_path_object_is_its_file(files):
-    assert shape(build_prompt("{p}", {"p": Path("photo.png")})) == [("image", "image/png", PNG)]
-    assert build_prompt("{p}", {"p": Path("notes.txt")}) == [text("notes.txt")]
+@pytest.mark.parametrize("kind", [Path, PurePath, PurePosixPath])
+def test_a_path_object_is_its_file(files, kind):
+    assert shape(build_prompt("{p}", {"p": kind("photo.png")})) == [("image", "image/png", PNG)]
+    assert build_prompt("{p}", {"p": kind("notes.txt")}) == [text("notes.txt")]
+
+
+def test_bmp_bytes_are_converted_to_png_like_a_bmp_file():
+    image_module = pytest.importorskip("PIL.Image")
+    buffer = io.BytesIO()
+    image_module.new("RGB", (3, 2), "red").save(buffer, format="BMP")
+    for value in (buffer.getvalue(), bytearray(buffer.getvalue()), memoryview(buffer.getvalue())):
+        (block,) = build_prompt("{b}", {"b": value})
+        assert block["source"]["media_type"] == "image/png"
+        assert base64.b64decode(block["source"]["data"]).startswith(b"\x89PNG")
+    assert build_prompt("{b}", {"b": b"BMW 320i"}) == [text("b'BMW 320i'")]  # "BM" alone is not a BMP
 
 
 def test_converters_are_an_ordered_list_ending_in_the_catch_all():
