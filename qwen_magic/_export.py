@@ -89,7 +89,7 @@ def _turn_cell(new_markdown_cell: NewCell, turn: Turn, number: int) -> NotebookN
 
     parts = [f"### {number}. You", ""]
     if turn.context is not None:  # the notebook context sent with the prompt, collapsed
-        summary, sent = _escape(turn.context.summary()), _escape(turn.context.preview())
+        summary, sent = _text(turn.context.summary()), _escape(turn.context.preview())
         parts += [own(f'<details class="qwen-context"><summary>{summary}</summary><pre style="white-space:pre-wrap">'
                       f"{sent}</pre></details>"), ""]
     for sent_block in turn.own_prompt:
@@ -108,7 +108,7 @@ def _turn_cell(new_markdown_cell: NewCell, turn: Turn, number: int) -> NotebookN
         parts += [own(f"<details><summary>Thinking</summary>{thinking}</details>"), ""]
     for call in _tool_calls(turn):
         parts += [own(call), ""]
-    parts += [answer.text or "*(no text)*", "", own(f"<sub>{_escape(footer_text(answer))}</sub>")]
+    parts += [answer.text or "*(no text)*", "", own(f"<sub>{_text(footer_text(answer))}</sub>")]
     # The model's and the user's text are rendered and cleaned as one document; the markup
     # written here is escaped to one line with no `$` or `\`, like the rendered HTML, so
     # putting it back cannot give JupyterLab's math or markdown step anything to pair.
@@ -129,7 +129,7 @@ def _media(block: Mapping[str, Any]) -> str:
         url = _escape(source["url"])
         if block["type"] == "image":
             return f'<img src="{url}" alt="image">' if source["url"].startswith(("http://", "https://")) else url
-        return f'<a href="{url}" rel="noopener noreferrer">▶ video: {url}</a>'
+        return f'<a href="{url}" rel="noopener noreferrer">▶ video: {_text(source["url"])}</a>'
     media_type = source.get("media_type", "application/octet-stream")
     size = len(base64.b64decode(source.get("data", ""), validate=False)) if source.get("data") else 0
     return f"<em>(a {_escape(media_type)} video of {size:,} bytes was sent inline)</em>"
@@ -149,10 +149,18 @@ def _tool_calls(turn: Turn) -> list[str]:
         if not isinstance(result, str):
             result = json.dumps(result, ensure_ascii=False, default=str) if result is not None else "(no result)"
         lines.append(
-            f"<details><summary>🔧 {_escape(block.get('name', '?'))}({_escape(_cut(arguments))})</summary>"
+            f"<details><summary>🔧 {_text(block.get('name', '?'))}({_text(_cut(arguments))})</summary>"
             f"<pre>{_escape(_cut(result))}</pre></details>"
         )
     return lines
+
+
+def _text(text: str) -> str:
+    """``_escape`` for text outside ``<pre>``: each ``$`` and ``\\`` also alone in an element, as the
+    rendered answer has them, since MathJax reads the page after the browser decodes ``&#36;``."""
+    from ._markdown import text_html
+
+    return text_html(text).translate(_ONE_LINE)
 
 
 def _escape(text: str) -> str:

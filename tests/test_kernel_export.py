@@ -113,3 +113,24 @@ def test_exported_inline_images_read_in_marked_as_images(fresh, tmp_path):
         assert result["bad"] == [f"img[attachment:{name}]" for name in names]  # the oracle allows only http(s)
         assert all(f'<p><img src="attachment:{name}" alt="image"></p>' in html for name in names)
         assert html.count("<div>") == html.count("</div>") == len(names) + 1
+
+
+def test_exported_dollars_outside_the_answer_are_not_math_either(fresh, tmp_path):
+    """A tool call's arguments and the footer are written here: MathJax pairs none of their dollars."""
+    from fake_dashscope import ToolCall
+    from html_readers import our_math, typeset, visible_text
+    from test_markdown import _jupyterlab_markdown, _marked_dir
+
+    folder = _marked_dir()
+    assert folder is not None
+    fresh.run("def price(item: str) -> str:\n    '''Price of an item.'''\n    return '$5 (was $7)'")
+    fresh.server.queue(Stream(tool_calls=[ToolCall("price", {"item": "tea at $5 or $6"})]), Stream(text="It is $5, not $7."))
+    assert fresh.run("%%qwen --tools price\nHow much is tea?").status == "ok"
+    target = tmp_path / "dollars.ipynb"
+    fresh.run(f"%qwen export {target}")
+    turn = nbformat.read(target, as_version=4).cells[1].source
+    (result,) = _jupyterlab_markdown([turn], tmp_path, folder)
+    html = str(result["html"])
+    assert result["bad"] == [] and result["cut"] == 0
+    assert typeset(html) == our_math(html) == []
+    assert "tea at $5 or $6" in visible_text(html) and "It is $5, not $7." in visible_text(html)
