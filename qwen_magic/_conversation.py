@@ -261,22 +261,57 @@ class Conversation:
 
 
     def transcript(self) -> str:
-        """The conversation as readable markdown."""
-        lines = [f"### Conversation `{self.name}` — {len(self.turns)} turn(s)"]
+        """The conversation as readable markdown (``%qwen history``'s plain text)."""
+        parts = []
+        for kind, text in self._sections():
+            if kind == "thinking":
+                parts.append("> *Thinking:*\n>\n" + "\n".join("> " + line for line in text.splitlines()))
+            elif kind == "cells":
+                parts.append("\n".join(f"- {line}" for line in text.splitlines()))
+            else:
+                parts.append(text)
+        return "\n\n".join(parts)
+
+    def transcript_bundle(self) -> dict[str, str]:
+        """``%qwen history``'s output: each part rendered on its own, so an answer cut inside a code
+        block keeps its fence to itself, and thinking and context lines are shown as they are, as
+        they are live (markdown would drop their backslashes and read ``*`` as emphasis)."""
+        from ._markdown import compact, render_html, text_html
+        from ._markdown._render import MARKDOWN_CLASS
+        from ._text import mask_key, visible_controls
+
+        pieces = []
+        for kind, text in self._sections():
+            if kind == "thinking":
+                pieces.append(
+                    '<blockquote><p><em>Thinking:</em></p><div style="white-space:pre-wrap">'
+                    f"{text_html(mask_key(text))}</div></blockquote>"
+                )
+            elif kind == "cells":
+                pieces.append("<ul>" + "".join(f"<li>{text_html(line)}</li>" for line in mask_key(text).splitlines()) + "</ul>")
+            else:
+                pieces.append(render_html(mask_key(text)))
+        body = compact("".join(pieces))
+        return {"text/html": f'<div class="{MARKDOWN_CLASS}">{body}</div>', "text/plain": visible_controls(mask_key(self.transcript()))}
+
+    def _sections(self) -> list[tuple[str, str]]:
+        """The transcript in order: ``("markdown", …)`` parts (ours, the user's and the model's),
+        ``("thinking", text)`` and ``("cells", lines)`` of plain text."""
+        sections = [("markdown", f"### Conversation `{self.name}` — {len(self.turns)} turn(s)")]
         if self.system:
-            lines += ["", "**System:**", "", self.system]
+            sections += [("markdown", "**System:**"), ("markdown", self.system)]
         for i, turn in enumerate(self.turns, 1):
             answer = turn.answer
             if turn.context is not None:
-                lines += ["", f"*{turn.context.summary()}*", "", *(f"- {line}" for line in turn.context.lines())]
-            lines += ["", f"**You ({i}):**", "", prompt_text(turn.own_prompt), ""]
+                sections += [("markdown", f"*{turn.context.summary()}*"), ("cells", "\n".join(turn.context.lines()))]
+            sections += [("markdown", f"**You ({i}):**"), ("markdown", prompt_text(turn.own_prompt))]
             for done in answer.rounds:
                 if done.thinking:
-                    lines += ["> *Thinking:*", ">", "\n".join("> " + line for line in done.thinking.splitlines()), ""]
-                lines += [f"**Qwen ({done.model}), calling tools:**", "", done.text, "", *tool_lines(done), ""]
+                    sections.append(("thinking", done.thinking))
+                sections += [("markdown", f"**Qwen ({done.model}), calling tools:**"), ("markdown", done.text)]
+                sections.append(("markdown", "\n".join(tool_lines(done))))
             if answer.thinking:
-                quoted = "\n".join("> " + line for line in answer.thinking.splitlines())
-                lines += ["> *Thinking:*", ">", quoted, ""]
+                sections.append(("thinking", answer.thinking))
             mark = (
                 ""
                 if answer.complete
@@ -284,10 +319,10 @@ class Conversation:
             )
             if answer.stop_reason == "max_tool_rounds":
                 mark = " *(stopped: the tool round limit was reached)*"
-            lines += [f"**Qwen ({answer.model}){mark}:**", "", answer.text]
+            sections += [("markdown", f"**Qwen ({answer.model}){mark}:**"), ("markdown", answer.text)]
         if not self.turns and not self.system:
-            lines += ["", "*(empty)*"]
-        return "\n".join(lines)
+            sections.append(("markdown", "*(empty)*"))
+        return [(kind, text) for kind, text in sections if text.strip()]
 
 
 def same_source(a: str, b: str) -> bool:

@@ -16,11 +16,10 @@ from ._cache import MODES, TokenEstimator, mark
 from ._client import KNOWN_MODELS, Endpoint, client_for, resolve_base_url
 from ._context import Capture, clock
 from ._conversation import DEFAULT_CHAT, Chats, Conversation
-from ._ipython import Magics, argument, events, line_cell_magic, magic_arguments, parse_argstring
+from ._ipython import Magics, argument, display, events, line_cell_magic, magic_arguments, parse_argstring
 from ._prompt import build_prompt
 from ._session import CassetteSession
 from ._tables import markdown_out, masked_note, note, settings_table, usage_table
-from ._text import mask_key
 from ._tools import Toolbox, describe, offered
 from ._turn import Tally, take_turn
 
@@ -352,7 +351,7 @@ class QwenMagics(Magics):
         markdown_out(settings_table(settings, helps, self.endpoint().base_url))
 
     def _history_command(self, args: argparse.Namespace) -> None:
-        markdown_out(mask_key(self.chats[args.chat or DEFAULT_CHAT].transcript()))
+        display(self.chats[args.chat or DEFAULT_CHAT].transcript_bundle(), raw=True)
 
     def _reset_command(self, args: argparse.Namespace) -> None:
         if args.all:

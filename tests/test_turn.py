@@ -265,3 +265,25 @@ def test_an_interrupt_while_thinking_says_the_turn_is_not_kept(server):
     with pytest.raises(Interrupted, match="characters of thinking kept on screen only") as info:
         ask(server, chat, None, Interrupting([4]))
     assert "Run the cell again" in str(info.value) and chat.turns == []
+
+
+# -- %qwen history --------------------------------------------------------------------------------
+
+
+def test_history_shows_each_part_as_it_was_shown_live():
+    """An answer cut inside a code block keeps its fence to itself; thinking is text, as it is live."""
+    from html_readers import typeset, visible_text
+
+    chat = Conversation()
+    cut = Answer("m", text="Start:\n\n```python\nx = 1", finished_at=1.0, interrupted=True)
+    chat.record(Turn([text("first")], cut))
+    thinking = r"Match \d+\.\d+ then 2*3*4 costs \$5, or $6 and $7"
+    chat.record(Turn([text("second $5 and $6")], Answer("m", text="**Done** at $5.", thinking=thinking, finished_at=2.0)))
+    bundle = chat.transcript_bundle()
+    html = bundle["text/html"]
+    assert "<strong>Done</strong>" in html and "**You (2):**" not in visible_text(html)
+    assert thinking in visible_text(html)
+    assert typeset(html) == []
+    assert "second $5 and $6" in visible_text(html)
+    assert bundle["text/plain"] == chat.transcript()
+    assert "```python\nx = 1" in chat.transcript() and "> " + thinking in chat.transcript()
