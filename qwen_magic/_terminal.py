@@ -37,6 +37,7 @@ from ._text import visible_controls
 if TYPE_CHECKING:  # rich is the optional ``rich`` extra: imported where a terminal view uses it
     from rich.console import Console, ConsoleOptions, RenderResult
     from rich.live import Live
+    from rich.markdown import Markdown
     from rich.segment import Segment
 
     Line = list[Segment]  # one rendered line
@@ -250,10 +251,8 @@ class RichTerminalView(TerminalView):
         if self._state == "thinking":
             self._print_thinking()
         elif self._state == "text":
-            from rich.markdown import Markdown
-
             self._parts.append(self._text.flush())
-            self.console.print(Markdown(self.live_text(), hyperlinks=False))
+            self.console.print(rich_markdown(self.live_text()))
         self._footer(answer)
 
     def _start_live(self) -> None:
@@ -292,6 +291,29 @@ class RichTerminalView(TerminalView):
         if self._live is not None:  # the live region owns the screen while it is up
             return
         super()._write(text, width=width)
+
+
+def rich_markdown(source: str) -> Markdown:
+    """rich's ``Markdown`` of ``source`` as the notebook reads it, math shown as written, in code.
+
+    rich's own parser knows no math: TeX's ``\\(``, ``\\\\``, ``*`` and ``_`` became escapes and
+    emphasis (``$a*b*c$`` showed as ``$abc$``). Here the notebook's parser (``_markdown._parse``)
+    reads it, and each math span becomes inline code, each display block a ``latex`` code block.
+    """
+    from rich.markdown import Markdown
+
+    from ._markdown._parse import _parser
+
+    shown = Markdown("", hyperlinks=False)
+    shown.markup, shown.parsed = source, _parser().parse(source)
+    for token in shown.parsed:
+        if token.type == "math_block":
+            token.type, token.tag, token.info, token.markup = "fence", "code", "latex", "```"
+            token.content += "\n"
+        for child in token.children or ():
+            if child.type == "math_inline":
+                child.type, child.tag = "code_inline", "code"
+    return shown
 
 
 class _Tail:
@@ -352,13 +374,11 @@ class _Tail:
 
     def _piece(self, console: Console, options: ConsoleOptions, text: str, start: int, end: int) -> list[Line]:
         """``text[start:end]`` rendered as markdown; finished pieces (all but the open one) are kept."""
-        from rich.markdown import Markdown
-
         key = (start, end, options.max_width)
         if key in self._pieces:
             return self._pieces[key]
         source = text[start:end]
-        lines = console.render_lines(Markdown(source, hyperlinks=False), options, pad=False) if source.strip() else []
+        lines = console.render_lines(rich_markdown(source), options, pad=False) if source.strip() else []
         # Rich may start or end a piece with blank lines (before a heading, after a list); the
         # joining puts exactly one between pieces. A code block's shaded padding is not blank.
         while lines and _blank(lines[-1]):

@@ -344,3 +344,22 @@ def test_rich_live_pieces_look_like_the_whole():
     whole = plain(console.render_lines(Markdown(text, hyperlinks=False), options, pad=False))
     assert plain(view._region.lines(console, options, 200)) == whole
     view.finish(answer_for(text))
+
+
+@pytest.mark.parametrize(
+    "math",
+    [r"\(\pi r^2\)", "$a*b*c$", r"$\{x\}$", r"$x_1 + y_2$", r"\[a \\ b\]", "$$\\begin{matrix} a \\\\ b \\end{matrix}$$"],
+)
+def test_the_rich_view_shows_math_as_written(math: str) -> None:
+    """rich's parser knows no math: TeX's backslashes, ``*`` and ``_`` were read as markdown."""
+    pytest.importorskip("rich")
+    from rich.console import Console
+
+    from qwen_magic._terminal import rich_markdown
+
+    console = Console(width=100, force_terminal=False, file=io.StringIO())
+    with console.capture() as captured:
+        console.print(rich_markdown(f"The value {math} is shown, at $5 a line.\n\n$$\n{math}\n$$\n"))
+    shown = captured.get()
+    assert f"The value {math} is shown, at $5 a line." in shown
+    assert math in shown.split("\n\n", 1)[1]
