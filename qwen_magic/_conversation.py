@@ -407,6 +407,17 @@ class Chats(dict[str, Conversation]):
         chat = self[name] = Conversation(name, started=self.origin)
         return chat
 
+    def existing(self, name: str | None) -> Conversation:
+        """The conversation a command reads or forgets (history, reset, export): the default one,
+        or one a cell has used. A mistyped name is an error, not a new, empty conversation."""
+        name = name or DEFAULT_CHAT
+        if name != DEFAULT_CHAT and name not in self:
+            from IPython.core.error import UsageError
+
+            known = ", ".join(sorted(self)) or DEFAULT_CHAT
+            raise UsageError(f"No conversation is named {name!r} (these are: {known}); a %%qwen --chat {name} cell starts it.")
+        return self[name]
+
     def clear(self) -> None:
         """Forget every conversation; new ones see only cells run from now on."""
         super().clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,15 @@ if TYPE_CHECKING:
     from ._context_build import Context
     from ._structured import Forcing, Target, ValueLoop
     from ._widgets import Panel
+
+
+# ``--tools f, g``, as ``%qwen tools f, g`` takes it: the names after each comma belong to the option.
+_TOOLS_LIST = re.compile(r"(--tools(?:=|\s+))([\w.]+(?:\s*,\s*[\w.]+)+)")
+
+
+def _tools_joined(line: str) -> str:
+    """``line`` with a ``--tools`` list written with spaces after its commas made one argument."""
+    return _TOOLS_LIST.sub(lambda m: m.group(1) + re.sub(r"\s+", "", m.group(2)), line)
 
 
 @magics_class
@@ -197,7 +207,7 @@ class QwenMagics(Magics):
         if cell is None:
             self._line(line)
             return
-        args = parse_argstring(self.qwen, line)
+        args = parse_argstring(self.qwen, _tools_joined(line))
         if args.system and (args.output is not None or args.schema is not None or args.json):
             raise UsageError("--system sets the system prompt and sends nothing, so there is no answer to store: drop -o/--schema/--json.")
         chat = self.chats[args.chat]
@@ -314,7 +324,7 @@ class QwenMagics(Magics):
             _command.deliver(answer.text, self._shell, code=args.code, output=args.output)
 
     def _explain(self, line: str) -> None:
-        args = parse_argstring(self.qwen, line)
+        args = parse_argstring(self.qwen, _tools_joined(line))
         _command.check_output_name(args.output)
         target = self._target(args)
         question = _command.explain_question(self._shell, self.capture)
@@ -351,16 +361,16 @@ class QwenMagics(Magics):
         markdown_out(settings_table(settings, helps, self.endpoint().base_url))
 
     def _history_command(self, args: argparse.Namespace) -> None:
-        display(self.chats[args.chat or DEFAULT_CHAT].transcript_bundle(), raw=True)
+        display(self.chats.existing(args.chat).transcript_bundle(), raw=True)
 
     def _reset_command(self, args: argparse.Namespace) -> None:
         if args.all:
             self.chats.clear()
             note("All conversations were forgotten.")
         else:
-            name = args.chat or DEFAULT_CHAT
-            self.chats[name].reset()
-            note(f"Conversation `{name}` was forgotten; the next %%qwen cell starts afresh.")
+            chat = self.chats.existing(args.chat)
+            chat.reset()
+            note(f"Conversation `{chat.name}` was forgotten; the next %%qwen cell starts afresh.")
 
     def _usage_command(self, args: argparse.Namespace) -> None:
         chats = [(name, chat.requests, chat.spent) for name, chat in self.chats.items()]
@@ -369,9 +379,9 @@ class QwenMagics(Magics):
     def _export_command(self, args: argparse.Namespace) -> None:
         from ._export import export
 
-        name = args.chat or DEFAULT_CHAT
-        path = export(self.chats[name], args.file, overwrite=args.force)
-        note(f"Conversation `{name}` was written to {path} ({len(self.chats[name].turns)} turns).")
+        chat = self.chats.existing(args.chat)
+        path = export(chat, args.file, overwrite=args.force)
+        note(f"Conversation `{chat.name}` was written to {path} ({len(chat.turns)} turns).")
 
     def _explain_command(self, args: argparse.Namespace) -> None:
         self._explain(shlex.join(args.rest))

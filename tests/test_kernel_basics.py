@@ -180,3 +180,13 @@ def test_a_cell_that_asks_twice_keeps_both_turns(fresh):
     assert run.status == "ok", run.error_text
     texts = [m["content"][0]["text"] for m in fresh.server.requests[-1].body["messages"]]
     assert texts == ["First of two", "Echo: First of two", "Second of two"]
+
+
+@pytest.mark.parametrize("command", ["history --chat tpyo", "reset --chat tpyo", "export --chat tpyo {path}"])
+def test_a_command_on_a_conversation_that_was_never_started_says_so(fresh, tmp_path, command):
+    """A mistyped --chat is a short error naming the conversations there are, not a new, empty one."""
+    fresh.run("%%qwen --chat work\nHello")
+    run = fresh.run("%qwen " + command.format(path=tmp_path / "x.ipynb"))
+    assert_usage_error(run, "tpyo", "work")
+    assert "tpyo" not in fresh.run("%qwen usage").stdout + str(fresh.run("%qwen usage").markdown)
+    assert not (tmp_path / "x.ipynb").exists()

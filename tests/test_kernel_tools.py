@@ -322,3 +322,10 @@ def test_no_stream_and_rerunning_the_cell_replace_the_whole_tool_turn(tools):
     assert tools.server.requests[-1].body.get("stream") in (None, False)
     # The rerun replaced the first turn: the last request holds one turn's rounds only.
     assert [m["role"] for m in tools.server.requests[-1].body["messages"]] == ["user", "assistant", "user"]
+
+
+def test_a_tools_list_may_have_spaces_after_its_commas(tools):
+    """``--tools add, explode`` as ``%qwen tools add, explode`` takes it (it was 'unrecognized arguments')."""
+    tools.server.queue(Stream(text="Fine."))
+    ok(tools.run("%%qwen --tools add, explode\nHi"))
+    assert [t["name"] for t in tools.server.requests[-1].body["tools"]] == ["add", "explode"]
