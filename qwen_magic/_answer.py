@@ -55,6 +55,7 @@ class Answer:
     cassette: str | None = None  # "▶ replayed from demo.jsonl" / "● recorded to …" for the footer
     replayed: bool = False  # the answer came from a cassette, not from the service
     request_id: str | None = None  # the service's id of the request (its ``request-id`` header)
+    call_input: int = 0  # characters of tool-call input that arrived (an -o value streams as one)
     # With tools (``_turn.converse``): this turn's earlier answers, each of which called
     # tools and keeps the user content that answered them (``tool_results``).
     rounds: list[Answer] = field(default_factory=list)

@@ -40,8 +40,8 @@ def footer_text(answer: Answer) -> str:
     parts = [answer.model]
     if answer.cassette:
         parts.append(answer.cassette)
-    if answer.rounds:
-        parts.append(f"{len(answer.rounds)} tool round{'s' if len(answer.rounds) != 1 else ''}")
+    if calling := sum(1 for done in answer.rounds if done.tool_calls):  # (not a structured answer's text repairs)
+        parts.append(f"{calling} tool round{'s' if calling != 1 else ''}")
     if (u := answer.total_usage) is not None:
         parts += [f"{u.input_tokens:,} in", f"{u.output_tokens:,} out"]
         parts.append(f"cache {u.cache_read:,} read / {u.cache_write:,} written")
@@ -63,9 +63,9 @@ def footer_text(answer: Answer) -> str:
     elif answer.interrupted and answer.thinking and not answer.text:
         parts.append(f"interrupted while thinking, {len(answer.thinking):,} characters of thinking kept")
     elif answer.interrupted:
-        parts.append(f"interrupted after {len(answer.text):,} characters")
+        parts.append(f"interrupted after {_arrived(answer)}")
     elif answer.error is not None:
-        parts.append(f"failed after {len(answer.text):,} characters" if answer.text else "no answer")
+        parts.append(f"failed after {_arrived(answer)}" if answer.text or answer.call_input else "no answer")
     elif answer.stop_reason is not None and not answer.text.strip() and not answer.tool_calls:
         # A whole answer without text leaves no turn behind: say so, or it vanishes silently.
         parts.append("⚠ the answer has no text" + ("" if answer.rounds else "; the conversation does not keep this turn"))
@@ -103,3 +103,10 @@ def footer_bundle(answer: Answer) -> Bundle:
         "text/html": f'<div class="qwen-usage" style="color:#888;font-size:0.85em">{text_html(text)}</div>',
         "text/plain": text,
     }
+
+
+def _arrived(answer: Answer) -> str:
+    """How much of a cut answer had arrived: its text, or else a tool call's input (an -o value)."""
+    if answer.text or not answer.call_input:
+        return f"{len(answer.text):,} characters"
+    return f"{answer.call_input:,} characters of a tool call's input"

@@ -237,6 +237,7 @@ class _Message:
         # Whether the service said the answer is over (a stop reason, or message_stop): a
         # body that ends before that is an answer cut short, however cleanly it closed.
         self.stopped = False
+        self.call_input = 0  # characters of tool-call input, across blocks
 
     def add(self, data: Any) -> tuple[str, str | None]:
         """Apply one event's JSON; return ``("text"|"thinking", delta)`` for a delta to paint."""
@@ -271,6 +272,7 @@ class _Message:
                 return "thinking", piece
             if dtype == "input_json_delta":
                 parts.append(delta["partial_json"])
+                self.call_input += len(delta["partial_json"])
             elif dtype == "signature_delta":
                 self.blocks[self.position[data["index"]]]["signature"] = delta["signature"]
             elif dtype == "citations_delta":
@@ -319,6 +321,7 @@ class _Message:
             answer.text = "".join(b.get("text", "") for b in self.blocks if b.get("type") == "text")
             answer.thinking = "".join(b.get("thinking", "") for b in self.blocks if b.get("type") == "thinking")
         answer.text, answer.thinking = mask_key(answer.text), mask_key(answer.thinking)
+        answer.call_input = self.call_input
         if partial:
             return
         for index in list(self.parts):  # a stream that ended without closing a block
@@ -342,6 +345,8 @@ def _interrupted(answer: Answer) -> str:
             f"{len(answer.thinking):,} characters of thinking kept on screen only: no answer text had arrived, "
             "so the conversation does not keep this turn. Run the cell again."
         )
+    elif answer.call_input:
+        kept = f"{answer.call_input:,} characters of a tool call's input had arrived, not used"
     else:
         kept = "nothing had arrived"
     return f"Interrupted: the request was cancelled; {kept}."

@@ -287,3 +287,31 @@ def test_history_shows_each_part_as_it_was_shown_live():
     assert "second $5 and $6" in visible_text(html)
     assert bundle["text/plain"] == chat.transcript()
     assert "```python\nx = 1" in chat.transcript() and "> " + thinking in chat.transcript()
+
+
+class InterruptingInput(Interrupting):
+    """Interrupts at the ``at``-th event of a tool call's input (an -o value streams as one)."""
+
+    def event(self, data: dict[str, Any]) -> None:
+        if data.get("type") == "content_block_delta" and data["delta"].get("type") == "input_json_delta":
+            self._tick()
+
+
+def test_an_interrupt_while_a_call_s_input_streams_says_what_had_arrived(server):
+    server.queue(Stream(tool_calls=[ToolCall("add", {"a": 1, "b": 22222}, id="t1")], json_chunk=3))
+    chat = Conversation()
+    with pytest.raises(Interrupted, match=r"\d+ characters of a tool call's input had arrived"):
+        ask(server, chat, offered("add", adder([])), InterruptingInput([3]))
+    answer = chat.turns[-1].answer if chat.turns else None
+    cut = Answer("m", call_input=9, interrupted=True, finished_at=1.0)
+    assert "interrupted after 9 characters of a tool call's input" in footer_text(cut)
+    assert answer is None or not answer.complete
+
+
+def test_only_rounds_that_called_tools_count_as_tool_rounds():
+    """A structured answer's text repair is a round of its own, but no tool round."""
+    answer = Answer("m", text="42", finished_at=3.0)
+    answer.rounds = [Answer("m", text="not json", finished_at=1.0), calling("t1")]
+    assert " · 1 tool round · " in footer_text(answer) + " · "
+    answer.rounds = [Answer("m", text="not json", finished_at=1.0)]
+    assert "tool round" not in footer_text(answer)
