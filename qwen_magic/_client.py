@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -211,6 +212,11 @@ def _translate(exc: BaseException, *, model: str, base_url: str) -> QwenError:
             text = f"400: the service refused the request: {detail}"
             if "arrearage" in detail.lower():
                 text += " (the account is in arrears; top it up in the console)."
+            elif _HISTORY.search(detail):
+                text += (
+                    " If that is an earlier turn's message, start the conversation afresh: "
+                    "`%%qwen --new`, or `%qwen reset`."
+                )
         elif status == 429:
             text = (
                 f"429: rate limit or quota exceeded ({detail}), still after retrying. Wait a "
@@ -229,6 +235,10 @@ def _translate(exc: BaseException, *, model: str, base_url: str) -> QwenError:
             f"The connection to {base_url} broke before the answer finished ({_cause(exc)}). Run the cell again."
         )
     return QwenError(f"{type(exc).__name__}: {exc}")
+
+
+# A refusal that points into the request's messages (or at a tool call): it may be the history.
+_HISTORY = re.compile(r"\bmessages\.\d+|tool_use|tool_result", re.I)
 
 
 def _other_model(failed: str) -> str:

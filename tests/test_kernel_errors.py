@@ -42,6 +42,10 @@ def test_missing_key_names_the_variable_and_sends_nothing(fresh):
             ["400", "Range of max_tokens"],
         ),
         (Status(400, "invalid_request_error", "Arrearage"), ["arrears"]),
+        (
+            Status(400, "invalid_request_error", "messages.2: tool_use ids were found without tool_result blocks"),
+            ["400", "tool_result", "%%qwen --new", "%qwen reset"],
+        ),
         (Status(500, "api_error", "Internal error"), ["500", "Try again"]),
         (Status(529, "overloaded_error", "Overloaded"), ["529", "overloaded"]),
     ],
