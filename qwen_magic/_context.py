@@ -19,6 +19,7 @@ whose first line is ``# qwen: skip`` are never captured. What a turn sends of th
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 import sys
 import threading
@@ -26,6 +27,8 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+from ._text import current_key, mask_key, masked
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
@@ -55,6 +58,8 @@ INTRO = "[Notebook context: the cells I ran since my last message, oldest first.
 NOTE_RESERVE = 100  # characters kept for the note naming the cells left out
 
 ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 but tab and newline, DEL, C1
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SKIP = re.compile(r"#\s*qwen\s*:\s*skip\b", re.IGNORECASE)
 _OWN = re.compile(r"%%?qwen\b")
 _clock = 0  # the number of the latest captured cell, process-wide
@@ -114,8 +119,8 @@ class Bounded:
         self.fold()
         return self.total - len(self.head) - len(self.tail)
 
-    def text(self, limit: int | None = None) -> str:
-        """The kept text, with a marker where the middle was cut; at most about ``limit`` characters."""
+    def kept(self, limit: int | None = None) -> tuple[str, str, int]:
+        """Head, tail and the characters cut between them, the two sides at most about ``limit`` characters."""
         self.fold()
         head, tail, cut = self.head, self.tail, self.cut
         if limit is not None and len(head) + len(tail) > limit:
@@ -123,9 +128,12 @@ class Bounded:
             keep_tail = limit - keep_head
             cut += len(head) - min(len(head), keep_head) + len(tail) - min(len(tail), keep_tail)
             head, tail = head[:keep_head], tail[len(tail) - min(len(tail), keep_tail) :]
-        if not cut:
-            return head + tail
-        return f"{head}\n[… {size(cut)} cut from the middle …]\n{tail}"
+        return head, tail, cut
+
+    def text(self, limit: int | None = None) -> str:
+        """The kept text as written, with a marker where the middle was cut; at most about ``limit`` characters."""
+        head, tail, cut = self.kept(limit)
+        return f"{head}\n[… {size(cut)} cut from the middle …]\n{tail}" if cut else head + tail
 
 
 def _tap(stream: Any, on_flush: OnFlush) -> str | None:  # Any: its private flush methods are replaced
@@ -206,6 +214,7 @@ class Cell:
     result: str | None = None  # Out, as text
     images: list[tuple[str, str]] = field(default_factory=list)  # (media type, base64), latest kept
     images_seen: int = 0
+    images_bad: int = 0  # displayed as images but not one (bad base64, or bytes no image format announces)
     error_name: str | None = None
     error: str | None = None  # "Type: message" and the traceback, no ANSI
     exception: BaseException | None = None  # the exception object, to match ``sys.last_value``
@@ -386,7 +395,11 @@ class Capture:
         except Exception:  # capture must never break a display
             pass
         assert self._publish is not None  # install() kept it before wrapping
-        return self._publish(data, *args, **kwargs)
+        self._hush()  # outside a kernel the publisher prints through the cell's stdout: kept as displayed, not printed
+        try:
+            return self._publish(data, *args, **kwargs)
+        finally:
+            self._unhush()
 
     def _result(self, format_dict: object, *args: object, **kwargs: object) -> object:
         try:
@@ -414,13 +427,16 @@ class Capture:
     def _keep_images(self, cell: Cell, data: dict[str, object]) -> bool:
         for media_type in ("image/png", "image/jpeg"):
             value = data.get(media_type)
-            if isinstance(value, bytes):
-                value = base64.b64encode(value).decode("ascii")
-            if isinstance(value, str) and value:
-                cell.images_seen += 1
-                cell.images.append((media_type, "".join(value.split())))
-                del cell.images[:-IMAGES_PER_CELL]
-                return True
+            if value is None:
+                continue
+            image = image_data(value)
+            if image is None:
+                cell.images_bad += 1
+                return False
+            cell.images_seen += 1
+            cell.images.append(image)
+            del cell.images[:-IMAGES_PER_CELL]
+            return True
         return False
 
     def _traceback(self, exc: BaseException) -> str:
@@ -448,12 +464,78 @@ class Capture:
         return next((c for c in reversed(self.cells) if c.exception is exception), None)
 
 
-def middle(text: str, limit: int) -> str:
+def image_data(value: object) -> tuple[str, str] | None:
+    """A displayed image as (media type, base64), typed by its bytes; None for anything the service could not read."""
+    from ._media import INLINE_IMAGE_TYPES, sniff_image
+
+    if isinstance(value, str):
+        encoded = "".join(value.split())
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+    elif isinstance(value, bytes):
+        raw = value
+        encoded = base64.b64encode(raw).decode("ascii")
+    else:
+        return None
+    media_type = sniff_image(raw)
+    return (media_type, encoded) if media_type in INLINE_IMAGE_TYPES else None
+
+
+def plain(text: str) -> str:
+    """Text as a terminal would leave it: colours and cursor moves out, a line redrawn after ``\\r`` (a progress bar)
+    only as it ended, other control characters out, lone surrogates (which no request can encode) as U+FFFD."""
+    if "\x1b" in text:
+        text = ANSI.sub("", text)
+    if "\r" in text:
+        text = "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
+    if _CONTROLS.search(text):
+        text = _CONTROLS.sub("", text)
+    return sendable(text)
+
+
+def sendable(text: str) -> str:
+    """``text`` with every lone surrogate as U+FFFD: a request holding one cannot be encoded."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def middle(text: str, limit: int, key: str | None = None) -> str:
+    """``text`` cut in the middle to about ``limit`` characters, with a marker; the key is masked before the cut."""
+    text = mask_key(text, key)
     if len(text) <= limit:
         return text
     keep = max(limit - 40, 2)
-    cut = len(text) - keep
-    return f"{text[: keep // 2]}\n[… {size(cut)} cut from the middle …]\n{text[len(text) - keep // 2 :]}"
+    return joined(text[: keep // 2], text[len(text) - keep // 2 :], len(text) - keep, key)
+
+
+def joined(head: str, tail: str, cut: int, key: str | None = None) -> str:
+    """Two sides of a text with the marker for the ``cut`` characters between them; no piece of a key the cut broke."""
+    head, tail = unbroken(head, tail, key)
+    return f"{head}\n[… {size(cut)} cut from the middle …]\n{tail}"
+
+
+def unbroken(head: str, tail: str, key: str | None = None) -> tuple[str, str]:
+    """The two sides of a cut, masked, without what is left of a key the cut broke.
+
+    A broken key no longer matches ``mask_key``, so its piece at the end of ``head`` (a prefix of
+    the key) or the start of ``tail`` (a suffix) goes, but for what the masked form shows anyway
+    (``sk-`` and the last four characters).
+    """
+    head, tail = mask_key(head, key), mask_key(tail, key)
+    key = key if key is not None else current_key()
+    if not key:
+        return head, tail
+    front, back = masked(key).split("…")
+    for n in range(min(len(head), len(key) - 1), len(front), -1):
+        if head.endswith(key[:n]):
+            head = head[:-n]
+            break
+    for n in range(min(len(tail), len(key) - 1), len(back), -1):
+        if tail.startswith(key[-n:]):
+            tail = tail[n:]
+            break
+    return head, tail
 
 
 def _bounded(text: str, limit: int) -> str:
