@@ -408,3 +408,20 @@ def test_hostile_outputs_never_break_a_turn_leak_the_key_or_pass_the_budget(cell
     for entry in context.entries:
         outputs_sent = entry.text.replace(entry.cell.source, "")
         assert "\x1b" not in outputs_sent and "\x07" not in outputs_sent
+
+
+def test_outside_a_kernel_a_display_is_kept_as_displayed_not_also_as_printed(capsys) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from qwen_magic import _context
+
+    shell = InteractiveShell.instance()
+    capture = _context.Capture(shell)
+    capture.install()
+    try:
+        shell.run_cell("from IPython.display import display\ndisplay({'text/plain': 'shown thing'}, raw=True)\nprint('printed')")
+    finally:
+        capture.uninstall()
+    assert "shown thing" in capsys.readouterr().out  # the user still sees it
+    (cell,) = capture.cells
+    assert cell.shown.text() == "shown thing\n" and cell.stdout.text() == "printed\n"
