@@ -239,6 +239,8 @@ class Capture:
         self._parent: frozenset[tuple[str, Any]] | None = None  # the running cell's parent header, as the OutStream keys its text
         self._lock = threading.Lock()
         self._hushed: _Tee | None = None
+        self.forgotten = 0  # the number of the newest cell forgotten for ``MAX_CELLS``
+        self._cleared = 0  # the clock when the cells were last cleared: those were forgotten on purpose
 
     # -- installing ----------------------------------------------------------------------
 
@@ -307,6 +309,7 @@ class Capture:
     def clear(self) -> None:
         """Forget every captured cell."""
         self.cells.clear()
+        self._cleared = clock()
 
     # -- events --------------------------------------------------------------------------
 
@@ -350,7 +353,9 @@ class Capture:
             kept_text.fold()
         cell.number = _tick()
         self.cells.append(cell)
-        del self.cells[:-MAX_CELLS]
+        if len(self.cells) > MAX_CELLS:
+            self.forgotten = self.cells[-MAX_CELLS - 1].number
+            del self.cells[:-MAX_CELLS]
         kept = 0
         for older in reversed(self.cells):  # memory stays bounded in a notebook full of figures
             kept += len(older.images)
@@ -456,6 +461,10 @@ class Capture:
     def since(self, mark: int, *, exclude: Cell | None = None) -> list[Cell]:
         """The cells captured after ``mark``, oldest first."""
         return [c for c in self.cells if c.number > mark and c is not exclude]
+
+    def forgotten_since(self, mark: int) -> int:
+        """How many cells captured after ``mark`` are forgotten (only the latest ``MAX_CELLS`` are kept)."""
+        return max(0, self.forgotten - max(mark, self._cleared))
 
     def failed(self, exception: BaseException | None) -> Cell | None:
         """The captured cell that raised ``exception``."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from . import _text
 from ._context import (
     INTRO,
+    MAX_CELLS,
     MAX_IMAGE_BASE64,
     MIN_OUTPUT_CHARS,
     NOTE_RESERVE,
@@ -65,6 +66,7 @@ class Context:
     tokens: float
     upto: int
     key: str | None = field(default=None, repr=False)  # masked in the manifest too (None: the key in the environment)
+    forgotten: int = 0  # cells run before these that the capture no longer kept
 
     @property
     def figures(self) -> int:
@@ -87,6 +89,8 @@ class Context:
                 notes.append(f"{label} {_plural(entry.cell.images_bad, 'unreadable image')} left out")
         if self.dropped:
             notes.append(f"{_span(self.dropped)} left out")
+        if self.forgotten:
+            notes.append(f"{_plural(self.forgotten, 'older cell')} no longer kept (only the latest {MAX_CELLS})")
         return notes
 
     def summary(self) -> str:
@@ -171,15 +175,20 @@ def build(
     chars_per_token: float,
     upto: int,
     key: str | None = None,
+    forgotten: int = 0,
 ) -> Context | None:
-    """The blocks for ``cells`` (oldest first) within ``tokens`` and ``images``; None when there are none."""
+    """The blocks for ``cells`` (oldest first) within ``tokens`` and ``images``; None when there are none.
+
+    ``forgotten`` counts the cells run before these that the capture no longer keeps (``MAX_CELLS``).
+    """
     if not cells or tokens <= 0:  # a budget of 0 sends nothing, not even a note
         return None
+    lost = f"\n[{_plural(forgotten, 'older cell')} ran before these, no longer kept (only the latest {MAX_CELLS}).]" if forgotten else ""
     budget = tokens * chars_per_token
     share = max(MIN_OUTPUT_CHARS, int(budget * OUTPUT_SHARE))
     entries: list[Entry] = []
     dropped: list[Cell] = []
-    used = float(len(INTRO) + NOTE_RESERVE)  # the intro and the note of what was left out count too
+    used = float(len(INTRO) + len(lost) + NOTE_RESERVE)  # the intro and the notes of what was left out count too
     images_left = images
     reduced = False  # once a cell is cut to its source, every older one is too
     for cell in reversed(cells):
@@ -213,7 +222,7 @@ def build(
     dropped.reverse()
     if not entries and not dropped:
         return None
-    intro = INTRO
+    intro = INTRO + lost
     if dropped:
         intro += f"\n[Left out for the context budget: {_span(dropped)} ({_plural(len(dropped), 'older cell')}).]"
     blocks: list[TextBlockParam | MediaBlockParam] = []
@@ -225,7 +234,7 @@ def build(
     if not entries and len(intro) <= budget:  # a budget too small even for the note sends nothing; the manifest says so
         blocks.append({"type": "text", "text": intro})
     text_chars = sum(len(b["text"]) for b in blocks if b["type"] == "text")
-    return Context(blocks, entries, dropped, text_chars / chars_per_token, upto, key)
+    return Context(blocks, entries, dropped, text_chars / chars_per_token, upto, key, forgotten)
 
 
 def _image(cell: Cell, number: int, media_type: str, data: str) -> MediaBlockParam:

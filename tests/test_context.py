@@ -396,9 +396,11 @@ def hostile_cells(draw: st.DrawFn) -> list[Cell]:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(hostile_cells(), st.integers(1, 6000), st.integers(0, 5))
-def test_hostile_outputs_never_break_a_turn_leak_the_key_or_pass_the_budget(cells: list[Cell], tokens: int, images: int) -> None:
-    context = build(cells, tokens=tokens, images=images, chars_per_token=3.5, upto=1, key=KEY)
+@given(hostile_cells(), st.integers(1, 6000), st.integers(0, 5), st.integers(0, 3))
+def test_hostile_outputs_never_break_a_turn_leak_the_key_or_pass_the_budget(
+    cells: list[Cell], tokens: int, images: int, forgotten: int
+) -> None:
+    context = build(cells, tokens=tokens, images=images, chars_per_token=3.5, upto=1, key=KEY, forgotten=forgotten)
     assert context is not None
     everything = sent_and_shown(context)
     everything.encode("utf-8")
@@ -425,3 +427,29 @@ def test_outside_a_kernel_a_display_is_kept_as_displayed_not_also_as_printed(cap
     assert "shown thing" in capsys.readouterr().out  # the user still sees it
     (cell,) = capture.cells
     assert cell.shown.text() == "shown thing\n" and cell.stdout.text() == "printed\n"
+
+
+def test_cells_beyond_the_latest_kept_are_named_as_forgotten_not_dropped_without_a_word() -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from qwen_magic import _context
+
+    shell = InteractiveShell.instance()
+    capture = _context.Capture(shell)
+    capture.install()
+    start = _context.clock()
+    try:
+        for i in range(_context.MAX_CELLS + 30):
+            shell.run_cell(f"c{i} = {i}")
+        middle_mark = _context.clock() - 10
+        assert capture.forgotten_since(start) == 30 and capture.forgotten_since(middle_mark) == 0
+        assert capture.forgotten_since(start + 20) == 10
+        context = build(capture.since(start), tokens=100_000, images=0, chars_per_token=3.5, upto=0, forgotten=30)
+        assert context is not None
+        assert "30 older cells no longer kept (only the latest 200)" in context.summary()
+        assert "[30 older cells ran before these, no longer kept (only the latest 200).]" in context.blocks[0]["text"]
+        capture.clear()  # forgotten on purpose: not named again
+        shell.run_cell("after = 1")
+        assert capture.forgotten_since(start) == 0
+    finally:
+        capture.uninstall()

@@ -390,16 +390,27 @@ def test_a_bad_image_a_surrogate_or_escapes_in_any_output_never_break_a_later_tu
 
 def test_no_piece_of_the_key_is_sent_or_shown_where_an_output_or_a_manifest_line_is_cut(ctx):
     secret = ctx.server.api_key  # the kernel's key
-    ctx.run("%qwen config context_tokens=20000")
+    ctx.run("%qwen config context_tokens=20000")  # the fixture's kernel resets the settings
+    for before in range(5980, 5998, 4):  # the key across the end of a printed text's kept head
+        ctx.run(f"import os\nprint('a' * {before} + os.environ['DASHSCOPE_API_KEY'] + 'b' * 9000)")
+    ctx.run(f"KEY = {secret!r}  # and a first line the manifest shows shortened")
+    ctx.server.queue(Stream(text="ok"))
+    run = ctx.run("%%qwen\nq")
+    assert run.status == "ok", run.error_text
+    everything = json.dumps(ctx.server.requests[-1].body, ensure_ascii=False) + json.dumps(manifest(run))
+    assert [secret[i : i + 6] for i in range(len(secret) - 5) if secret[i : i + 6] in everything] == []
+    assert f"KEY = &#x27;sk-…{secret[-4:]}&#x27;" in manifest(run)["text/html"]
+
+
+def test_cells_the_capture_no_longer_keeps_are_named_in_the_manifest_and_the_text(ctx):
+    ctx.run("import qwen_magic._context as _c\n_c.MAX_CELLS = 3")
     try:
-        for before in range(5980, 5998, 4):  # the key across the end of a printed text's kept head
-            ctx.run(f"import os\nprint('a' * {before} + os.environ['DASHSCOPE_API_KEY'] + 'b' * 9000)")
-        ctx.run(f"KEY = {secret!r}  # and a first line the manifest shows shortened")
+        for i in range(5):
+            ctx.run(f"c{i} = {i}")
         ctx.server.queue(Stream(text="ok"))
         run = ctx.run("%%qwen\nq")
         assert run.status == "ok", run.error_text
     finally:
-        ctx.run("%qwen config context_tokens=6000")
-    everything = json.dumps(ctx.server.requests[-1].body, ensure_ascii=False) + json.dumps(manifest(run))
-    assert [secret[i : i + 6] for i in range(len(secret) - 5) if secret[i : i + 6] in everything] == []
-    assert f"KEY = &#x27;sk-…{secret[-4:]}&#x27;" in manifest(run)["text/html"]
+        ctx.run("_c.MAX_CELLS = 200")
+    assert "3 older cells no longer kept" in manifest(run)["text/plain"]  # the setup cell and c0, c1
+    assert "[3 older cells ran before these, no longer kept" in texts(sent(ctx))[0]
