@@ -56,6 +56,7 @@ MAX_IMAGE_BASE64 = 10 * 1024 * 1024  # DashScope's inline limit
 
 INTRO = "[Notebook context: the cells I ran since my last message, oldest first.]"
 NOTE_RESERVE = 100  # characters kept for the note naming the cells left out
+CUT_SLACK = 16  # characters between a cut and a broken key's piece that still make it one (a split colour code)
 
 ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 but tab and newline, DEL, C1
@@ -527,8 +528,9 @@ def joined(head: str, tail: str, cut: int, key: str | None = None) -> str:
 def unbroken(head: str, tail: str, key: str | None = None) -> tuple[str, str]:
     """The two sides of a cut, masked, without what is left of a key the cut broke.
 
-    A broken key no longer matches ``mask_key``, so its piece at the end of ``head`` (a prefix of
-    the key) or the start of ``tail`` (a suffix) goes, but for what the masked form shows anyway
+    A broken key no longer matches ``mask_key``, so its piece near the end of ``head`` (a prefix
+    of the key) or the start of ``tail`` (a suffix) goes, with whatever is between it and the cut
+    (the remains of a colour code the cut split), but for what the masked form shows anyway
     (``sk-`` and the last four characters).
     """
     head, tail = mask_key(head, key), mask_key(tail, key)
@@ -536,19 +538,27 @@ def unbroken(head: str, tail: str, key: str | None = None) -> tuple[str, str]:
     if not key:
         return head, tail
     front, back = masked(key).split("…")
-    for n in range(min(len(head), len(key) - 1), len(front), -1):
-        if head.endswith(key[:n]):
-            head = head[:-n]
+    for n in range(len(key) - 1, len(front), -1):
+        at = head.rfind(key[:n], max(0, len(head) - n - _slack(n)))
+        if at >= 0:
+            head = head[:at]
             break
-    for n in range(min(len(tail), len(key) - 1), len(back), -1):
-        if tail.startswith(key[-n:]):
-            tail = tail[n:]
+    for n in range(len(key) - 1, len(back), -1):
+        at = tail.find(key[-n:], 0, n + _slack(n))
+        if at >= 0:
+            tail = tail[at + n :]
             break
     return head, tail
 
 
+def _slack(piece: int) -> int:
+    """How far from a cut a key's piece may end and still be taken as broken by it: a short one only right at it."""
+    return CUT_SLACK if piece >= 4 else 0
+
+
 def _bounded(text: str, limit: int) -> str:
-    return middle(text, limit)
+    """A result or traceback as kept: cleaned first, so that a key split by colour codes is whole when masked."""
+    return middle(plain(text), limit)
 
 
 def size(chars: int) -> str:

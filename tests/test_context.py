@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 import sys
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -367,6 +369,7 @@ def test_surrogates_escapes_and_control_characters_never_reach_the_request() -> 
 pieces = st.one_of(
     text,
     st.just(KEY),
+    st.integers(1, len(KEY) - 1).map(lambda n: KEY[:n] + "\x1b[0m" + KEY[n:]),  # whole again once cleaned
     st.sampled_from(["\ud800", "\udc80", "\x1b[31m", "\x1b]0;t\x07", "\x1b[0m", "\x00", "\x07", "\r", "\x9b"]),
     st.integers(0, 9000).map(lambda n: "z" * n),
 )
@@ -375,7 +378,7 @@ outputs = st.lists(pieces, max_size=12).map("".join)
 
 @st.composite
 def hostile_cells(draw: st.DrawFn) -> list[Cell]:
-    from qwen_magic._context import Capture, middle
+    from qwen_magic._context import Capture, _bounded
 
     capture = Capture(None)
     out = []
@@ -385,10 +388,11 @@ def hostile_cells(draw: st.DrawFn) -> list[Cell]:
             stream.head_limit, stream.tail_limit = draw(st.integers(1, 3000)), draw(st.integers(1, 3000))
             for _ in range(draw(st.integers(0, 3))):
                 stream.add(draw(outputs))
-        if draw(st.booleans()):
-            cell.result = middle(draw(outputs), HEAD + TAIL, KEY)
-        if draw(st.booleans()):
-            cell.error_name, cell.error = "ValueError", middle(draw(outputs), HEAD, KEY)
+        with mock.patch.dict(os.environ, {"DASHSCOPE_API_KEY": KEY}):  # as the capture keeps them, key in hand
+            if draw(st.booleans()):
+                cell.result = _bounded(draw(outputs), draw(st.integers(50, HEAD + TAIL)))
+            if draw(st.booleans()):
+                cell.error_name, cell.error = "ValueError", _bounded(draw(outputs), draw(st.integers(50, HEAD)))
         for _ in range(draw(st.integers(0, 3))):
             capture._keep(cell, {draw(st.sampled_from(["image/png", "image/jpeg"])): draw(st.sampled_from([PNG, *BAD_IMAGES]))})
         out.append(cell)
@@ -453,3 +457,14 @@ def test_cells_beyond_the_latest_kept_are_named_as_forgotten_not_dropped_without
         assert capture.forgotten_since(start) == 0
     finally:
         capture.uninstall()
+
+
+@pytest.mark.parametrize("key", [KEY, "QWENKEY0123456789abcdefXYZ"])  # with and without the ``sk-`` the mask shows
+def test_a_cut_anywhere_in_a_key_leaves_no_more_of_it_than_its_masked_form_and_ordinary_text_stays(key: str) -> None:
+    from qwen_magic._context import unbroken
+
+    for at in range(1, len(key)):
+        for junk in ("", "\x1b[3", "[0m"):  # the remains of a colour code the cut split
+            head, tail = unbroken("text " + key[:at] + junk, junk + key[at:] + " more", key)
+            assert not fragments(head + "|" + tail, key) and head.startswith("text") and tail.endswith(" more")
+    assert unbroken("a banana", "ends", key) == ("a banana", "ends")  # no piece of the key: nothing goes
