@@ -240,6 +240,7 @@ class Capture:
         self._parent: frozenset[tuple[str, Any]] | None = None  # the running cell's parent header, as the OutStream keys its text
         self._lock = threading.Lock()
         self._hushed: _Tee | None = None
+        self._nested = 0  # cells running inside the current one
         self.forgotten = 0  # the number of the newest cell forgotten for ``MAX_CELLS``
         self._cleared = 0  # the clock when the cells were last cleared: those were forgotten on purpose
 
@@ -315,6 +316,13 @@ class Capture:
     # -- events --------------------------------------------------------------------------
 
     def pre_run_cell(self, info: ExecutionInfo) -> None:
+        if getattr(info, "store_history", True):
+            self._nested = 0  # a cell of the user's own always starts afresh
+        elif self._nested or self.current is not None:
+            # A cell run by the running one (``%%capture``, ``run_cell``) is part of it: what it prints is the
+            # outer cell's (or was captured away by the user), and the outer cell must not be lost.
+            self._nested += 1
+            return
         source = getattr(info, "raw_cell", "") or ""
         self._restore_streams()
         if skipped(source) or not source.strip():
@@ -333,6 +341,9 @@ class Capture:
         self.current = cell
 
     def post_run_cell(self, result: ExecutionResult) -> None:
+        if self._nested:
+            self._nested -= 1
+            return
         cell = self.current
         for name, (stream, _method) in self._tapped.items():
             if getattr(sys, name) is stream:

@@ -416,47 +416,44 @@ def test_hostile_outputs_never_break_a_turn_leak_the_key_or_pass_the_budget(
         assert "\x1b" not in outputs_sent and "\x07" not in outputs_sent
 
 
-def test_outside_a_kernel_a_display_is_kept_as_displayed_not_also_as_printed(capsys) -> None:
+@pytest.fixture
+def in_process():
+    """An in-process shell (no kernel: display and tracebacks print through stdout) with a capture installed."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    from qwen_magic import _context
+    from qwen_magic._context import Capture
 
     shell = InteractiveShell.instance()
-    capture = _context.Capture(shell)
+    capture = Capture(shell)
     capture.install()
-    try:
-        shell.run_cell("from IPython.display import display\ndisplay({'text/plain': 'shown thing'}, raw=True)\nprint('printed')")
-    finally:
-        capture.uninstall()
+    yield shell, capture
+    capture.uninstall()
+
+
+def test_outside_a_kernel_a_display_is_kept_as_displayed_not_also_as_printed(in_process, capsys) -> None:
+    shell, capture = in_process
+    shell.run_cell("from IPython.display import display\ndisplay({'text/plain': 'shown thing'}, raw=True)\nprint('printed')")
     assert "shown thing" in capsys.readouterr().out  # the user still sees it
     (cell,) = capture.cells
     assert cell.shown.text() == "shown thing\n" and cell.stdout.text() == "printed\n"
 
 
-def test_cells_beyond_the_latest_kept_are_named_as_forgotten_not_dropped_without_a_word() -> None:
-    from IPython.core.interactiveshell import InteractiveShell
-
+def test_cells_beyond_the_latest_kept_are_named_as_forgotten_not_dropped_without_a_word(in_process) -> None:
     from qwen_magic import _context
 
-    shell = InteractiveShell.instance()
-    capture = _context.Capture(shell)
-    capture.install()
+    shell, capture = in_process
     start = _context.clock()
-    try:
-        for i in range(_context.MAX_CELLS + 30):
-            shell.run_cell(f"c{i} = {i}")
-        middle_mark = _context.clock() - 10
-        assert capture.forgotten_since(start) == 30 and capture.forgotten_since(middle_mark) == 0
-        assert capture.forgotten_since(start + 20) == 10
-        context = build(capture.since(start), tokens=100_000, images=0, chars_per_token=3.5, upto=0, forgotten=30)
-        assert context is not None
-        assert "30 older cells no longer kept (only the latest 200)" in context.summary()
-        assert "[30 older cells ran before these, no longer kept (only the latest 200).]" in context.blocks[0]["text"]
-        capture.clear()  # forgotten on purpose: not named again
-        shell.run_cell("after = 1")
-        assert capture.forgotten_since(start) == 0
-    finally:
-        capture.uninstall()
+    for i in range(_context.MAX_CELLS + 30):
+        shell.run_cell(f"c{i} = {i}")
+    assert capture.forgotten_since(start) == 30 and capture.forgotten_since(_context.clock() - 10) == 0
+    assert capture.forgotten_since(start + 20) == 10
+    context = build(capture.since(start), tokens=100_000, images=0, chars_per_token=3.5, upto=0, forgotten=30)
+    assert context is not None
+    assert "30 older cells no longer kept (only the latest 200)" in context.summary()
+    assert "[30 older cells ran before these, no longer kept (only the latest 200).]" in context.blocks[0]["text"]
+    capture.clear()  # forgotten on purpose: not named again
+    shell.run_cell("after = 1")
+    assert capture.forgotten_since(start) == 0
 
 
 @pytest.mark.parametrize("key", [KEY, "QWENKEY0123456789abcdefXYZ"])  # with and without the ``sk-`` the mask shows
@@ -468,3 +465,14 @@ def test_a_cut_anywhere_in_a_key_leaves_no_more_of_it_than_its_masked_form_and_o
             head, tail = unbroken("text " + key[:at] + junk, junk + key[at:] + " more", key)
             assert not fragments(head + "|" + tail, key) and head.startswith("text") and tail.endswith(" more")
     assert unbroken("a banana", "ends", key) == ("a banana", "ends")  # no piece of the key: nothing goes
+
+
+def test_a_cell_run_by_a_running_cell_is_part_of_it_and_the_outer_cell_is_kept(in_process, capsys) -> None:
+    shell, capture = in_process
+    shell.run_cell("%%capture cap\nprint('captured print')", store_history=True)
+    shell.run_cell("print('outer')\nget_ipython().run_cell(\"print('inner')\")\nprint('after')", store_history=True)
+    shell.run_cell("print('next')", store_history=True)
+    quiet, outer, following = capture.cells
+    assert quiet.source.startswith("%%capture") and quiet.stdout.total == 0  # the user chose not to see it
+    assert outer.stdout.text() == "outer\ninner\nafter\n" and following.stdout.text() == "next\n"
+    assert quiet.count is not None and outer.count is not None
