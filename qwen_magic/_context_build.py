@@ -28,12 +28,8 @@ from ._context import (
     SOURCE_CHARS,
     Bounded,
     Cell,
-    joined,
-    middle,
-    plain,
-    sendable,
-    size,
 )
+from ._context_text import joined, middle, plain, sendable, size
 from ._text import mask_key
 
 if TYPE_CHECKING:
@@ -255,7 +251,7 @@ def _whole(cell: Cell, limit: int, key: str | None) -> Entry:
                 cuts.append(f"{label} {size(stream.total)} → {size(len(texts[name]))}")
     for name, label, full in (("Out", "Out", cell.result), ("error", "traceback", cell.error)):
         if full is not None:
-            full = mask_key(plain(full), key)
+            full = mask_key(_sent(full), key)
             texts[name] = middle(full, limit, key)
             if len(full) > limit:
                 cuts.append(f"{label} {size(len(full))} → {size(len(texts[name]))}")
@@ -267,8 +263,13 @@ def _printed(stream: Bounded, limit: int, key: str | None) -> str:
     """What a stream printed as a terminal left it (``plain``), within ``limit``, the key masked even where cut."""
     head, tail, cut = stream.kept(limit)
     if not cut:
-        return mask_key(plain(head + tail), key)
-    return joined(plain(head), plain(tail), cut, key)
+        return mask_key(_sent(head + tail), key)
+    return joined(_sent(head), _sent(tail), cut, key)
+
+
+def _sent(text: str) -> str:
+    """Captured text as the model reads it: as a terminal left it, lone surrogates (no request encodes them) as U+FFFD."""
+    return sendable(plain(text))
 
 
 def _source_cut(cell: Cell) -> list[str]:
@@ -331,4 +332,4 @@ def explain_parts(cell: Cell) -> tuple[str, str, str]:
     for name, stream in (("stdout", cell.stdout), ("stderr", cell.stderr)):
         if stream.total:
             printed.append(f"{name}:\n{_printed(stream, 3000, None).rstrip()}")
-    return mask_key(plain(cell.error or "")), mask_key(sendable(cell.source.rstrip())), "\n".join(printed)
+    return cell.error or "", cell.source.rstrip(), "\n".join(printed)

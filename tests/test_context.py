@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qwen_magic._context import HEAD_CHARS as HEAD
-from qwen_magic._context import INTRO, Bounded, Cell, plain, size, skipped
+from qwen_magic._context import INTRO, Bounded, Cell, skipped
 from qwen_magic._context import SOURCE_CHARS as SOURCE
 from qwen_magic._context import TAIL_CHARS as TAIL
 from qwen_magic._context_build import build
+from qwen_magic._context_text import plain, size
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 40).decode()
 KEY = "sk-property-test-key-000111"
@@ -316,7 +317,7 @@ def test_a_key_broken_by_a_budget_cut_leaves_no_piece_of_it(output: str) -> None
 
 
 def test_a_key_in_a_long_source_or_a_captured_result_is_masked_before_the_cut(monkeypatch) -> None:
-    from qwen_magic._context import middle
+    from qwen_magic._context_text import middle
 
     monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
     for offset in range(-40, 40):
@@ -458,7 +459,7 @@ def test_cells_beyond_the_latest_kept_are_named_as_forgotten_not_dropped_without
 
 @pytest.mark.parametrize("key", [KEY, "QWENKEY0123456789abcdefXYZ"])  # with and without the ``sk-`` the mask shows
 def test_a_cut_anywhere_in_a_key_leaves_no_more_of_it_than_its_masked_form_and_ordinary_text_stays(key: str) -> None:
-    from qwen_magic._context import unbroken
+    from qwen_magic._context_text import unbroken
 
     for at in range(1, len(key)):
         for junk in ("", "\x1b[3", "[0m"):  # the remains of a colour code the cut split
