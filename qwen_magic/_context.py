@@ -18,7 +18,6 @@ whose first line is ``# qwen: skip`` are never captured. What a turn sends of th
 
 from __future__ import annotations
 
-import base64
 import re
 import sys
 import threading
@@ -26,6 +25,8 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+from ._context_text import image_data, middle, plain, size
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
@@ -54,7 +55,6 @@ MAX_IMAGE_BASE64 = 10 * 1024 * 1024  # DashScope's inline limit
 INTRO = "[Notebook context: the cells I ran since my last message, oldest first.]"
 NOTE_RESERVE = 100  # characters kept for the note naming the cells left out
 
-ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 _SKIP = re.compile(r"#\s*qwen\s*:\s*skip\b", re.IGNORECASE)
 _OWN = re.compile(r"%%?qwen\b")
 _clock = 0  # the number of the latest captured cell, process-wide
@@ -114,8 +114,8 @@ class Bounded:
         self.fold()
         return self.total - len(self.head) - len(self.tail)
 
-    def text(self, limit: int | None = None) -> str:
-        """The kept text, with a marker where the middle was cut; at most about ``limit`` characters."""
+    def kept(self, limit: int | None = None) -> tuple[str, str, int]:
+        """Head, tail and the characters cut between them, the two sides at most about ``limit`` characters."""
         self.fold()
         head, tail, cut = self.head, self.tail, self.cut
         if limit is not None and len(head) + len(tail) > limit:
@@ -123,9 +123,12 @@ class Bounded:
             keep_tail = limit - keep_head
             cut += len(head) - min(len(head), keep_head) + len(tail) - min(len(tail), keep_tail)
             head, tail = head[:keep_head], tail[len(tail) - min(len(tail), keep_tail) :]
-        if not cut:
-            return head + tail
-        return f"{head}\n[… {size(cut)} cut from the middle …]\n{tail}"
+        return head, tail, cut
+
+    def text(self, limit: int | None = None) -> str:
+        """The kept text as written, with a marker where the middle was cut; at most about ``limit`` characters."""
+        head, tail, cut = self.kept(limit)
+        return f"{head}\n[… {size(cut)} cut from the middle …]\n{tail}" if cut else head + tail
 
 
 def _tap(stream: Any, on_flush: OnFlush) -> str | None:  # Any: its private flush methods are replaced
@@ -206,6 +209,7 @@ class Cell:
     result: str | None = None  # Out, as text
     images: list[tuple[str, str]] = field(default_factory=list)  # (media type, base64), latest kept
     images_seen: int = 0
+    images_bad: int = 0  # displayed as images but not one (bad base64, or bytes no image format announces)
     error_name: str | None = None
     error: str | None = None  # "Type: message" and the traceback, no ANSI
     exception: BaseException | None = None  # the exception object, to match ``sys.last_value``
@@ -230,6 +234,9 @@ class Capture:
         self._parent: frozenset[tuple[str, Any]] | None = None  # the running cell's parent header, as the OutStream keys its text
         self._lock = threading.Lock()
         self._hushed: _Tee | None = None
+        self._nested = 0  # cells running inside the current one
+        self.forgotten = 0  # the number of the newest cell forgotten for ``MAX_CELLS``
+        self._cleared = 0  # the clock when the cells were last cleared: those were forgotten on purpose
 
     # -- installing ----------------------------------------------------------------------
 
@@ -298,10 +305,18 @@ class Capture:
     def clear(self) -> None:
         """Forget every captured cell."""
         self.cells.clear()
+        self._cleared = clock()
 
     # -- events --------------------------------------------------------------------------
 
     def pre_run_cell(self, info: ExecutionInfo) -> None:
+        if getattr(info, "store_history", True):
+            self._nested = 0  # a cell of the user's own always starts afresh
+        elif self._nested or self.current is not None:
+            # A cell run by the running one (``%%capture``, ``run_cell``) is part of it: what it prints is the
+            # outer cell's (or was captured away by the user), and the outer cell must not be lost.
+            self._nested += 1
+            return
         source = getattr(info, "raw_cell", "") or ""
         self._restore_streams()
         if skipped(source) or not source.strip():
@@ -320,6 +335,9 @@ class Capture:
         self.current = cell
 
     def post_run_cell(self, result: ExecutionResult) -> None:
+        if self._nested:
+            self._nested -= 1
+            return
         cell = self.current
         for name, (stream, _method) in self._tapped.items():
             if getattr(sys, name) is stream:
@@ -341,7 +359,9 @@ class Capture:
             kept_text.fold()
         cell.number = _tick()
         self.cells.append(cell)
-        del self.cells[:-MAX_CELLS]
+        if len(self.cells) > MAX_CELLS:
+            self.forgotten = self.cells[-MAX_CELLS - 1].number
+            del self.cells[:-MAX_CELLS]
         kept = 0
         for older in reversed(self.cells):  # memory stays bounded in a notebook full of figures
             kept += len(older.images)
@@ -386,7 +406,11 @@ class Capture:
         except Exception:  # capture must never break a display
             pass
         assert self._publish is not None  # install() kept it before wrapping
-        return self._publish(data, *args, **kwargs)
+        self._hush()  # outside a kernel the publisher prints through the cell's stdout: kept as displayed, not printed
+        try:
+            return self._publish(data, *args, **kwargs)
+        finally:
+            self._unhush()
 
     def _result(self, format_dict: object, *args: object, **kwargs: object) -> object:
         try:
@@ -414,13 +438,16 @@ class Capture:
     def _keep_images(self, cell: Cell, data: dict[str, object]) -> bool:
         for media_type in ("image/png", "image/jpeg"):
             value = data.get(media_type)
-            if isinstance(value, bytes):
-                value = base64.b64encode(value).decode("ascii")
-            if isinstance(value, str) and value:
-                cell.images_seen += 1
-                cell.images.append((media_type, "".join(value.split())))
-                del cell.images[:-IMAGES_PER_CELL]
-                return True
+            if value is None:
+                continue
+            image = image_data(value)
+            if image is None:
+                cell.images_bad += 1
+                return False
+            cell.images_seen += 1
+            cell.images.append(image)
+            del cell.images[:-IMAGES_PER_CELL]
+            return True
         return False
 
     def _traceback(self, exc: BaseException) -> str:
@@ -441,6 +468,10 @@ class Capture:
         """The cells captured after ``mark``, oldest first."""
         return [c for c in self.cells if c.number > mark and c is not exclude]
 
+    def forgotten_since(self, mark: int) -> int:
+        """How many cells captured after ``mark`` are forgotten (only the latest ``MAX_CELLS`` are kept)."""
+        return max(0, self.forgotten - max(mark, self._cleared))
+
     def failed(self, exception: BaseException | None) -> Cell | None:
         """The captured cell that raised ``exception``."""
         if exception is None:
@@ -448,22 +479,6 @@ class Capture:
         return next((c for c in reversed(self.cells) if c.exception is exception), None)
 
 
-def middle(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    keep = max(limit - 40, 2)
-    cut = len(text) - keep
-    return f"{text[: keep // 2]}\n[… {size(cut)} cut from the middle …]\n{text[len(text) - keep // 2 :]}"
-
-
 def _bounded(text: str, limit: int) -> str:
-    return middle(text, limit)
-
-
-def size(chars: int) -> str:
-    """A size for people: ``812 B``, ``2 kB``, ``41 kB``, ``1.2 MB`` (characters counted as bytes)."""
-    if chars < 1000:
-        return f"{chars} B"
-    if chars < 1_000_000:
-        return f"{chars / 1000:.0f} kB"
-    return f"{chars / 1_000_000:.1f} MB"
+    """A result or traceback as kept: cleaned first, so that a key split by colour codes is whole when masked."""
+    return middle(plain(text), limit)

@@ -19,17 +19,18 @@ from typing import TYPE_CHECKING
 
 from . import _text
 from ._context import (
-    ANSI,
     INTRO,
+    MAX_CELLS,
     MAX_IMAGE_BASE64,
     MIN_OUTPUT_CHARS,
     NOTE_RESERVE,
     OUTPUT_SHARE,
     SOURCE_CHARS,
+    Bounded,
     Cell,
-    middle,
-    size,
 )
+from ._context_text import joined, middle, plain, sendable, size
+from ._text import mask_key
 
 if TYPE_CHECKING:
     from anthropic.types import TextBlockParam
@@ -60,6 +61,8 @@ class Context:
     dropped: list[Cell]
     tokens: float
     upto: int
+    key: str | None = field(default=None, repr=False)  # masked in the manifest too (None: the key in the environment)
+    forgotten: int = 0  # cells run before these that the capture no longer kept
 
     @property
     def figures(self) -> int:
@@ -78,8 +81,12 @@ class Context:
                 notes.append(f"{label} source only")
             if entry.images_left:
                 notes.append(f"{label} {entry.images_left} image{'s' * (entry.images_left > 1)} left out")
+            if entry.cell.images_bad:
+                notes.append(f"{label} {_plural(entry.cell.images_bad, 'unreadable image')} left out")
         if self.dropped:
             notes.append(f"{_span(self.dropped)} left out")
+        if self.forgotten:
+            notes.append(f"{_plural(self.forgotten, 'older cell')} no longer kept (only the latest {MAX_CELLS})")
         return notes
 
     def summary(self) -> str:
@@ -109,7 +116,10 @@ class Context:
                 what.append("cut: " + ", ".join(entry.cuts))
             if entry.form == "source" and _outputs(cell):
                 what.append("outputs left out")
-            out.append(f"{cell.label} {_short(_text.visible_controls(first), 60)} — {', '.join(what)}")
+            if cell.images_bad:
+                what.append(f"{_plural(cell.images_bad, 'unreadable image')} left out")
+            first = _text.visible_controls(mask_key(sendable(first), self.key))  # masked before it is shortened
+            out.append(f"{cell.label} {_short(first, 60)} — {', '.join(what)}")
         for cell in self.dropped:
             out.append(f"{cell.label} — left out (over the budget)")
         return out
@@ -161,17 +171,20 @@ def build(
     chars_per_token: float,
     upto: int,
     key: str | None = None,
+    forgotten: int = 0,
 ) -> Context | None:
-    """The blocks for ``cells`` (oldest first) within ``tokens`` and ``images``; None when there are none."""
+    """The blocks for ``cells`` (oldest first) within ``tokens`` and ``images``; None when there are none.
+
+    ``forgotten`` counts the cells run before these that the capture no longer keeps (``MAX_CELLS``).
+    """
     if not cells or tokens <= 0:  # a budget of 0 sends nothing, not even a note
         return None
-    from ._text import mask_key
-
+    lost = f"\n[{_plural(forgotten, 'older cell')} ran before these, no longer kept (only the latest {MAX_CELLS}).]" if forgotten else ""
     budget = tokens * chars_per_token
     share = max(MIN_OUTPUT_CHARS, int(budget * OUTPUT_SHARE))
     entries: list[Entry] = []
     dropped: list[Cell] = []
-    used = float(len(INTRO) + NOTE_RESERVE)  # the intro and the note of what was left out count too
+    used = float(len(INTRO) + len(lost) + NOTE_RESERVE)  # the intro and the notes of what was left out count too
     images_left = images
     reduced = False  # once a cell is cut to its source, every older one is too
     for cell in reversed(cells):
@@ -180,15 +193,15 @@ def build(
             continue
         entry = None
         if not reduced:
-            entry = _whole(cell, share)
+            entry = _whole(cell, share, key)
             if used + len(entry.text) > budget:
-                room = int(budget - used - len(_render(cell, {}, source_only=True))) // max(1, len(_outputs(cell)))
-                entry = _whole(cell, min(share, room)) if room >= MIN_OUTPUT_CHARS else None
+                room = int(budget - used - len(_render(cell, {}, key, source_only=True))) // max(1, len(_outputs(cell)))
+                entry = _whole(cell, min(share, room), key) if room >= MIN_OUTPUT_CHARS else None
                 if entry is not None and used + len(entry.text) > budget:
                     entry = None
         if entry is None:
             reduced = True
-            entry = Entry(cell, _render(cell, {}, source_only=True), [], "source")
+            entry = Entry(cell, _render(cell, {}, key, source_only=True), [], "source", _source_cut(cell))
             if used + len(entry.text) > budget:
                 dropped.append(cell)
                 continue
@@ -205,7 +218,7 @@ def build(
     dropped.reverse()
     if not entries and not dropped:
         return None
-    intro = INTRO
+    intro = INTRO + lost
     if dropped:
         intro += f"\n[Left out for the context budget: {_span(dropped)} ({_plural(len(dropped), 'older cell')}).]"
     blocks: list[TextBlockParam | MediaBlockParam] = []
@@ -214,10 +227,10 @@ def build(
         blocks.append({"type": "text", "text": text})
         for number, (media_type, data) in enumerate(entry.images, 1):
             blocks.append(_image(entry.cell, number, media_type, data))
-    if not entries:
+    if not entries and len(intro) <= budget:  # a budget too small even for the note sends nothing; the manifest says so
         blocks.append({"type": "text", "text": intro})
     text_chars = sum(len(b["text"]) for b in blocks if b["type"] == "text")
-    return Context(blocks, entries, dropped, text_chars / chars_per_token, upto)
+    return Context(blocks, entries, dropped, text_chars / chars_per_token, upto, key, forgotten)
 
 
 def _image(cell: Cell, number: int, media_type: str, data: str) -> MediaBlockParam:
@@ -226,30 +239,50 @@ def _image(cell: Cell, number: int, media_type: str, data: str) -> MediaBlockPar
     return inline_block("image", base64.b64decode(data), media_type, f"{cell.label} figure {number}")
 
 
-def _whole(cell: Cell, limit: int) -> Entry:
+def _whole(cell: Cell, limit: int, key: str | None) -> Entry:
     """The cell with every output cut to at most ``limit`` characters (in the middle)."""
     cuts = []
     texts: dict[str, str] = {}
     for name, stream in (("stdout", cell.stdout), ("stderr", cell.stderr), ("display", cell.shown)):
         if stream.total:
-            texts[name] = _plain(stream.text(limit))
+            texts[name] = _printed(stream, limit, key)
             if stream.total > len(stream.head) + len(stream.tail) or len(stream.head) + len(stream.tail) > limit:
                 label = "output" if name == "stdout" else name  # what a cell printed is its output
                 cuts.append(f"{label} {size(stream.total)} → {size(len(texts[name]))}")
-    if cell.result is not None:
-        texts["Out"] = middle(cell.result, limit)
-        if len(texts["Out"]) < len(cell.result):
-            cuts.append(f"Out {size(len(cell.result))} → {size(len(texts['Out']))}")
-    if cell.error is not None:
-        texts["error"] = middle(cell.error, limit)
-        if len(texts["error"]) < len(cell.error):
-            cuts.append(f"traceback {size(len(cell.error))} → {size(len(texts['error']))}")
-    return Entry(cell, _render(cell, texts, source_only=False), [], "cut" if cuts else "whole", cuts)
+    for name, label, full in (("Out", "Out", cell.result), ("error", "traceback", cell.error)):
+        if full is not None:
+            full = mask_key(_sent(full), key)
+            texts[name] = middle(full, limit, key)
+            if len(full) > limit:
+                cuts.append(f"{label} {size(len(full))} → {size(len(texts[name]))}")
+    form = "cut" if cuts else "whole"
+    return Entry(cell, _render(cell, texts, key, source_only=False), [], form, _source_cut(cell) + cuts)
 
 
-def _render(cell: Cell, texts: dict[str, str], *, source_only: bool) -> str:
+def _printed(stream: Bounded, limit: int, key: str | None) -> str:
+    """What a stream printed as a terminal left it (``plain``), within ``limit``, the key masked even where cut."""
+    head, tail, cut = stream.kept(limit)
+    if not cut:
+        return mask_key(_sent(head + tail), key)
+    return joined(_sent(head), _sent(tail), cut, key)
+
+
+def _sent(text: str) -> str:
+    """Captured text as the model reads it: as a terminal left it, lone surrogates (no request encodes them) as U+FFFD."""
+    return sendable(plain(text))
+
+
+def _source_cut(cell: Cell) -> list[str]:
+    """The cut of a source longer than ``SOURCE_CHARS``, named for the manifest."""
+    chars = len(cell.source.rstrip())
+    return [f"source {size(chars)} → {size(SOURCE_CHARS)}"] if chars > SOURCE_CHARS else []
+
+
+def _render(cell: Cell, texts: dict[str, str], key: str | None, *, source_only: bool) -> str:
     """A cell as the model reads it: its label, source, then each output in a fence."""
-    lines = [f"{cell.label}:", _fence(middle(cell.source.rstrip(), SOURCE_CHARS), "python")]
+    lines = [f"{cell.label}:", _fence(middle(sendable(cell.source.rstrip()), SOURCE_CHARS, key), "python")]
+    if cell.images_bad:
+        lines.append(f"[{_plural(cell.images_bad, 'displayed image')} could not be read: left out]")
     if source_only:
         if _outputs(cell):
             names = ", ".join(name for name, _ in _outputs(cell))
@@ -266,15 +299,6 @@ def _render(cell: Cell, texts: dict[str, str], *, source_only: bool) -> str:
     if "error" in texts:
         lines += [f"Raised {cell.error_name}:", _fence(texts["error"].rstrip("\n"), "text")]
     return "\n".join(lines)
-
-
-def _plain(text: str) -> str:
-    """Text as a terminal would leave it: colours and cursor moves out, a line redrawn after ``\\r`` (a progress bar) only as it ended."""
-    if "\x1b" in text:
-        text = ANSI.sub("", text)
-    if "\r" in text:
-        text = "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
-    return text
 
 
 def _fence(text: str, info: str) -> str:
@@ -307,5 +331,5 @@ def explain_parts(cell: Cell) -> tuple[str, str, str]:
     printed = []
     for name, stream in (("stdout", cell.stdout), ("stderr", cell.stderr)):
         if stream.total:
-            printed.append(f"{name}:\n{stream.text(3000).rstrip()}")
+            printed.append(f"{name}:\n{_printed(stream, 3000, None).rstrip()}")
     return cell.error or "", cell.source.rstrip(), "\n".join(printed)

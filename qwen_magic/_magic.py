@@ -264,8 +264,10 @@ class QwenMagics(Magics):
             return None
         from ._context_build import build
 
+        mark = chat.context_mark()
         return build(
-            self.capture.since(chat.context_mark(), exclude=exclude),
+            self.capture.since(mark, exclude=exclude),
+            forgotten=self.capture.forgotten_since(mark),
             tokens=self.context_tokens,
             images=self.context_images,
             chars_per_token=self.estimator.chars_per_token,

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 import sys
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from qwen_magic._context import HEAD_CHARS as HEAD
 from qwen_magic._context import INTRO, Bounded, Cell, skipped
-from qwen_magic._context_build import _plain, build
+from qwen_magic._context import SOURCE_CHARS as SOURCE
+from qwen_magic._context import TAIL_CHARS as TAIL
+from qwen_magic._context_build import build
+from qwen_magic._context_text import plain, size
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 40).decode()
 KEY = "sk-property-test-key-000111"
@@ -59,11 +65,11 @@ def test_the_budget_rules_hold_for_any_cells(cells: list[Cell], tokens: int, ima
     if "source" in forms:
         assert all(form == "source" for form in forms[: len(forms) - forms[::-1].index("source")])
     texts = [b["text"] for b in context.blocks if b["type"] == "text"]
-    if entries:
-        # Within the budget: what the model reads, intro and notes included.
-        assert sum(len(t) for t in texts) <= tokens * 3.5
-    else:
-        assert texts == [INTRO + f"\n[Left out for the context budget: {_span(cells)} ({_cells(len(cells))}).]"]
+    # Within the budget, however small: what the model reads, intro and notes included.
+    assert sum(len(t) for t in texts) <= tokens * 3.5
+    if not entries:  # only the note of what was left out, when even that fits
+        note = INTRO + f"\n[Left out for the context budget: {_span(cells)} ({_cells(len(cells))}).]"
+        assert texts == ([note] if len(note) <= tokens * 3.5 else [])
     # At most ``images`` images, each right after its own cell's text block.
     image_blocks = [b for b in context.blocks if b["type"] == "image"]
     assert len(image_blocks) <= images and context.figures == len(image_blocks)
@@ -82,7 +88,7 @@ def test_the_budget_rules_hold_for_any_cells(cells: list[Cell], tokens: int, ima
             assert entry.cuts or entry.cell.stdout.cut or entry.cell.stderr.cut
     if context.dropped:
         assert f"{_span(context.dropped)} left out" in summary
-        assert f"Left out for the context budget: {_span(context.dropped)}" in texts[0]
+        assert not texts or f"Left out for the context budget: {_span(context.dropped)}" in texts[0]
     # The key never leaves masked text.
     assert all(KEY not in t for t in texts)
 
@@ -97,7 +103,7 @@ def test_with_room_enough_everything_is_sent_whole(cells: list[Cell]) -> None:
     assert context is not None and not context.dropped and "cut:" not in context.summary()
     for entry in context.entries:
         assert entry.form == "whole"
-        assert _plain(entry.cell.stdout.text()).rstrip("\n").replace(KEY, "sk-…0111") in entry.text
+        assert plain(entry.cell.stdout.text()).rstrip("\n").replace(KEY, "sk-…0111") in entry.text
 
 
 @given(st.lists(st.text(max_size=3000), max_size=60), st.integers(1, 500), st.integers(1, 500))
@@ -259,3 +265,215 @@ def test_kernel_streams_are_read_where_they_flush_for_the_running_cell_only(monk
     assert "".join(text for _, text in out.sent) == shown  # everything still reaches the frontend
     capture.uninstall()
     assert not (type(out).__dict__.keys() & vars(out).keys())
+
+
+# -- what is sent is safe: the key in no piece, text that encodes, no escapes, bad images skipped -------------------
+
+BAD_IMAGES = (
+    "abc",  # not base64 (padding)
+    "!!not base64!!",
+    base64.b64encode(b"<html>not an image</html>").decode(),  # valid base64, no image format announces
+    b"plain bytes",
+)
+
+
+def fragments(text: str, key: str = KEY) -> list[str]:
+    """Every piece of six or more characters of ``key`` found in ``text`` (what the masked form shows is not one)."""
+    return [key[i : i + 6] for i in range(len(key) - 5) if key[i : i + 6] in text]
+
+
+def sent_and_shown(context) -> str:
+    """Everything a turn sends or shows of its context: the blocks' text, the manifest, the preview."""
+    blocks = [b["text"] for b in context.blocks if b["type"] == "text"]
+    return "\n".join([*blocks, context.summary(), *context.lines(), *context.manifest_bundle().values(), context.preview()])
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr", "shown"])
+def test_a_key_broken_by_a_kept_head_or_tail_leaves_no_piece_of_it(stream: str) -> None:
+    for before in range(0, 70):
+        for head, tail in ((40, 40), (HEAD, TAIL)):
+            cell = Cell(1, 1, "print(K)")
+            bounded = getattr(cell, stream)
+            bounded.head_limit, bounded.tail_limit = head, tail
+            bounded.add("a" * (head - before) + KEY + "b" * (tail + 50))  # the key across the head's end
+            bounded.add("c" * 100 + KEY + "d" * max(0, tail - before - len(KEY) // 2))  # across the tail's start
+            context = build([cell], tokens=100_000, images=0, chars_per_token=3.5, upto=1, key=KEY)
+            assert context is not None and not fragments(sent_and_shown(context)), (before, head)
+
+
+@pytest.mark.parametrize("output", ["stdout", "result", "error"])
+def test_a_key_broken_by_a_budget_cut_leaves_no_piece_of_it(output: str) -> None:
+    for before in range(230, 300):  # the cut at about 280 characters moves across the key
+        cell = Cell(1, 1, "x")
+        text = "a" * before + KEY + "b" * 2000
+        if output == "stdout":
+            cell.stdout.add(text)
+        else:
+            setattr(cell, output, text)
+            cell.error_name = "ValueError" if output == "error" else None
+        context = build([cell], tokens=400, images=0, chars_per_token=3.5, upto=1, key=KEY)
+        assert context is not None and "cut from the middle" in context.blocks[0]["text"]
+        assert not fragments(sent_and_shown(context)), before
+
+
+def test_a_key_in_a_long_source_or_a_captured_result_is_masked_before_the_cut(monkeypatch) -> None:
+    from qwen_magic._context_text import middle
+
+    monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
+    for offset in range(-40, 40):
+        half = (SOURCE - 40) // 2
+        cell = Cell(1, 1, "s" * (half + offset) + KEY + "t" * SOURCE)
+        cell.result = middle("r" * (5950 + offset) + KEY + "q" * 9000, HEAD + TAIL)  # as the capture keeps it
+        context = build([cell], tokens=100_000, images=0, chars_per_token=3.5, upto=1)  # the key from the environment
+        assert context is not None and not fragments(sent_and_shown(context)), offset
+        assert f"In [1] source {size(len(cell.source))} → 8 kB" in context.summary()  # the source's cut is named
+
+
+def test_the_manifest_masks_a_key_in_a_cells_first_line_wherever_it_is_shortened() -> None:
+    for before in range(0, 70, 3):
+        cell = Cell(1, 1, "#" * before + f"KEY = {KEY!r}\nprint(KEY)")
+        context = build([cell], tokens=100_000, images=0, chars_per_token=3.5, upto=1, key=KEY)
+        assert context is not None and not fragments(sent_and_shown(context)), before
+    assert "sk-…0111" in context.lines()[0] or "…" in context.lines()[0]
+
+
+def test_a_malformed_image_is_left_out_and_named_and_others_are_typed_by_their_bytes() -> None:
+    from qwen_magic._context import Capture
+
+    capture = Capture(None)
+    cell = Cell(1, 3, "show()")
+    for bad in BAD_IMAGES:
+        capture._keep(cell, {"image/png": bad, "text/plain": "<Figure>"})
+    capture._keep(cell, {"image/jpeg": PNG})  # a PNG said to be a JPEG is sent as what it is
+    assert cell.images == [("image/png", PNG)] and cell.images_bad == len(BAD_IMAGES)
+    context = build([cell], tokens=100_000, images=4, chars_per_token=3.5, upto=1)
+    assert context is not None
+    assert [b["source"]["media_type"] for b in context.blocks if b["type"] == "image"] == ["image/png"]
+    assert f"In [3] {len(BAD_IMAGES)} unreadable images left out" in context.summary()
+    assert f"[{len(BAD_IMAGES)} displayed images could not be read: left out]" in context.blocks[0]["text"]
+
+
+def test_surrogates_escapes_and_control_characters_never_reach_the_request() -> None:
+    cell = Cell(1, 1, "raise ValueError('bad \udc80 char')  # \ud800")
+    cell.stdout.add("x \ud800 y \x00 bell\x07 \x1b[31mred\x1b[0m \x9b2J\n")
+    cell.result = "\x1b[1mbold\x1b[0m \udfff"
+    cell.error_name, cell.error = "ValueError", "ValueError: \x1b[31mred text\x1b[0m and \x1b]0;title\x07 \udc80"
+    context = build([cell], tokens=100_000, images=0, chars_per_token=3.5, upto=1)
+    assert context is not None
+    text = context.blocks[0]["text"]
+    text.encode("utf-8")  # strict: a lone surrogate would raise
+    sent_and_shown(context).encode("utf-8")
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", text)
+    assert "x \ufffd y  bell red" in text and "bold \ufffd" in text and "ValueError: red text and  \ufffd" in text
+
+
+pieces = st.one_of(
+    text,
+    st.just(KEY),
+    st.integers(1, len(KEY) - 1).map(lambda n: KEY[:n] + "\x1b[0m" + KEY[n:]),  # whole again once cleaned
+    st.sampled_from(["\ud800", "\udc80", "\x1b[31m", "\x1b]0;t\x07", "\x1b[0m", "\x00", "\x07", "\r", "\x9b"]),
+    st.integers(0, 9000).map(lambda n: "z" * n),
+)
+outputs = st.lists(pieces, max_size=12).map("".join)
+
+
+@st.composite
+def hostile_cells(draw: st.DrawFn) -> list[Cell]:
+    from qwen_magic._context import Capture, _bounded
+
+    capture = Capture(None)
+    out = []
+    for number in range(1, draw(st.integers(1, 6)) + 1):
+        cell = Cell(number, number, draw(st.sampled_from(["x", f"K = {KEY!r}", "s" * 8000 + KEY, "\udc80"])))
+        for stream in (cell.stdout, cell.stderr, cell.shown):
+            stream.head_limit, stream.tail_limit = draw(st.integers(1, 3000)), draw(st.integers(1, 3000))
+            for _ in range(draw(st.integers(0, 3))):
+                stream.add(draw(outputs))
+        with mock.patch.dict(os.environ, {"DASHSCOPE_API_KEY": KEY}):  # as the capture keeps them, key in hand
+            if draw(st.booleans()):
+                cell.result = _bounded(draw(outputs), draw(st.integers(50, HEAD + TAIL)))
+            if draw(st.booleans()):
+                cell.error_name, cell.error = "ValueError", _bounded(draw(outputs), draw(st.integers(50, HEAD)))
+        for _ in range(draw(st.integers(0, 3))):
+            capture._keep(cell, {draw(st.sampled_from(["image/png", "image/jpeg"])): draw(st.sampled_from([PNG, *BAD_IMAGES]))})
+        out.append(cell)
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(hostile_cells(), st.integers(1, 6000), st.integers(0, 5), st.integers(0, 3))
+def test_hostile_outputs_never_break_a_turn_leak_the_key_or_pass_the_budget(
+    cells: list[Cell], tokens: int, images: int, forgotten: int
+) -> None:
+    context = build(cells, tokens=tokens, images=images, chars_per_token=3.5, upto=1, key=KEY, forgotten=forgotten)
+    assert context is not None
+    everything = sent_and_shown(context)
+    everything.encode("utf-8")
+    assert not fragments(everything)
+    texts = [b["text"] for b in context.blocks if b["type"] == "text"]
+    assert sum(len(t) for t in texts) <= tokens * 3.5
+    for entry in context.entries:
+        outputs_sent = entry.text.replace(entry.cell.source, "")
+        assert "\x1b" not in outputs_sent and "\x07" not in outputs_sent
+
+
+@pytest.fixture
+def in_process():
+    """An in-process shell (no kernel: display and tracebacks print through stdout) with a capture installed."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from qwen_magic._context import Capture
+
+    shell = InteractiveShell.instance()
+    capture = Capture(shell)
+    capture.install()
+    yield shell, capture
+    capture.uninstall()
+
+
+def test_outside_a_kernel_a_display_is_kept_as_displayed_not_also_as_printed(in_process, capsys) -> None:
+    shell, capture = in_process
+    shell.run_cell("from IPython.display import display\ndisplay({'text/plain': 'shown thing'}, raw=True)\nprint('printed')")
+    assert "shown thing" in capsys.readouterr().out  # the user still sees it
+    (cell,) = capture.cells
+    assert cell.shown.text() == "shown thing\n" and cell.stdout.text() == "printed\n"
+
+
+def test_cells_beyond_the_latest_kept_are_named_as_forgotten_not_dropped_without_a_word(in_process) -> None:
+    from qwen_magic import _context
+
+    shell, capture = in_process
+    start = _context.clock()
+    for i in range(_context.MAX_CELLS + 30):
+        shell.run_cell(f"c{i} = {i}")
+    assert capture.forgotten_since(start) == 30 and capture.forgotten_since(_context.clock() - 10) == 0
+    assert capture.forgotten_since(start + 20) == 10
+    context = build(capture.since(start), tokens=100_000, images=0, chars_per_token=3.5, upto=0, forgotten=30)
+    assert context is not None
+    assert "30 older cells no longer kept (only the latest 200)" in context.summary()
+    assert "[30 older cells ran before these, no longer kept (only the latest 200).]" in context.blocks[0]["text"]
+    capture.clear()  # forgotten on purpose: not named again
+    shell.run_cell("after = 1")
+    assert capture.forgotten_since(start) == 0
+
+
+@pytest.mark.parametrize("key", [KEY, "QWENKEY0123456789abcdefXYZ"])  # with and without the ``sk-`` the mask shows
+def test_a_cut_anywhere_in_a_key_leaves_no_more_of_it_than_its_masked_form_and_ordinary_text_stays(key: str) -> None:
+    from qwen_magic._context_text import unbroken
+
+    for at in range(1, len(key)):
+        for junk in ("", "\x1b[3", "[0m"):  # the remains of a colour code the cut split
+            head, tail = unbroken("text " + key[:at] + junk, junk + key[at:] + " more", key)
+            assert not fragments(head + "|" + tail, key) and head.startswith("text") and tail.endswith(" more")
+    assert unbroken("a banana", "ends", key) == ("a banana", "ends")  # no piece of the key: nothing goes
+
+
+def test_a_cell_run_by_a_running_cell_is_part_of_it_and_the_outer_cell_is_kept(in_process, capsys) -> None:
+    shell, capture = in_process
+    shell.run_cell("%%capture cap\nprint('captured print')", store_history=True)
+    shell.run_cell("print('outer')\nget_ipython().run_cell(\"print('inner')\")\nprint('after')", store_history=True)
+    shell.run_cell("print('next')", store_history=True)
+    quiet, outer, following = capture.cells
+    assert quiet.source.startswith("%%capture") and quiet.stdout.total == 0  # the user chose not to see it
+    assert outer.stdout.text() == "outer\ninner\nafter\n" and following.stdout.text() == "next\n"
+    assert quiet.count is not None and outer.count is not None

@@ -364,3 +364,53 @@ def test_a_lesson_with_context_replays_in_a_fresh_kernel_despite_new_addresses_a
     answer = "".join(o["data"]["text/plain"] for o in replayed.cells[4].outputs if is_markdown(o.get("data", {})))
     errors = [o for o in replayed.cells[4].outputs if o.output_type == "error"]
     assert answer == "A box and a warning.", (errors and errors[0].traceback) or replayed.cells[4].outputs
+
+
+def test_a_bad_image_a_surrogate_or_escapes_in_any_output_never_break_a_later_turn(ctx):
+    ctx.run(
+        "from IPython.display import display\n"
+        "display({'image/png': 'abc', 'text/plain': 'img'}, raw=True)\n"  # not base64
+        "display({'image/png': 'PGh0bWw+', 'text/plain': 'html'}, raw=True)"  # base64 of '<html>': no image
+    )
+    ctx.run("import sys\nsys.stdout.write('x \\ud800 y\\n')")
+    ctx.run("raise ValueError('bad \\udc80 \\x1b[31mred\\x1b[0m char')")
+    runs = []
+    for _ in range(2):  # and the turn after
+        ctx.server.queue(Stream(text="ok"))
+        runs.append(ctx.run("%%qwen\nWhat happened?"))
+        assert runs[-1].status == "ok", runs[-1].error_text
+    first = ctx.server.requests[-2].body["messages"][-1]["content"]
+    assert [b["type"] for b in first] == ["text"] * 4
+    body = json.dumps(first, ensure_ascii=False)
+    assert "x \ufffd y" in body and "bad \ufffd red char" in body and "\\u001b" not in body
+    assert "2 unreadable images left out" in manifest(runs[0])["text/plain"]
+    preview = ctx.run("%qwen context")
+    assert preview.status == "ok", preview.error_text
+
+
+def test_no_piece_of_the_key_is_sent_or_shown_where_an_output_or_a_manifest_line_is_cut(ctx):
+    secret = ctx.server.api_key  # the kernel's key
+    ctx.run("%qwen config context_tokens=20000")  # the fixture's kernel resets the settings
+    for before in range(5980, 5998, 4):  # the key across the end of a printed text's kept head
+        ctx.run(f"import os\nprint('a' * {before} + os.environ['DASHSCOPE_API_KEY'] + 'b' * 9000)")
+    ctx.run(f"KEY = {secret!r}  # and a first line the manifest shows shortened")
+    ctx.server.queue(Stream(text="ok"))
+    run = ctx.run("%%qwen\nq")
+    assert run.status == "ok", run.error_text
+    everything = json.dumps(ctx.server.requests[-1].body, ensure_ascii=False) + json.dumps(manifest(run))
+    assert [secret[i : i + 6] for i in range(len(secret) - 5) if secret[i : i + 6] in everything] == []
+    assert f"KEY = &#x27;sk-…{secret[-4:]}&#x27;" in manifest(run)["text/html"]
+
+
+def test_cells_the_capture_no_longer_keeps_are_named_in_the_manifest_and_the_text(ctx):
+    ctx.run("import qwen_magic._context as _c\n_c.MAX_CELLS = 3")
+    try:
+        for i in range(5):
+            ctx.run(f"c{i} = {i}")
+        ctx.server.queue(Stream(text="ok"))
+        run = ctx.run("%%qwen\nq")
+        assert run.status == "ok", run.error_text
+    finally:
+        ctx.run("_c.MAX_CELLS = 200")
+    assert "3 older cells no longer kept" in manifest(run)["text/plain"]  # the setup cell and c0, c1
+    assert "[3 older cells ran before these, no longer kept" in texts(sent(ctx))[0]
