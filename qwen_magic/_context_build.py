@@ -12,7 +12,6 @@ reads says so too. The cells come from ``_context.Capture``.
 from __future__ import annotations
 
 import base64
-import html
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -126,8 +125,10 @@ class Context:
 
     def manifest_bundle(self) -> dict[str, str]:
         """The collapsed one-line manifest as static HTML (every piece escaped) with a plain-text fallback."""
-        items = "".join(f"<li>{html.escape(line)}</li>" for line in self.lines())
-        summary = html.escape(self.summary())
+        from ._markdown import text_html  # each $ and \\ alone: a cell's first line is code (f"${x}")
+
+        items = "".join(f"<li>{text_html(line)}</li>" for line in self.lines())
+        summary = text_html(self.summary())
         return {
             "text/html": (
                 '<details class="qwen-context" style="color:#888;font-size:0.85em;margin:0.2em 0">'

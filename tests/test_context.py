@@ -477,3 +477,17 @@ def test_a_cell_run_by_a_running_cell_is_part_of_it_and_the_outer_cell_is_kept(i
     assert quiet.source.startswith("%%capture") and quiet.stdout.total == 0  # the user chose not to see it
     assert outer.stdout.text() == "outer\ninner\nafter\n" and following.stdout.text() == "next\n"
     assert quiet.count is not None and outer.count is not None
+
+
+@pytest.mark.parametrize(
+    "first", ['print(f"${price:.2f} (was ${old:.2f})")', r're.findall(r"\((\d+)\)", s)', "!cp $SRC $DST", r"x = '\[a\]'"]
+)
+def test_the_manifest_shows_a_cell_s_first_line_as_written_not_as_math(first: str) -> None:
+    """A cell's first line is code: MathJax pairs none of its dollars or backslash-brackets."""
+    from html_readers import typeset, visible_text
+
+    context = build([Cell(1, 1, first + "\nmore()")], tokens=100_000, images=0, chars_per_token=3.5, upto=1)
+    assert context is not None
+    html = context.manifest_bundle()["text/html"]
+    assert typeset(html) == []
+    assert first in visible_text(html)
