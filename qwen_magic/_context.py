@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from ._context_text import image_data, middle, plain, size
+from ._context_text import image_data, middle, plain, sendable, size
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
@@ -137,6 +137,8 @@ def _tap(stream: Any, on_flush: OnFlush) -> str | None:  # Any: its private flus
     Returns the name of the wrapped method, or None for a stream that has neither.
     ipykernel 7 keeps a buffer per parent message (``_flush_buffers`` yields them);
     ipykernel 6 one buffer sent under the stream's current ``parent_header`` (``_flush_buffer``).
+    A batch goes on with each lone surrogate as U+FFFD: the kernel cannot encode one, and its
+    IO thread's failure lost the batch and could hold back the cell's idle status for good.
     """
     owned = getattr(stream, "__dict__", {})
     batches = getattr(stream, "_flush_buffers", None)
@@ -144,6 +146,7 @@ def _tap(stream: Any, on_flush: OnFlush) -> str | None:  # Any: its private flus
 
         def flushed() -> Iterator[tuple[dict[str, Any], str]]:
             for parent, data in batches():
+                data = sendable(data) if isinstance(data, str) else data
                 _tell(on_flush, parent, data)
                 yield parent, data
 
@@ -154,6 +157,7 @@ def _tap(stream: Any, on_flush: OnFlush) -> str | None:  # Any: its private flus
 
         def flushed_one() -> object:
             data = single()
+            data = sendable(data) if isinstance(data, str) else data
             _tell(on_flush, getattr(stream, "parent_header", {}), data)
             return data
 

@@ -372,7 +372,8 @@ def test_a_bad_image_a_surrogate_or_escapes_in_any_output_never_break_a_later_tu
         "display({'image/png': 'abc', 'text/plain': 'img'}, raw=True)\n"  # not base64
         "display({'image/png': 'PGh0bWw+', 'text/plain': 'html'}, raw=True)"  # base64 of '<html>': no image
     )
-    ctx.run("import sys\nsys.stdout.write('x \\ud800 y\\n')")
+    written = ctx.run("import sys\nsys.stdout.write('x \\ud800 y\\n')")
+    assert written.status == "ok" and "x \ufffd y" in written.stdout  # shown, not lost in the kernel's IO thread
     ctx.run("raise ValueError('bad \\udc80 \\x1b[31mred\\x1b[0m char')")
     runs = []
     for _ in range(2):  # and the turn after
