@@ -48,8 +48,11 @@ def test_export_refuses_to_overwrite_unless_forced(fresh, tmp_path):
     assert nbformat.read(target, as_version=4).cells
     wrong = fresh.run(f"%qwen export {tmp_path / 'x.txt'}")
     assert "ending in .ipynb" in wrong.stderr
-    empty = fresh.run(f"%qwen export {tmp_path / 'e.ipynb'} --chat nobody")
-    assert "no turns" in empty.stderr
+    unknown = fresh.run(f"%qwen export {tmp_path / 'e.ipynb'} --chat nobody")
+    assert "No conversation is named 'nobody'" in unknown.stderr
+    fresh.run("%qwen reset")
+    empty = fresh.run(f"%qwen export {tmp_path / 'e.ipynb'}")
+    assert "no turns" in empty.stderr and not (tmp_path / "e.ipynb").exists()
 
 
 def test_export_summarises_tool_calls(fresh, tmp_path):
