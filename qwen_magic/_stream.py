@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._answer import Answer, Usage
 from ._client import malformed_stream, translate
+from ._context_text import sendable
 from ._errors import ConnectionFailed, Interrupted
 from ._text import mask_key
 
@@ -31,9 +32,6 @@ if TYPE_CHECKING:
 
     from ._view import View
 
-# A lone surrogate cannot be encoded as UTF-8: a delta holding one (a JSON ``\ud800``
-# escape) would break the message that paints it. It is shown as U+FFFD instead.
-_SURROGATE = re.compile("[\ud800-\udfff]")
 # A network chunk that is one whole event, a name and one data line, as a service sends them.
 _ONE_EVENT = re.compile(rb"event: ?([^\n\r:]*)\ndata: ?([^\n\r]*)\n\n")
 
@@ -261,12 +259,12 @@ class _Message:
             if parts is None:
                 raise _Malformed(f"a delta for content block {data['index']!r}, which was never started")
             if dtype == "text_delta":
-                piece = _encodable(delta["text"])
+                piece = sendable(delta["text"])  # a lone surrogate (JSON ``\ud800``) as U+FFFD
                 parts.append(piece)
                 self.text.append(piece)
                 return "text", piece
             if dtype == "thinking_delta":
-                piece = _encodable(delta["thinking"])
+                piece = sendable(delta["thinking"])
                 parts.append(piece)
                 self.thinking.append(piece)
                 return "thinking", piece
@@ -361,10 +359,6 @@ def _interrupted_painting(answer: Answer) -> str:
 def _kind(data: Any) -> str:
     kind = data.get("type") if isinstance(data, dict) else None
     return repr(kind)[:40]
-
-
-def _encodable(text: str) -> str:
-    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
 def _request_id(events: Any) -> str | None:
