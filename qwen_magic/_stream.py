@@ -14,9 +14,11 @@ SDK raises it. An event that is not JSON or not of the expected shape is a
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -68,13 +70,10 @@ def _run(
     # A view that wants the other events (a tool's input as it streams) has ``event()``:
     # it gets each event's JSON as a dict.
     other = getattr(view, "event", None)
-    # A view that paints at intervals has ``pause()``: how long the network may be left
-    # unread before its next paint (see ``NotebookView.pause``).
-    pause = getattr(view, "pause", None)
     try:
         if stream:
             # Leaving the ``with`` block closes the response: an interrupt cancels the request.
-            with client.messages.create(**request, stream=True) as events:
+            with client.messages.create(**request, stream=True) as events, _resting(events, view, message):
                 answer.request_id = _request_id(events)
                 for data in _event_data(client, events):
                     try:
@@ -86,8 +85,6 @@ def _run(
                         (view.text if kind == "text" else view.thinking)(piece)
                     elif other is not None:
                         other(data)
-                    if pause is not None and (rest := pause()) > 0:
-                        time.sleep(rest)
             if not message.stopped:
                 raise ConnectionFailed(
                     f"The stream from {client.base_url} ended before the answer finished (no message_stop); "
@@ -117,6 +114,39 @@ def _run(
         raise error from None
     finally:
         view.finish(answer)  # may be interrupted too: ``run`` takes that as any other interrupt
+
+
+@contextlib.contextmanager
+def _resting(events: Any, view: View, message: _Message) -> Iterator[None]:
+    """While the body streams, call the view's ``idle()`` each time the HTTP layer is about to
+    wait on the socket, and rest as long as it says first (see ``NotebookView.idle``).
+
+    That moment, when every event that came has been applied, is known only to the HTTP
+    layer: its network stream (the ``network_stream`` response extension of httpx and
+    httpcore) is wrapped for this response, in this thread, and unwrapped after it, before
+    the connection can serve another request. A view without ``idle``, or a transport
+    without a network stream (a mock, a replayed cassette), reads as events come.
+    """
+    idle = getattr(view, "idle", None)
+    response = getattr(events, "response", None)
+    network: Any = (getattr(response, "extensions", None) or {}).get("network_stream")
+    read = getattr(network, "read", None)
+    if idle is None or read is None or "read" in getattr(network, "__dict__", {"read": None}):
+        yield
+        return
+    reader = threading.get_ident()
+
+    def resting_read(max_bytes: int, timeout: float | None = None) -> Any:
+        # Not after the answer's end (the body's last bytes are read at once), nor in another thread.
+        if not message.stopped and threading.get_ident() == reader and (rest := idle()) > 0:
+            time.sleep(rest)
+        return read(max_bytes, timeout)
+
+    network.read = resting_read
+    try:
+        yield
+    finally:
+        del network.read
 
 
 def _event_data(client: Any, events: Any) -> Iterator[Any]:

@@ -56,12 +56,16 @@ a reader sees as smooth, with room under the 0.3 s a reader notices as a stall.
 Reading costs the kernel more than painting: at a service's pace (a delta every 20 ms)
 each delta read as it arrives is a wake-up of the kernel's main thread, a system call
 and a trip through the HTTP layers, and four and a half repaints a second are only one
-delta in eleven. So between paints the stream rests (``NotebookView.pause``) and reads what waited in
-the socket at once, just before the next paint is due: the paint shows all that came,
-and the main thread wakes a few times per paint instead of once per delta (a bare
+delta in eleven. So paints happen where the stream has applied every event that came and
+would wait on the socket for more (``NotebookView.idle``, called by ``_stream._resting``
+just before the network read): the paint shows all that came, and the stream then rests
+until the next paint is due and reads what waited at once. The main thread wakes twice
+per paint, once from the rest and once with the data, instead of once per delta (a bare
 ``messages.stream()`` consumer wakes two or three times per delta). While thinking it rests at
 most ``THINKING_REST``, so the answer's first text shows as soon as it comes; the end of
-an answer, like any delta, is read within one ``INTERVAL``.
+an answer, like any delta, is read within one ``INTERVAL``. Where the HTTP layer has no
+network stream to wait on (a replayed cassette, a mock transport), ``text`` paints when
+``INTERVAL`` has passed, as each delta comes.
 """
 
 from __future__ import annotations
@@ -169,11 +173,9 @@ class NotebookView:
     THINKING_WINDOW = 400  # characters of thinking shown while it streams
     WINDOW = 240  # characters of the open block shown while it streams …
     WINDOW_LINES = 6  # … and at most this many of its lines
-    LEAD = 0.015  # the stream reads on this long before the next paint is due
     REST = 0.1  # the longest rest while a long open block costs a render to publish whole
     COSTLY = 16_384  # characters of open text (not code or a table) that cost ~20 ms to render
     THINKING_REST = 0.04  # the longest rest while thinking: the answer's first text is shown at once
-    READ = 0.01  # after a rest the stream reads on at least this long: what waited is read at once
     DEFER = 120  # a shorter open tail after blocks just finished shows at the next paint, in an output of its own
 
     def __init__(self) -> None:
@@ -186,7 +188,8 @@ class NotebookView:
         self._thinking: list[str] = []
         self._state = "waiting"  # -> thinking -> text
         self._last_paint = self._last_status = 0.0
-        self._woke = 0.0  # when the stream's last rest (``pause``) ended
+        self._idle_paints = False  # the stream calls ``idle`` when it has read all that came: paints happen there
+        self._fresh = False  # text or thinking came since the last paint
         self._costly = False  # the open text will take long to render whole
         self._shown = ""  # the text of the last live window
         self._chars = 0
@@ -239,18 +242,20 @@ class NotebookView:
     def thinking(self, delta: str) -> None:
         self._thinking.append(delta)
         self._chars += len(delta)
+        self._fresh = True
         if self._state == "waiting":
             self._stop_ticker()
             self._state = "thinking"
             self._head_used = True
             self._thinking_started = time.monotonic()
-        elif time.monotonic() - self._last_paint < self.INTERVAL:
+        elif self._idle_paints or time.monotonic() - self._last_paint < self.INTERVAL:
             return
         self._paint_thinking(live=True)
 
     def _paint_thinking(self, *, live: bool) -> None:
         thinking = "".join(self._thinking)
         self._thinking = [thinking]
+        self._fresh = False
         now = self._painted()
         seconds = None if live else now - self._thinking_started
         shown = self._masked(thinking, live=live)
@@ -258,45 +263,52 @@ class NotebookView:
 
     def text(self, delta: str) -> None:
         self._tail.append(delta)
+        self._fresh = True
         if self._state != "text":
             self._stop_ticker()
             if self._state == "thinking":
                 self._paint_thinking(live=False)
             self._state = "text"
             self._chars = 0
-        elif time.monotonic() - self._last_paint < self.INTERVAL:
+        elif self._idle_paints or time.monotonic() - self._last_paint < self.INTERVAL:
             self._chars += len(delta)
             return
         self._chars += len(delta)
         self._paint()
 
-    def pause(self) -> float:
-        """Seconds the stream may leave the network unread: until ``LEAD`` before the next paint.
+    def idle(self) -> float:
+        """The stream has read all that came and would now wait on the network: paint if a
+        paint is due, and return how many seconds it may rest before reading on.
 
         Between paints nothing a delta brings is shown, so reading each one as it arrives
         only costs a wake-up (a system call and a trip through the HTTP layers) per delta,
-        which is most of the kernel's CPU at a service's pace. Resting instead lets the
-        deltas wait in the socket's buffer; after a rest they are read at once (the stream
-        reads on for at least ``READ``, which takes a backlog of thousands of deltas), and
-        ``LEAD`` is time to read them before the next paint is due, so that paint still
-        shows all that came. While thinking, rests are at most ``THINKING_REST``: the
-        answer's first text is painted within that of its arrival, whenever it comes.
-        The end of the answer is read, like any delta, after a rest; when the open text
-        will take long to render whole (``COSTLY``: a long list or paragraph, not code
+        which is most of the kernel's CPU at a service's pace. The stream calls this just
+        before it would block on the socket (``_stream._resting``), that is, when every
+        event that came has been applied: a paint here shows all of them, and a rest until
+        the next paint is due lets the deltas meanwhile wait in the socket's buffer, to be
+        read at once after it. Each paint then costs one rest and one read, whatever the
+        pace. While thinking, rests are at most ``THINKING_REST``: the answer's first text
+        is painted within that of its arrival (``text`` paints it at once). When the open
+        text will take long to render whole (``COSTLY``: a long list or paragraph, not code
         or a table, which are written as markdown), rests are at most ``REST``, so that
         reading the end late and rendering it do not add up to a stall.
         """
+        self._idle_paints = True
+        if self._state == "waiting":
+            return 0.0  # the first delta is read as it comes
         now = time.monotonic()
-        if self._state == "waiting" or now < self._woke + self.READ:
-            return 0.0
-        rest = self._last_paint + self.INTERVAL - self.LEAD - now
+        if self._fresh and now >= self._last_paint + self.INTERVAL:
+            if self._state == "thinking":
+                self._paint_thinking(live=True)
+            else:
+                self._paint()
+            now = time.monotonic()
+        rest = self._last_paint + self.INTERVAL - now
         if self._costly:
             rest = min(rest, self.REST)
         if self._state == "thinking":
             rest = min(rest, self.THINKING_REST)
-        if rest > 0:
-            self._woke = now + rest
-        return rest
+        return max(rest, 0.0)
 
     def _painted(self) -> float:
         """Note a paint now, and return the time. A paint that came late (the first delta after
@@ -332,6 +344,7 @@ class NotebookView:
     def _paint(self, *, final: bool = False) -> None:
         tail = "".join(self._tail)
         self._painted()
+        self._fresh = False
         stable = len(tail) if final else self._ends.find(tail)
         defer = False  # the open tail's window waits for the next paint
         if stable and (final or stable >= self.COMMIT_AT):

@@ -218,26 +218,58 @@ def test_a_long_table_is_published_whole_when_a_paragraph_follows(published):
 
 
 def test_the_stream_rests_between_paints_and_briefly_while_a_long_block_would_be_slow_to_publish(published):
-    """``pause``: nothing while waiting; after a paint, until just before the next one; at most ``REST``
+    """``idle``: nothing while waiting; after a paint, until the next one is due; at most ``REST``
     when the open text would take long to render whole; ``THINKING_REST`` while thinking."""
 
     def streamed(text: str, *, thinking: bool = False) -> _view.NotebookView:
         view = _view.NotebookView()
         view.start(Answer(model="m"))
-        assert view.pause() == 0.0  # waiting: the first delta is read as it comes
-        view.INTERVAL = 0  # paint at every delta
+        assert view.idle() == 0.0  # waiting: the first delta is read as it comes
+        view.INTERVAL = 0  # paint at every idle()
         for i in range(0, len(text), 1000):
             (view.thinking if thinking else view.text)(text[i : i + 1000])
-        del view.INTERVAL  # then pause() as after a paint at the usual pace
+            view.idle()
+        del view.INTERVAL  # then idle() as after a paint at the usual pace
         return view
 
     code = streamed("```python\n" + "x = 1\n" * 4000)
-    assert code.REST < code.pause() <= code.INTERVAL - code.LEAD
-    assert code.pause() == 0.0  # just rested: what waited is read before the next rest
-    assert 0 < streamed("word " * 5000).pause() <= _view.NotebookView.REST
-    assert 0 < streamed("- item\n" * 5000).pause() <= _view.NotebookView.REST
-    assert streamed("short").pause() > _view.NotebookView.REST
-    assert 0 < streamed("hmm " * 50, thinking=True).pause() <= _view.NotebookView.THINKING_REST
+    assert code.REST < code.idle() <= code.INTERVAL
+    assert 0 < streamed("word " * 5000).idle() <= _view.NotebookView.REST
+    assert 0 < streamed("- item\n" * 5000).idle() <= _view.NotebookView.REST
+    assert streamed("short").idle() > _view.NotebookView.REST
+    assert 0 < streamed("hmm " * 50, thinking=True).idle() <= _view.NotebookView.THINKING_REST
+
+
+def test_paints_happen_when_the_stream_has_read_all_that_came(published):
+    """Once the stream calls ``idle``, deltas never paint on their own (a backlog read after a rest
+    would show only its first delta): the paint comes at ``idle``, when due, with all of them."""
+    view = _view.NotebookView()
+    view.start(Answer(model="m"))
+    view.idle()
+    view.text("First words.")  # the first text is painted at once
+    assert published[-1][1] and "First words." in published[-1][1]["text/html"]
+    count = len(published)
+    view.INTERVAL = 0  # every paint is due at once
+    for word in (" and", " more", " words"):
+        view.text(word)
+    assert len(published) == count  # a backlog being read: no paint
+    assert view.idle() == 0.0 and len(published) == count + 1
+    assert "First words. and more words" in published[-1][1]["text/html"]
+    assert view.idle() == 0.0 and len(published) == count + 1  # nothing new: nothing painted
+    view.text(" Done.")
+    view.idle()
+    assert "words Done." in published[-1][1]["text/html"]
+    # Thinking too.
+    thinking = _view.NotebookView()
+    thinking.start(Answer(model="m"))
+    thinking.idle()
+    thinking.INTERVAL = 0
+    thinking.thinking("Let me see")
+    count = len(published)
+    thinking.thinking(", carefully")
+    assert len(published) == count
+    thinking.idle()
+    assert "Let me see, carefully" in str(published[-1][1])
 
 
 @pytest.mark.parametrize(
