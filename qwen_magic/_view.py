@@ -130,6 +130,11 @@ def _finished(md: str) -> list[Bundle]:
     return merged(answer_bundles(md))
 
 
+def _look(bundle: Bundle) -> Bundle:
+    """What a frontend shows of a bundle: its markdown or HTML (not the plain text beside them)."""
+    return {kind: value for kind, value in bundle.items() if kind in ("text/markdown", "text/html")}
+
+
 _NOTE = re.compile(r"\*⋯ [\d,]+ characters above ⋯\*\n\n")  # what ``_window`` writes above a window
 
 
@@ -192,6 +197,7 @@ class NotebookView:
         self._fresh = False  # text or thinking came since the last paint
         self._costly = False  # the open text will take long to render whole
         self._shown = ""  # the text of the last live window
+        self._shown_look: Bundle = {}  # what of it a frontend shows (its markdown or HTML)
         self._chars = 0
         self._ticker: _Ticker | None = None
         self._status: Any = None
@@ -350,16 +356,18 @@ class NotebookView:
         if stable and (final or stable >= self.COMMIT_AT):
             # The finished blocks, published whole and once, in place of the live window.
             chunk, tail = self._masked(tail[:stable], live=False), tail[stable:]
-            for bundle in _finished(chunk):
+            finished = _finished(chunk)
+            # Only if the finished blocks show something new: else this paint would change nothing.
+            new = chunk.strip() != self._shown.strip() and (len(finished) > 1 or _look(finished[0]) != self._shown_look)
+            for bundle in finished:
                 if self._live is None:
                     self._output(bundle)
                 else:
                     _publish(self._live, bundle)
                     self._live = None
             self._live, self._ends = None, BlockEnds()
-            # Only if the finished blocks show something new: else this paint would change nothing.
-            defer = not final and len(tail) < self.DEFER and chunk.strip() != self._shown.strip()
-            self._shown = ""
+            defer = not final and len(tail) < self.DEFER and new
+            self._shown, self._shown_look = "", {}
         self._tail = [tail] if tail else []
         self._costly = False
         if tail and not defer:
@@ -372,9 +380,13 @@ class NotebookView:
             # While live, markdown only: the plain text comes once, with the whole block.
             window = self._window(self._masked(tail, live=True))
             if self._live is None:
-                self._live = self._output(_bundle(window))
+                bundle = _bundle(window)
+                self._live = self._output(bundle)
+                self._shown_look = _look(bundle)
             elif window != self._shown:  # (only whitespace came, say: nothing to show)
-                _publish(self._live, _bundle(window))
+                bundle = _bundle(window)
+                _publish(self._live, bundle)
+                self._shown_look = _look(bundle)
             self._shown = window
         if not final and self._status is not None and self._last_paint - self._last_status >= self.STATUS_EVERY:
             self._last_status = self._last_paint

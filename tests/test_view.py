@@ -346,3 +346,51 @@ def test_random_answers_are_cut_only_between_blocks(published):
         cuts += len(parts) - 1
         assert "".join(md.render(part) for part in parts) == md.render(doc), parts
     assert cuts > 800  # not vacuous
+
+
+def _visible(published: list[tuple[str, dict]], upto: int) -> str:
+    """What a frontend shows after the first ``upto`` messages: each output's markdown or HTML, in order."""
+    outputs: dict[str, dict] = {}
+    for display_id, bundle in published[:upto]:
+        outputs[display_id] = bundle
+    return "\x00".join(str(_view._look(b)) for b in outputs.values())
+
+
+def _mixed_documents() -> list[str]:
+    import random as _random
+
+    rng = _random.Random(7)
+    blocks = [
+        "```javascript\nconst kept = rows.filter((r) => r.ok);\nconsole.log(`${kept.length} rows`);\n```\n",
+        "```python\n" + "".join(f"x_{n} = {n}\n" for n in range(30)) + "```\n",
+        "| call | rows | ok |\n|---|---:|:---:|\n| `read` | 7 | ✅ |\n| `check` | 14 | ❌ |\n",
+        "> **Note**: step 8 is idempotent.\n> Rerun it freely.\n",
+        "## 9. Loading the data\n",
+        "This step uses **pandas** to get from raw input to a *tidy* frame, see [docs](https://example.org).\n",
+        "- the input has at least 10 columns\n- no column is empty\n  - empty strings count\n",
+        "1. Read the file.\n2. Validate the schema.\n",
+        "中文小结：第 8 步完成后，数据应当已经可以用于下一步。\n",
+        "$$\nx^2\n$$\n",
+    ]
+    return ["\n".join(rng.choice(blocks) for _ in range(40)) for _ in range(3)]
+
+
+@pytest.mark.parametrize("doc", _mixed_documents(), ids=["doc0", "doc1", "doc2"])
+@pytest.mark.parametrize("size", [8, 40, 88, 130])
+def test_every_paint_after_new_words_changes_what_is_shown(published, doc, size):
+    """A paint that publishes finished blocks looking as their window did must show the tail now, not
+    defer it to the next paint: that paint would change nothing a reader sees (a stall of two intervals).
+    A paint may leave the view as it was only when all that came is already shown (a table's window
+    completes a row that the next delta only closes)."""
+    view = _view.NotebookView()
+    view.start(Answer(model="m"))
+    view.idle()
+    view.INTERVAL = 0
+    for offset in range(0, len(doc), size):
+        piece = doc[offset : offset + size]
+        view.text(piece)
+        before = len(published)
+        seen = _visible(published, before)
+        view.idle()
+        if piece.strip() and offset and _visible(published, len(published)) == seen:  # (the first text: ``text``)
+            assert not view._tail or view._shown, (offset, piece)  # nothing held back
