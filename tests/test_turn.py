@@ -88,16 +88,25 @@ def two_rounds(server) -> None:
     server.queue(Stream(text="Let me add.", chunk=4, tool_calls=calls), Stream(text="The sums are 3 and 7.", chunk=4))
 
 
+class InterruptingRead(Interrupting):
+    """Counts ``idle`` too: called from inside the HTTP layer's read (``_stream._resting``), where paints happen."""
+
+    def idle(self) -> float:
+        self._tick()
+        return 0.0
+
+
 @pytest.mark.parametrize("stream", [True, False])
 def test_an_interrupt_at_any_paint_is_short_and_leaves_a_valid_history(server, stream):
-    """Ctrl-C at each view call in turn (the start, every delta, the final paint, each panel, the footer)."""
+    """Ctrl-C at each view call in turn (the start, every delta, every paint inside a read, the final paint,
+    each panel, the footer)."""
     at = 1
     while True:
         two_rounds(server)
         chat, calls = Conversation(), []
         tools = offered("add", adder(calls))
         try:
-            answer = ask(server, chat, tools, Interrupting([at]), stream=stream)
+            answer = ask(server, chat, tools, InterruptingRead([at]), stream=stream)
         except Interrupted as exc:
             answer = chat.turns[-1].answer if chat.turns else None
             assert "Interrupted" in str(exc) and len(str(exc)) < 300
