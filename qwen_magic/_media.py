@@ -200,7 +200,7 @@ def file_block(typed: str, kind: MediaKind | None = None) -> MediaBlockParam:
     told = kind_of(typed)
     unsupported = unsupported_image(typed)
     if told is None and unsupported is not None:
-        raise UsageError(f"{typed} is {_an(unsupported)} image, which the service does not take: {CONVERT}")
+        raise UsageError(not_taken(typed, unsupported))
     if told is None:
         known = ", ".join(s.lstrip(".") for s in (IMAGE_TYPES if kind != "video" else VIDEO_TYPES))
         raise UsageError(
@@ -256,6 +256,11 @@ def _check_video(data: bytes, suffix: str, typed: str) -> None:
     if found is None:
         raise UsageError(f"{wanted} (its first bytes are not a video header): send the video file itself, as MP4.")
     raise UsageError(f"{wanted}: it holds {_an(_CONTAINER_NAMES[found])} video. Give it the right extension or convert it to MP4.")
+
+
+def not_taken(typed: str, fmt: str, *, remote: bool = False) -> str:
+    """What to say of a file or URL (``remote``) in an image format the service does not take."""
+    return f"{typed} is {_an(fmt)} image, which the service does not take: {'download it and ' if remote else ''}{CONVERT}"
 
 
 def a(kind: str) -> str:

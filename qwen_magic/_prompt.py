@@ -454,6 +454,9 @@ def _url(url: str, kind: MediaKind, typed: str) -> Block:
     if not _is_url(url):
         raise UsageError(f"{_short(typed)} is not a valid http(s) URL.")
     told = _media.url_kind(url)
+    if kind == "image" and told is None and (fmt := _media.unsupported_image(urlsplit(url).path)) is not None:
+        # Sent, the service would answer with a 400 about the image; a bare URL in the text stays a link.
+        raise UsageError(_media.not_taken(_short(typed), fmt, remote=True))
     if told is not None and told != kind:
         raise UsageError(
             f"{_short(typed)}: the URL ends in {_media.a(told)} extension; write {told}:{url} or leave out the prefix."

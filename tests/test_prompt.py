@@ -381,6 +381,16 @@ def test_an_existing_image_the_service_does_not_take_says_to_convert_it(files, n
     assert build_prompt("HEIC files such as x.heic are not sent") == [text("HEIC files such as x.heic are not sent")]
 
 
+@pytest.mark.parametrize("url", ["https://example.com/IMG_1.HEIC", "http://x.org/a/logo.svg?v=2", "https://h/p.tiff#f"])
+def test_an_image_url_the_service_does_not_take_says_to_convert_it_when_sent_as_an_image(url):
+    """``image:URL`` and ``![](URL)`` ask for an image: said at once, not a 400 from the service.
+    The bare URL in a sentence is a link, and stays text."""
+    for cell in (f"image:{url}", f"![]({url})", f"see ![logo](<{url}>) here"):
+        with pytest.raises(UsageError, match=r"which the service does not take: download it and convert it to PNG or JPEG"):
+            build_prompt(cell)
+    assert build_prompt(f"what is at {url} ?") == [text(f"what is at {url} ?")]
+
+
 @pytest.mark.parametrize(
     ("name", "data", "needle"),
     [
