@@ -113,16 +113,32 @@ def _image_value(value: Any, label: str) -> list[Block] | None:
 
 
 def _image_list(value: Any, label: str) -> list[Block] | None:
-    """A list or tuple of images: one block each."""
+    """A list or tuple holding images: one block each, and each other item (a caption, a path, a
+    number) as its own value would be, in order. A list whose first ``_LOOKED_AT`` items hold no
+    image is not one of images: it is sent whole, as other values are."""
     if not isinstance(value, (list, tuple)) or not value:
         return None
-    blocks = []
+    images: list[list[Block] | None] = []
     for index, item in enumerate(value):
-        converted = _image_value(item, f"{label}[{index}]")
-        if converted is None:
+        images.append(_image_value(item, f"{label}[{index}]"))
+        if index + 1 == _LOOKED_AT and not any(images):
             return None
-        blocks += converted
+    if not any(images):
+        return None
+    blocks: list[Block] = []
+    for index, (item, image) in enumerate(zip(value, images, strict=True)):
+        where = f"{label}[{index}]"
+        parts = image or _path_value(item, where) or _data_value(item, where) or _text_value(item, where)
+        for part in parts:
+            last = blocks[-1] if blocks else None
+            if part["type"] == "text" and last is not None and last["type"] == "text":  # items apart: one a line
+                blocks[-1] = _text(f"{last['text']}\n{part['text']}")
+            else:
+                blocks.append(part)
     return blocks
+
+
+_LOOKED_AT = 64  # items of a list looked at for an image before it is taken as other data
 
 
 def _path_value(value: Any, label: str) -> list[Block] | None:

@@ -607,6 +607,20 @@ def test_image_bytes_are_sniffed_and_other_bytes_are_text():
     assert getattr(blocks[0], "label", None) == "{png}"
 
 
+def test_a_list_of_images_with_captions_sends_each_in_order():
+    """Images and other items in one list: each image a block, each caption its text (not the list's repr)."""
+    blocks = build_prompt("compare {shots}", {"shots": [PNG, "before the fix", bytearray(JPEG), "after", 3]})
+    assert shape(blocks) == [
+        ("text", "compare"), ("image", "image/png", PNG), ("text", "before the fix"),
+        ("image", "image/jpeg", JPEG), ("text", "after\n3"),
+    ]  # fmt: skip
+    assert [getattr(b, "label", None) for b in blocks if b["type"] == "image"] == ["{shots}[0]", "{shots}[2]"]
+    # A list with no image among its first items is data: its repr, as before.
+    numbers = [*range(100), PNG]
+    assert shape(build_prompt("{n}", {"n": numbers}))[0][0] == "text"
+    assert shape(build_prompt("{n}", {"n": [1, "two"]})) == [("text", "[1, 'two']")]
+
+
 def test_pil_images_become_png_or_jpeg():
     image_module = pytest.importorskip("PIL.Image")
     img = image_module.new("RGBA", (20, 10), (255, 0, 0, 128))
