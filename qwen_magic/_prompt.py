@@ -112,19 +112,19 @@ def _image_value(value: Any, label: str) -> list[Block] | None:
     return [_media.inline_block("image", encoded[0], encoded[1], label)]
 
 
+_LOOKED_AT = 64  # items of a list looked at for an image before it is taken as other data
+
+
 def _image_list(value: Any, label: str) -> list[Block] | None:
-    """A list or tuple holding images: one block each, and each other item (a caption, a path, a
-    number) as its own value would be, in order. A list whose first ``_LOOKED_AT`` items hold no
-    image is not one of images: it is sent whole, as other values are."""
+    """A list or tuple holding images (in its first ``_LOOKED_AT`` items): one block each, and each
+    other item (a caption, a path, a number) as its own value would be, in order."""
     if not isinstance(value, (list, tuple)) or not value:
         return None
     images: list[list[Block] | None] = []
     for index, item in enumerate(value):
         images.append(_image_value(item, f"{label}[{index}]"))
-        if index + 1 == _LOOKED_AT and not any(images):
+        if index + 1 in (_LOOKED_AT, len(value)) and not any(images):
             return None
-    if not any(images):
-        return None
     blocks: list[Block] = []
     for index, (item, image) in enumerate(zip(value, images, strict=True)):
         where = f"{label}[{index}]"
@@ -137,8 +137,6 @@ def _image_list(value: Any, label: str) -> list[Block] | None:
                 blocks.append(part)
     return blocks
 
-
-_LOOKED_AT = 64  # items of a list looked at for an image before it is taken as other data
 
 
 def _path_value(value: Any, label: str) -> list[Block] | None:
