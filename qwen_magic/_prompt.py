@@ -128,7 +128,7 @@ def _image_list(value: Any, label: str) -> list[Block] | None:
     blocks: list[Block] = []
     for index, (item, image) in enumerate(zip(value, images, strict=True)):
         where = f"{label}[{index}]"
-        parts = image or _path_value(item, where) or _data_value(item, where) or _text_value(item, where)
+        parts = image or value_blocks(item, where)  # every converter, a user's own too
         for part in parts:
             last = blocks[-1] if blocks else None
             if part["type"] == "text" and last is not None and last["type"] == "text":  # items apart: one a line
@@ -136,7 +136,6 @@ def _image_list(value: Any, label: str) -> list[Block] | None:
             else:
                 blocks.append(part)
     return blocks
-
 
 
 def _path_value(value: Any, label: str) -> list[Block] | None:

@@ -131,7 +131,8 @@ def _resting(events: Any, view: View, message: _Message) -> Iterator[None]:
     response = getattr(events, "response", None)
     network: Any = (getattr(response, "extensions", None) or {}).get("network_stream")
     read = getattr(network, "read", None)
-    if idle is None or read is None or "read" in getattr(network, "__dict__", {"read": None}):
+    own = getattr(network, "__dict__", None)  # where the wrapper goes: none, or one there already, and it reads as is
+    if idle is None or read is None or own is None or "read" in own:
         yield
         return
     reader = threading.get_ident()

@@ -261,7 +261,6 @@ class NotebookView:
     def _paint_thinking(self, *, live: bool) -> None:
         thinking = "".join(self._thinking)
         self._thinking = [thinking]
-        self._fresh = False
         now = self._painted()
         seconds = None if live else now - self._thinking_started
         shown = self._masked(thinking, live=live)
@@ -317,12 +316,14 @@ class NotebookView:
         return max(rest, 0.0)
 
     def _painted(self) -> float:
-        """Note a paint now, and return the time. A paint that came late (the first delta after
-        ``INTERVAL`` arrived some time after it) counts from when it was due, by up to half an
-        interval: paints then come every ``INTERVAL`` on average, however the deltas fall."""
+        """Note a paint now (nothing new has come since it), and return the time. A paint that
+        came late (the first delta after ``INTERVAL`` arrived some time after it) counts from when
+        it was due, by up to half an interval: paints then come every ``INTERVAL`` on average,
+        however the deltas fall."""
         now = time.monotonic()
         late = now - (self._last_paint + self.INTERVAL)
         self._last_paint = now - min(max(late, 0.0), self.INTERVAL / 2)
+        self._fresh = False
         return now
 
     def _masked(self, text: str, *, live: bool) -> str:
@@ -350,7 +351,6 @@ class NotebookView:
     def _paint(self, *, final: bool = False) -> None:
         tail = "".join(self._tail)
         self._painted()
-        self._fresh = False
         stable = len(tail) if final else self._ends.find(tail)
         defer = False  # the open tail's window waits for the next paint
         if stable and (final or stable >= self.COMMIT_AT):
@@ -379,13 +379,12 @@ class NotebookView:
             self._costly = len(tail) > self.COSTLY and not table and self._ends.fence is None
             # While live, markdown only: the plain text comes once, with the whole block.
             window = self._window(self._masked(tail, live=True))
-            if self._live is None:
+            if self._live is None or window != self._shown:  # (only whitespace came, say: nothing to show)
                 bundle = _bundle(window)
-                self._live = self._output(bundle)
-                self._shown_look = _look(bundle)
-            elif window != self._shown:  # (only whitespace came, say: nothing to show)
-                bundle = _bundle(window)
-                _publish(self._live, bundle)
+                if self._live is None:
+                    self._live = self._output(bundle)
+                else:
+                    _publish(self._live, bundle)
                 self._shown_look = _look(bundle)
             self._shown = window
         if not final and self._status is not None and self._last_paint - self._last_status >= self.STATUS_EVERY:
